@@ -1,0 +1,134 @@
+"""`pirl-ablate`: the command line. It only parses arguments and calls into the package."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from pirl_ablate import __version__
+
+# subcommand -> (module, function, issue that builds it)
+HANDLERS = {
+    "train": ("pirl_ablate.train", "train_command", 5),
+    "export": ("pirl_ablate.train", "export_command", 5),
+    "sweep": ("pirl_ablate.sweep.command", "sweep_command", 7),
+    "status": ("pirl_ablate.sweep.command", "status_command", 7),
+    "report": ("pirl_ablate.report.command", "report_command", 8),
+    "eval": ("pirl_ablate.evaluate.command", "eval_command", 6),
+    "show-transform": ("pirl_ablate.transforms.show", "show_transform_command", 3),
+    "list": ("pirl_ablate.listing", "list_command", 2),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pirl-ablate",
+        description="Reproduce, ablate and extend PIRL: pretext transforms, loss variants, gin-configured runs, "
+                    "SLURM sweeps and reports mapped to the paper's tables and figures.",
+    )
+    p.add_argument("--version", action="version", version=f"pirl-ablate {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or chatter (for scripts)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("train", help="pre-train one model from a gin config",
+                       description="Pre-train one model end to end, configured only through gin. Resumes "
+                                   "automatically from the run folder's last checkpoint.")
+    s.add_argument("config", metavar="CONFIG.gin", help="gin file (includes resolve against gin/)")
+    _bind(s)
+    s.add_argument("--out", metavar="DIR", help="run folder (default: runs/<config name>)")
+
+    s = sub.add_parser("sweep", help="expand a sweep file into runs and execute them",
+                       description="Expand a sweep gin file into runs (one folder each) and run them through "
+                                   "submitit. Complete runs are skipped; failed or missing ones are (re)submitted.")
+    s.add_argument("sweep", metavar="SWEEP.gin", help="sweep file, e.g. sweeps/lambda.gin")
+    s.add_argument("--executor", choices=("local", "slurm", "debug"), default=None,
+                   help="where runs execute (default: the sweep file's, else local)")
+    s.add_argument("--out", metavar="DIR", help="sweep folder (default: runs/<sweep name>)")
+    s.add_argument("--dry-run", action="store_true", help="print the runs as a table; run nothing")
+    _bind(s)
+
+    s = sub.add_parser("status", help="show the state of every run of a sweep",
+                       description="Show each run's state (pending, running, done, failed with its reason) from "
+                                   "the run folders and, for SLURM, from the scheduler.")
+    s.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep folder, e.g. runs/lambda")
+
+    s = sub.add_parser("report", help="gather results into a paper table or figure",
+                       description="Gather run results into the paper's tables and figures, or a generic table "
+                                   "for any sweep file.")
+    what = s.add_mutually_exclusive_group(required=True)
+    what.add_argument("--table", metavar="N", help="paper table number (pirl-ablate list tables)")
+    what.add_argument("--figure", metavar="N", help="paper figure number")
+    what.add_argument("sweep", nargs="?", metavar="SWEEP.gin", help="a sweep file: its axes against its metrics")
+    s.add_argument("--results", metavar="DIR", help="folder holding the run folders (default: runs/)")
+    s.add_argument("--format", choices=("rich", "markdown", "csv", "latex"), default="rich")
+    s.add_argument("--out", metavar="DIR", help="where files are written (default: reports/)")
+
+    s = sub.add_parser("eval", help="evaluate a pre-trained run",
+                       description="Evaluate the frozen features of a pre-trained run; results are written "
+                                   "atomically into the run folder's evals/.")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("--protocol", required=True, choices=("linear", "knn", "invariance", "semisup"))
+    s.add_argument("--layers", default="res5", help="comma-separated: conv1,res2,res3,res4,res5")
+    s.add_argument("--dataset", default=None, help="evaluation dataset (default: the pre-training one)")
+    _bind(s)
+
+    s = sub.add_parser("export", help="export a run's backbone as a plain torchvision state_dict",
+                       description="Write the backbone as a torchvision ResNet state_dict (heads dropped).")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("--out", metavar="FILE", required=True, help="output .pth file")
+
+    s = sub.add_parser("show-transform", help="draw images next to a transform's views",
+                       description="Draw a few images next to their views (patches in permuted order, labels "
+                                   "shown) so you see what the network sees.")
+    s.add_argument("name", metavar="NAME", help="transform name or composition, e.g. rotation+jigsaw")
+    s.add_argument("--images", type=int, default=4, metavar="N")
+    s.add_argument("--dataset", default="digits", help="where the images come from (default: digits)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", metavar="FILE.png", required=True)
+    _bind(s)
+
+    s = sub.add_parser("list", help="list registered transforms, losses, datasets or tables")
+    s.add_argument("what", choices=("transforms", "losses", "datasets", "tables"))
+    return p
+
+
+def _bind(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bind", "-b", action="append", default=[], metavar="KEY=VALUE",
+                   help="a gin binding, e.g. PIRLLoss.lambda_=0.25 (repeatable)")
+    p.add_argument("--gin", action="append", default=[], metavar="FILE.gin",
+                   help="an extra gin file parsed after the main one (repeatable)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pirl_ablate.console import console, set_quiet
+    from pirl_ablate.errors import UserError
+
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        set_quiet(True)
+    module, func, issue = HANDLERS[args.command]
+    try:
+        handler = getattr(importlib.import_module(module), func)
+    except ModuleNotFoundError as e:
+        if e.name is None or not module.startswith(e.name):
+            raise
+        handler = None
+    except AttributeError:
+        handler = None
+    if handler is None:
+        console.print(f"pirl-ablate {args.command}: not built yet (issue #{issue})")
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except UserError as e:
+        console.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

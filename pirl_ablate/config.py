@@ -1,0 +1,193 @@
+"""The one gin loading helper: files + `--bind` overrides, include search paths, one-line errors.
+
+gin resolves `include 'x.gin'` against its global search paths only (by default the current directory). Here an
+include is looked up, in order, in the including file's folder, the repository's `gin/` folder (plus any folders
+in `PIRL_ABLATE_GIN_PATH`) and the current directory. Every module that registers configurables is imported
+before the config is parsed and locked, so nothing registers after the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import gin
+
+from pirl_ablate.errors import ConfigError, did_you_mean
+
+GIN_DIR = Path(__file__).resolve().parent.parent / "gin"
+
+# Modules whose import registers gin configurables (transforms, losses, models, datasets, training, ...).
+CONFIGURABLE_MODULES = (
+    "pirl_ablate.transforms",
+    "pirl_ablate.losses",
+    "pirl_ablate.models",
+    "pirl_ablate.data",
+    "pirl_ablate.train",
+    "pirl_ablate.evaluate",
+    "pirl_ablate.sweep",
+)
+
+_INCLUDE = re.compile(r"""^[ \t]*include\s+(['"])(?P<path>.+?)\1""", re.MULTILINE)
+_LOCATION = re.compile(r'In (?:file "(?P<file>[^"]+)", line (?P<line>\d+)|bindings string line (?P<bline>\d+))')
+_NO_PARAM = re.compile(r"Configurable '(?P<cfg>[^']+)' doesn't have a parameter named '(?P<param>[^']+)'")
+_NO_CONFIGURABLE = re.compile(r"No configurable matching '(?P<name>[^']+)'")
+
+
+def gin_search_dirs() -> list[Path]:
+    """The shared config folders: the repository's gin/ and PIRL_ABLATE_GIN_PATH entries."""
+    extra = [Path(p) for p in os.environ.get("PIRL_ABLATE_GIN_PATH", "").split(os.pathsep) if p]
+    return [GIN_DIR, *extra]
+
+
+def import_configurables() -> None:
+    """Import every module of the package that registers gin configurables."""
+    for name in CONFIGURABLE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:  # a capability not built yet; a broken import inside one is not hidden
+            if e.name != name:
+                raise
+
+
+def resolve_config_file(path: str | os.PathLike, base: Path | None = None) -> Path:
+    """The file a user or an include names, looked up in `base`, gin/ and the current directory."""
+    p = Path(path)
+    if p.is_absolute():
+        if p.is_file():
+            return p
+        raise ConfigError(f"{p}: no such gin file")
+    candidates = [*(d / p for d in ([base] if base else [])), *(d / p for d in gin_search_dirs()), Path.cwd() / p]
+    if base is None:  # a file named on the command line: the current directory first
+        candidates.insert(0, Path.cwd() / p)
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    where = ", ".join(sorted({str(c.parent) for c in candidates}))
+    raise ConfigError(f"{path}: no such gin file (looked in {where})")
+
+
+def _include_dirs(files: Sequence[Path]) -> list[Path]:
+    """Folders of every file reachable through includes, in discovery order (the including file's first)."""
+    dirs: list[Path] = []
+    seen: set[Path] = set()
+    stack = list(reversed(files))
+    while stack:
+        f = stack.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        if f.parent not in dirs:
+            dirs.append(f.parent)
+        text = f.read_text(encoding="utf-8")
+        for m in _INCLUDE.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            try:
+                stack.append(resolve_config_file(m.group("path"), base=f.parent))
+            except ConfigError as e:
+                raise ConfigError(f"{f}:{line}: include {m.group('path')!r}: {str(e).split(': ', 1)[1]}") from None
+    return dirs
+
+
+@contextlib.contextmanager
+def _search_paths(dirs: Sequence[Path]) -> Iterator[None]:
+    prefixes = gin.config._LOCATION_PREFIXES
+    saved = list(prefixes)
+    prefixes[:] = [*(str(d) for d in dirs), *(str(d) for d in gin_search_dirs()), ""]
+    try:
+        yield
+    finally:
+        prefixes[:] = saved
+
+
+def parse(files: Sequence[str | os.PathLike] = (), bindings: Sequence[str] = (), *,
+          finalize: bool = True) -> str:
+    """Clear gin, import the configurables, parse `files` then `bindings`; return `gin.config_str()`.
+
+    Raises ConfigError with a one-line message (file:line, the bad name, close matches) on any gin error.
+    """
+    paths = [resolve_config_file(f) for f in files]
+    gin.clear_config()
+    import_configurables()
+    with _search_paths(_include_dirs(paths)):
+        try:
+            gin.parse_config_files_and_bindings([str(p) for p in paths], list(bindings),
+                                                finalize_config=False)
+        except (ValueError, SyntaxError, OSError, TypeError, KeyError) as e:
+            gin.clear_config()
+            raise ConfigError(format_gin_error(e, bindings)) from None
+    text = gin.config_str()
+    if finalize:
+        gin.finalize()
+    return text
+
+
+def parse_text(config: str, *, finalize: bool = True) -> None:
+    """Re-create a config from `gin.config_str()` text, e.g. inside a sweep worker process."""
+    gin.clear_config()
+    import_configurables()
+    try:
+        gin.parse_config(config)
+    except (ValueError, SyntaxError, OSError, TypeError, KeyError) as e:
+        gin.clear_config()
+        raise ConfigError(format_gin_error(e, ())) from None
+    if finalize:
+        gin.finalize()
+
+
+def format_gin_error(e: BaseException, bindings: Sequence[str] = ()) -> str:
+    """One line: `file:line: what was wrong (did you mean ...?)`."""
+    msg = str(e)
+    first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+    where = ""
+    if isinstance(e, SyntaxError):
+        if e.filename:
+            where = f"{e.filename}:{e.lineno}"
+        elif e.lineno and bindings:
+            lines = "\n".join(bindings).splitlines()
+            where = f"--bind {lines[e.lineno - 1].strip()!r}" if e.lineno <= len(lines) else "--bind"
+        first = re.sub(r"\.?\s*\([^()]*line \d+\)$", "", first)
+    loc = _LOCATION.search(msg)
+    if loc and loc.group("file"):
+        where = f"{loc.group('file')}:{loc.group('line')}"
+    elif loc and loc.group("bline"):
+        lines = "\n".join(bindings).splitlines()
+        i = int(loc.group("bline")) - 1
+        where = f"--bind {lines[i].strip()!r}" if 0 <= i < len(lines) else "--bind"
+    hint = ""
+    if m := _NO_PARAM.search(msg):
+        hint = did_you_mean(m.group("param"), _configurable_params(m.group("cfg")))
+        first = f"`{m.group('cfg')}` has no parameter `{m.group('param')}`"
+    elif m := _NO_CONFIGURABLE.search(msg):
+        hint = did_you_mean(m.group("name"), _configurable_names())
+        first = f"unknown configurable `{m.group('name')}`"
+    first = first.rstrip(".")
+    return f"{where}: {first}{hint}" if where else f"{first}{hint}"
+
+
+def _configurable_names() -> set[str]:
+    names = set()
+    for selector, _ in gin.config._REGISTRY.items():
+        names.add(selector.rsplit(".", 1)[-1])
+    return names
+
+
+def _configurable_params(name: str) -> list[str]:
+    try:
+        cfg = gin.config._REGISTRY.get_match(name)
+    except (KeyError, ValueError):
+        return []
+    if cfg is None:
+        return []
+    import inspect
+
+    fn = cfg.wrapped
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    try:
+        return [p for p in inspect.signature(target).parameters if p not in ("self", "cls")]
+    except (TypeError, ValueError):
+        return []

@@ -1,0 +1,108 @@
+"""Name -> factory registries behind `@register_transform`, `@register_loss`, `@register_table`, ...
+
+A registered class or factory becomes gin-configurable under a name, so a new entry is usable from a gin file
+as soon as its module is imported. `pirl-ablate list ...` reads `Registry.describe()`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import gin
+
+from pirl_ablate.errors import UnknownNameError, did_you_mean
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    obj: Any  # the gin-configurable class or function
+    gin_name: str | None
+    doc: str  # first line of the docstring
+    params: dict[str, Any]  # keyword parameters and their defaults (inspect.Parameter.empty: required)
+
+
+def _first_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _params(obj: Any) -> dict[str, Any]:
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return {}
+    skip = {"self", "cls"}
+    return {
+        p.name: p.default
+        for p in sig.parameters.values()
+        if p.name not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+
+
+class Registry:
+    """A named collection of factories of one kind ("transform", "loss", ...)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, *, gin_name: str | None = None, configurable: bool = True
+                 ) -> Callable[[T], T]:
+        """Decorator: register `obj` as `name`; make it gin-configurable as `gin_name` (default: `name`).
+
+        Duplicate names raise ValueError. Pass `configurable=False` for objects gin should not see.
+        """
+
+        def decorator(obj: T) -> T:
+            if name in self._entries:
+                prev = self._entries[name].obj
+                raise ValueError(
+                    f"{self.kind} `{name}` is already registered by "
+                    f"{getattr(prev, '__module__', '?')}.{getattr(prev, '__qualname__', prev)}; pick another name"
+                )
+            wrapped = gin.configurable(gin_name or name)(obj) if configurable else obj
+            self._entries[name] = Entry(
+                name=name,
+                obj=wrapped,
+                gin_name=(gin_name or name) if configurable else None,
+                doc=_first_line(obj),
+                params=_params(obj),
+            )
+            return wrapped
+
+        return decorator
+
+    def get(self, name: str) -> Any:
+        """The registered object; an unknown name raises UnknownNameError with close matches."""
+        try:
+            return self._entries[name].obj
+        except KeyError:
+            raise UnknownNameError(
+                f"unknown {self.kind} `{name}`{did_you_mean(name, self._entries)}"
+            ) from None
+
+    def entry(self, name: str) -> Entry:
+        self.get(name)
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def describe(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)

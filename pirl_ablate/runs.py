@@ -1,0 +1,258 @@
+"""The run folder: the one writer every command that produces results goes through.
+
+Layout of a run folder::
+
+    config.gin        operative gin config (what was actually used)
+    meta.json         run id, seed, bindings, git revision, package versions, host, start/end time
+    metrics.jsonl     one JSON object per line (per epoch), appended
+    checkpoints/      last.pt (and epoch_XXXX.pt), written atomically
+    evals/<name>.json evaluation results, one file per protocol (and dataset)
+    result.json       written last: {"status": "done"|"failed", ...}
+
+Every file except metrics.jsonl is written to a temporary file in the same folder, flushed, fsynced and renamed
+over the target, so a killed process leaves either the previous file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+PACKAGES = ("pirl-ablate", "torch", "torchvision", "kornia", "gin-config", "submitit", "pandas", "numpy",
+            "scikit-learn")
+
+STATUS_DONE = "done"
+STATUS_FAILED = "failed"
+STATUS_RUNNING = "running"
+STATUS_PENDING = "pending"
+
+
+# ----------------------------------------------------------------------------------------------- atomic writes
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call `write(fh)` on a temporary file beside `path`, then rename it over `path`.
+
+    If `write` raises (or the process dies) the previous content of `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    import torch
+
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """All complete lines of a JSON-lines file (a torn last line from a killed writer is ignored)."""
+    rows = []
+    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.endswith("\n"):
+                rows.append(json.loads(line))
+    return rows
+
+
+# -------------------------------------------------------------------------------------------------- provenance
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_revision(cwd: str | os.PathLike | None = None) -> str | None:
+    """The git commit of the code (with '-dirty' for uncommitted changes), or None outside a checkout."""
+    cwd = Path(cwd) if cwd else Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("-dirty" if dirty else "")
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- run folder
+class RunDir:
+    """A run folder. `start()` records provenance; `finish()`/`fail()` write result.json last."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # paths
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.gin"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "meta.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def result_path(self) -> Path:
+        return self.path / "result.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def evals_dir(self) -> Path:
+        return self.path / "evals"
+
+    # writing
+    def start(self, config: str, *, seed: int | None, run_id: str | None = None,
+              bindings: dict[str, Any] | None = None, **extra: Any) -> dict:
+        """Create the folder; write config.gin and meta.json. A restart keeps the first start time."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config_path, config)
+        previous = self.meta() or {}
+        meta = {
+            **previous,
+            "run_id": run_id or previous.get("run_id") or self.path.name,
+            "seed": seed,
+            "bindings": bindings if bindings is not None else previous.get("bindings", {}),
+            "git_revision": git_revision(),
+            "versions": package_versions(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "start": previous.get("start") or now(),
+            "restarts": previous.get("restarts", -1) + 1,
+            "last_start": now(),
+            "end": None,
+            **extra,
+        }
+        atomic_write_json(self.meta_path, meta)
+        return meta
+
+    def update_meta(self, **fields: Any) -> dict:
+        meta = {**(self.meta() or {}), **fields}
+        atomic_write_json(self.meta_path, meta)
+        return meta
+
+    def write_config(self, config: str) -> None:
+        atomic_write_text(self.config_path, config)
+
+    def log_metrics(self, row: dict) -> None:
+        """Append one JSON line (flushed and fsynced: a kill leaves at most a torn last line)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, sort_keys=True, default=_json_default) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write_eval(self, name: str, result: dict) -> Path:
+        return atomic_write_json(self.evals_dir / f"{name}.json", result)
+
+    def finish(self, **result: Any) -> dict:
+        return self._write_result({"status": STATUS_DONE, **result})
+
+    def fail(self, reason: str, **result: Any) -> dict:
+        return self._write_result({"status": STATUS_FAILED, "reason": reason, **result})
+
+    def _write_result(self, result: dict) -> dict:
+        result = {**result, "end": now()}
+        self.update_meta(end=result["end"])
+        atomic_write_json(self.result_path, result)
+        return result
+
+    # reading
+    def meta(self) -> dict | None:
+        return _read_or_none(self.meta_path)
+
+    def result(self) -> dict | None:
+        return _read_or_none(self.result_path)
+
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_path)
+
+    def evals(self) -> dict[str, dict]:
+        if not self.evals_dir.is_dir():
+            return {}
+        return {p.stem: read_json(p) for p in sorted(self.evals_dir.glob("*.json"))}
+
+    def status(self) -> str:
+        """pending (nothing started), running (started, no result), done or failed."""
+        result = self.result()
+        if result is not None:
+            return result.get("status", STATUS_FAILED)
+        return STATUS_RUNNING if self.meta_path.exists() else STATUS_PENDING
+
+    def is_done(self) -> bool:
+        return self.status() == STATUS_DONE
+
+
+def _read_or_none(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        return None
+
+
+def iter_run_dirs(root: str | os.PathLike) -> Iterator[RunDir]:
+    """Every run folder (a folder holding meta.json or result.json) under `root`, sorted by path."""
+    root = Path(root)
+    seen = set()
+    for marker in ("meta.json", "result.json"):
+        for p in root.rglob(marker):
+            seen.add(p.parent)
+    for p in sorted(seen):
+        yield RunDir(p)
