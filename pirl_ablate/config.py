@@ -54,14 +54,16 @@ def import_configurables() -> None:
                 raise
 
 
-def resolve_config_file(path: str | os.PathLike, base: Path | None = None) -> Path:
-    """The file a user or an include names, looked up in `base`, gin/ and the current directory."""
+def resolve_config_file(path: str | os.PathLike, base: Path | Sequence[Path] | None = None) -> Path:
+    """The file a user or an include names, looked up in `base` (the including file's folder, then the folders
+    of the files that included it), gin/ and the current directory."""
     p = Path(path)
     if p.is_absolute():
         if p.is_file():
             return p
         raise ConfigError(f"{p}: no such gin file")
-    candidates = [*(d / p for d in ([base] if base else [])), *(d / p for d in gin_search_dirs()), Path.cwd() / p]
+    bases = [base] if isinstance(base, Path) else list(base or [])
+    candidates = [*(d / p for d in bases), *(d / p for d in gin_search_dirs()), Path.cwd() / p]
     if base is None:  # a file named on the command line: the current directory first
         candidates.insert(0, Path.cwd() / p)
     for c in candidates:
@@ -75,19 +77,20 @@ def _include_dirs(files: Sequence[Path]) -> list[Path]:
     """Folders of every file reachable through includes, in discovery order (the including file's first)."""
     dirs: list[Path] = []
     seen: set[Path] = set()
-    stack = list(reversed(files))
+    stack: list[tuple[Path, tuple[Path, ...]]] = [(f, ()) for f in reversed(files)]
     while stack:
-        f = stack.pop()
+        f, parents = stack.pop()
         if f in seen:
             continue
         seen.add(f)
         if f.parent not in dirs:
             dirs.append(f.parent)
+        chain = (f.parent, *parents)
         text = f.read_text(encoding="utf-8")
         for m in _INCLUDE.finditer(text):
             line = text.count("\n", 0, m.start()) + 1
             try:
-                stack.append(resolve_config_file(m.group("path"), base=f.parent))
+                stack.append((resolve_config_file(m.group("path"), base=chain), chain))
             except ConfigError as e:
                 raise ConfigError(f"{f}:{line}: include {m.group('path')!r}: {str(e).split(': ', 1)[1]}") from None
     return dirs
