@@ -1,0 +1,103 @@
+"""Any folder of images: class folders (`root/<class>/*.jpg`, e.g. ImageNet) or a flat folder (no labels).
+
+If `root` holds split folders (`train/`, and `val/` or `test/` for the test split) those are used. Worker processes
+decode each file with PIL and bring it to a fixed `image_size` square (shorter side resized, centre crop) as uint8;
+all random augmentation happens later, batched, on the device.
+
+A corrupt or unreadable file is reported with its path; `on_error="stop"` raises DataError, `"skip"` drops the
+item from its batch (`collate_skipping`) and goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pirl_ablate.console import console
+from pirl_ablate.data.arrays import ImageDataset, Item, subset_indices
+from pirl_ablate.data.registry import register_dataset
+from pirl_ablate.errors import DataError
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+SPLIT_FOLDERS = {"train": ("train",), "test": ("val", "test"), "unlabeled": ("unlabeled",)}
+ON_ERROR = ("stop", "skip")
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+
+
+def decode(path: Path, size: int) -> Tensor:
+    """The image at `path` as uint8 (3, size, size): RGB, shorter side resized to `size`, centre crop."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        scale = size / min(w, h)
+        im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+        w, h = im.size
+        left, top = (w - size) // 2, (h - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+        return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+class ImageFolder(ImageDataset):
+    """Files listed once at construction (sorted, so indices are stable); decoded lazily in loader workers."""
+
+    def __init__(self, files: list[Path], labels: Tensor, classes: list[str] | None, *, split: str,
+                 image_size: int, on_error: str):
+        self.files, self.labels, self.classes = files, labels, classes
+        self.name, self.split = "imagefolder", split
+        self.num_classes = len(classes) if classes else None
+        self.image_size, self.on_error = image_size, on_error
+
+    def __getitem__(self, index: int) -> Item | None:
+        path = self.files[index]
+        try:
+            image = decode(path, self.image_size)
+        except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
+            message = f"{path}: cannot decode image ({type(e).__name__}: {e})"
+            if self.on_error == "stop":
+                raise DataError(message + "; bind imagefolder.on_error = 'skip' to drop such files") from None
+            console.print(f"skipping {message}")
+            return None
+        return image, index, int(self.labels[index])
+
+
+@register_dataset("imagefolder")
+def imagefolder(split: str = "train", subset: int | None = None, subset_seed: int | None = None,
+                root: str | None = None, image_size: int = 256, on_error: str = "stop") -> ImageFolder:
+    """A folder of class folders (labelled) or of images (unlabelled), decoded to uint8 3 x image_size^2.
+
+    `image_size` 256 is the fixed size workers produce for ImageNet (the transforms crop and resize from it).
+    """
+    if root is None:
+        raise DataError("imagefolder: bind imagefolder.root to a folder of class folders or images")
+    if on_error not in ON_ERROR:
+        raise DataError(f"imagefolder.on_error = {on_error!r} (valid: stop, skip)")
+    base = Path(os.path.expanduser(root))
+    if not base.is_dir():
+        raise DataError(f"imagefolder: {base} is not a folder")
+    folder = next((base / s for s in SPLIT_FOLDERS.get(split, (split,)) if (base / s).is_dir()), base)
+    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir())
+    loose = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS]
+    if class_dirs and not loose:
+        classes = [d.name for d in class_dirs]
+        per_class = [_images_in(d) for d in class_dirs]
+        files = [p for ps in per_class for p in ps]
+        labels = torch.tensor([c for c, ps in enumerate(per_class) for _ in ps], dtype=torch.long)
+    else:
+        classes = None
+        files = _images_in(folder)
+        labels = torch.full((len(files),), -1, dtype=torch.long)
+    if not files:
+        raise DataError(f"imagefolder: no images ({', '.join(EXTENSIONS)}) under {folder}")
+    idx = subset_indices(len(files), subset, subset_seed, what=f"imagefolder {folder}")
+    if idx is not None:
+        files, labels = [files[i] for i in idx.tolist()], labels[idx]
+    return ImageFolder(files, labels, classes, split=split, image_size=image_size, on_error=on_error)

@@ -1,0 +1,120 @@
+"""Batches for training and evaluation, and the uint8 -> float step done on the device.
+
+CPU work stops at uint8 images of a fixed size: in-memory datasets are indexed a whole batch at a time; file
+datasets (imagefolder) decode in worker processes. Conversion to float, channel expansion and resizing happen in
+`to_device_batch` on the training device, and every random augmentation after it (the transform registry).
+
+The order of an epoch depends only on (seed, epoch) — torch's DistributedSampler rule — so a resumed run replays
+exactly the batches an uninterrupted one would see, on any number of processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gin
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, DistributedSampler
+
+from pirl_ablate.data.arrays import ArrayDataset, ImageDataset
+
+Batch = tuple[Tensor, Tensor, Tensor]  # images uint8 (B, C, H, W), index long (B,), labels long (B,)
+
+
+def collate_skipping(items: list) -> Batch | None:
+    """Stack (image, index, label) items, dropping the None of skipped corrupt images; None if all were."""
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    images, index, labels = zip(*items)
+    return torch.stack(images), torch.tensor(index, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
+
+
+class _EpochBatches:
+    """Batch sampler over a DistributedSampler's epoch order; `start` skips the first batches (mid-epoch resume)."""
+
+    def __init__(self, sampler: DistributedSampler, batch_size: int, drop_last: bool):
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+        self.start = 0
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(self.sampler)
+        for b in range(self.start, len(self)):
+            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+
+
+class EpochLoader:
+    """Iterable of `Batch` for one epoch at a time: `set_epoch(e)` then iterate (optionally from `start_step`)."""
+
+    def __init__(self, dataset: ImageDataset, batch_size: int, *, seed: int, shuffle: bool, drop_last: bool,
+                 rank: int, world_size: int, num_workers: int, pin_memory: bool, persistent_workers: bool):
+        self.dataset = dataset
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                                     drop_last=drop_last)
+        self.sampler = sampler
+        self.batches = _EpochBatches(sampler, batch_size, drop_last and len(sampler) >= batch_size)
+        self.pin_memory = pin_memory
+        self._loader = None
+        if not isinstance(dataset, ArrayDataset):
+            self._loader = DataLoader(dataset, batch_sampler=self.batches, num_workers=num_workers,
+                                      collate_fn=collate_skipping, pin_memory=pin_memory,
+                                      persistent_workers=persistent_workers and num_workers > 0)
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.sampler.set_epoch(epoch)
+        self.batches.start = start_step
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self._loader is not None:
+            yield from (b for b in self._loader if b is not None)
+            return
+        ds = self.dataset
+        for idx in self.batches:
+            index = torch.tensor(idx, dtype=torch.long)
+            images = ds.images[index]
+            yield (images.pin_memory() if self.pin_memory else images), index, ds.labels[index]
+
+
+@gin.configurable("loader")
+def make_loader(dataset: ImageDataset, batch_size: int, generator: torch.Generator | None = None, *,
+                seed: int | None = None, shuffle: bool | None = None, drop_last: bool | None = None,
+                rank: int = 0, world_size: int = 1, num_workers: int = 2, pin_memory: bool = False,
+                persistent_workers: bool = True) -> EpochLoader:
+    """A loader of `(images uint8 (B,C,H,W), index (B,), labels (B,))` for `dataset`, this process's share.
+
+    Shuffled when a `seed` (or a `generator` to draw one from) is given, in dataset order otherwise; `drop_last`
+    defaults to `shuffle`. `num_workers`, `pin_memory`, `persistent_workers` (gin: `loader.*`) apply to file
+    datasets; in-memory ones are indexed in the main process.
+    """
+    if seed is None and generator is not None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    shuffle = seed is not None if shuffle is None else shuffle
+    return EpochLoader(dataset, batch_size, seed=seed or 0, shuffle=shuffle,
+                       drop_last=shuffle if drop_last is None else drop_last, rank=rank, world_size=world_size,
+                       num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers)
+
+
+def to_device_batch(images: Tensor, device: torch.device | str, size: int | None = 32, channels: int = 3
+                    ) -> Tensor:
+    """uint8 (B, C, H, W) -> float (B, channels, size, size) in [0, 1] on `device`.
+
+    Grey images are repeated to 3 channels (RGB to grey by the mean when channels=1); resizing is bilinear with
+    antialiasing (`size=None` keeps the size). The default 32 px is the smoke scale's image size.
+    """
+    x = images.to(device, non_blocking=True).float().div_(255.0)
+    if x.shape[1] == 1 and channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    elif x.shape[1] == 3 and channels == 1:
+        x = x.mean(dim=1, keepdim=True)
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.contiguous()
