@@ -123,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args) or 0)
     except UserError as e:
-        console.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+        # gin appends "In call to configurable ..." lines to errors raised inside configurables: keep the first
+        console.print(f"[bold red]error:[/] {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                      markup=True, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted")
