@@ -1,0 +1,100 @@
+"""The memory bank of NPID / PIRL (paper Section 3.2, "Using a memory bank of negative samples").
+
+One `dim`-vector per training image, addressed by dataset index. It is updated from the untransformed view only,
+
+    m_I <- normalise(mu * m_I + (1 - mu) * f(v_I)),    mu = 0.5,
+
+and supplies the positive m_I and the N negatives m_I' of every NCE term.
+
+Distributed training: every rank holds the whole bank. It is initialised on rank 0 and broadcast; each update
+all-gathers the embeddings and indices of all ranks first, so every rank applies the same update and the banks stay
+bitwise identical. The bank is a buffer of the loss module, which is not wrapped in DistributedDataParallel, so DDP
+never broadcasts or synchronises it; it is saved with `loss.state_dict()`.
+"""
+
+from __future__ import annotations
+
+import gin
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_gather_rows(*tensors: Tensor) -> list[Tensor]:
+    """Concatenate each tensor's rows over all ranks, in rank order; ranks may hold different numbers of rows."""
+    n = tensors[0].shape[0]
+    world = dist.get_world_size()
+    sizes = [torch.zeros(1, dtype=torch.long, device=tensors[0].device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([n], device=tensors[0].device))
+    counts = [int(s) for s in sizes]
+    gathered = []
+    for t in tensors:
+        padded = t.new_zeros((max(counts), *t.shape[1:]))
+        padded[:n] = t
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded.contiguous())
+        gathered.append(torch.cat([p[:c] for p, c in zip(parts, counts)]))
+    return gathered
+
+
+@gin.configurable
+class MemoryBank(nn.Module):
+    """(size, dim) bank of L2-normalised vectors, one per training image.
+
+    Args:
+        size: |D|, the number of training images.
+        dim: entry size (the embedding size, 128).
+        generator: draws the random initialisation (Gaussian, then L2-normalised: uniform on the sphere).
+        momentum: mu of the update rule (0.5, Section 3.2 / NPID).
+        exclude_positive: negatives of a sample never include its own entry (the paper and VISSL draw from the
+            whole bank, so the default is False).
+        device: where the bank lives (the network's device).
+    """
+
+    def __init__(self, size: int, dim: int, generator: torch.Generator, momentum: float = 0.5,
+                 exclude_positive: bool = False, device: torch.device | str | None = None):
+        super().__init__()
+        self.momentum = momentum
+        self.exclude_positive = exclude_positive
+        bank = torch.randn(size, dim, generator=generator, device=device)
+        self.register_buffer("bank", F.normalize(bank, dim=1))
+        if distributed():
+            dist.broadcast(self.bank, src=0)
+
+    @property
+    def size(self) -> int:
+        return self.bank.shape[0]
+
+    def sample_negatives(self, index: Tensor, num: int, generator: torch.Generator) -> Tensor:
+        """(B, num) long indices drawn uniformly (with replacement) for each sample `index` (B,).
+
+        With `exclude_positive`, each row is uniform over the other size - 1 entries (draw from [0, size - 1)
+        and skip the positive).
+        """
+        shape = (index.shape[0], num)
+        if not self.exclude_positive:
+            return torch.randint(0, self.size, shape, generator=generator, device=self.bank.device)
+        draw = torch.randint(0, self.size - 1, shape, generator=generator, device=self.bank.device)
+        return draw + (draw >= index[:, None]).long()
+
+    @torch.no_grad()
+    def update(self, index: Tensor, embeddings: Tensor) -> None:
+        """m[index] <- normalise(mu * m[index] + (1 - mu) * embeddings); `index` (B,), `embeddings` (B, dim).
+
+        Under torch.distributed all ranks' rows are gathered first. An index that occurs more than once (e.g. the
+        padding of DistributedSampler) takes its last occurrence in (rank, batch position) order, so the result
+        does not depend on the order in which the device writes.
+        """
+        embeddings = embeddings.detach().to(self.bank.dtype)
+        if distributed():
+            index, embeddings = all_gather_rows(index, embeddings)
+        unique, inverse = torch.unique(index, return_inverse=True)
+        position = torch.arange(index.shape[0], device=index.device)
+        last = torch.full_like(unique, -1).scatter_reduce_(0, inverse, position, reduce="amax")
+        mixed = self.momentum * self.bank[unique] + (1 - self.momentum) * embeddings[last]
+        self.bank[unique] = F.normalize(mixed, dim=1)
