@@ -1,1 +1,15 @@
-"""transforms"""
+"""Pretext transforms: batched on the batch's device, parameters drawn first, registered by name.
+
+`build_transform("rotation+jigsaw")(images, generator) -> View`; see base.py for the interface.
+"""
+
+from pirl_ablate.transforms.base import CPU_CHUNK, Transform, TransformInputError, View
+from pirl_ablate.transforms.compose import Compose
+from pirl_ablate.transforms.image import ImageView
+from pirl_ablate.transforms.jigsaw import Jigsaw
+from pirl_ablate.transforms.permutations import hamming_set, lehmer_rank
+from pirl_ablate.transforms.registry import TRANSFORMS, build_transform, register_transform
+from pirl_ablate.transforms.rotation import Rotation
+
+__all__ = ["CPU_CHUNK", "TRANSFORMS", "Compose", "ImageView", "Jigsaw", "Rotation", "Transform",
+           "TransformInputError", "View", "build_transform", "hamming_set", "lehmer_rank", "register_transform"]

@@ -1,0 +1,52 @@
+"""`image`: the standard augmented view of I that PIRL's f head embeds (paper Section 4.1, NPID's recipe)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pirl_ablate.transforms.base import Transform, random_resized_boxes, resample_boxes
+from pirl_ablate.transforms.photometric import apply_colour, sample_colour
+from pirl_ablate.transforms.registry import register_transform
+
+COLOUR_KEYS = ("brightness", "contrast", "saturation", "hue", "grayscale")
+
+
+@register_transform("image")
+class ImageView(Transform):
+    """Random resized crop (scale 0.08-1), horizontal flip, colour jitter and grayscale, resized to `size`."""
+
+    name = "image"
+
+    def __init__(self, size: int | None = 224, scale: tuple[float, float] = (0.08, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True, photometric: bool = True,
+                 brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.4,
+                 grayscale_p: float = 0.2):
+        """size: output side (224, the paper's; None keeps min(H, W) of the input); scale/ratio: crop area
+        fraction and aspect ratio; flip: horizontal flip p = 0.5; photometric: colour jitter (NPID's 0.4 for
+        brightness, contrast, saturation and hue) and grayscale with probability grayscale_p."""
+        self.size = size
+        self.scale = tuple(scale)
+        self.ratio = tuple(ratio)
+        self.flip = flip
+        self.photometric = photometric
+        self.colour = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue,
+                       "grayscale_p": grayscale_p}
+
+    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+        """box (B, 4) x0, y0, x1, y1 in input pixels, [flip (B,)], [colour factors (B,)]."""
+        params = {"box": random_resized_boxes(shape, self.scale, self.ratio, generator, device)}
+        if self.flip:
+            params["flip"] = torch.rand(shape[0], generator=generator, device=device) < 0.5
+        if self.photometric:
+            params.update(sample_colour((shape[0],), generator, device, **self.colour))
+        return params
+
+    def apply(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """(B, C, H, W) -> (B, C, size, size)."""
+        size = self.size if self.size is not None else min(images.shape[-2:])
+        flip = params["flip"].unsqueeze(1) if "flip" in params else None
+        out = resample_boxes(images, params["box"].unsqueeze(1), (size, size), flip).squeeze(1)
+        if self.photometric:
+            out = apply_colour(out, {k: params[k] for k in COLOUR_KEYS})
+        return out
