@@ -1,0 +1,284 @@
+"""Building blocks shared by the registered tables and figures: method labels, metric selection, pivots of seed
+aggregates into blocks, problem runs, and the generic report of a sweep's axes against its metrics."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from pirl_ablate.report.model import Block, Cell, Plot, Problem, Report, Row, Series, aggregate, cell
+from pirl_ablate.report.results import runs_of
+from pirl_ablate.runs import STATUS_DONE
+
+# Variant names as sweep files spell them (any case, separators ignored) -> the paper's row labels.
+METHOD_LABELS = {
+    "pirl": "PIRL",
+    "npid": "NPID",
+    "npidpp": "NPID++",
+    "jigsaw": "Jigsaw",
+    "rotation": "Rotation",
+    "random": "random init",
+    "randominit": "random init",
+    "supervised": "supervised",
+    "pirlrotation": "PIRL (Rotation)",
+    "pirljigsaw": "PIRL (Jigsaw)",
+    "pirlrotationjigsaw": "PIRL (Rotation+Jigsaw)",
+    "pirljigsawrotation": "PIRL (Rotation+Jigsaw)",
+}
+BASELINES = ("random init", "supervised")
+RANDOM_INIT = "random init"
+LAYER_ORDER = ("conv1", "res2", "res3", "res4", "res5")
+
+
+def method_label(variant: Any, default: str) -> str:
+    """The paper's name for a run's variant ("npid++", "NPID_PP" -> "NPID++"); `default` when it has none."""
+    if variant is None or (isinstance(variant, float) and math.isnan(variant)):
+        return default
+    key = re.sub(r"[^a-z0-9]", "", str(variant).lower().replace("++", "pp"))
+    return METHOD_LABELS.get(key, str(variant))
+
+
+def with_methods(frame: pd.DataFrame, default: str) -> pd.DataFrame:
+    """`frame` plus a "method" column (see `method_label`)."""
+    labels = {v: method_label(v, default) for v in frame["variant"].dropna().unique()}
+    method = frame["variant"].map(labels).fillna(default) if labels else pd.Series(default, index=frame.index)
+    return frame.assign(method=method.astype(object))
+
+
+def kind_of(method: str) -> str:
+    return "baseline" if method in BASELINES else "method"
+
+
+def ordered(values: Iterable[Any], preferred: Sequence[Any] = ()) -> list[Any]:
+    """`preferred` first (in its order), then the rest: numerically if they are all numbers, else by text."""
+    values = list(dict.fromkeys(v for v in values if not _missing(v)))
+    first = [p for p in dict.fromkeys(preferred) if p in values]
+    rest = [v for v in values if v not in first]
+    if all(isinstance(v, (int, float)) for v in rest):
+        rest.sort()
+    else:
+        rest.sort(key=_natural)
+    return first + rest
+
+
+def _natural(v: Any) -> list[Any]:
+    """Sort key that orders "2%" < "10%" and "res2" < "res10"."""
+    return [(0, float(t), "") if t.replace(".", "", 1).isdigit() else (1, 0.0, t)
+            for t in re.split(r"(\d+(?:\.\d+)?)", str(v)) if t]
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def fmt_value(v: Any) -> str:
+    """A binding value as a label: 0.5, 4096, 'nce' (integral floats without '.0')."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+# -------------------------------------------------------------------------------------------------- selection
+def select(frame: pd.DataFrame, protocol: str, metric: str, group: str | None = None) -> pd.DataFrame:
+    """Done runs' rows of one protocol and metric (and group)."""
+    mask = (frame["status"] == STATUS_DONE) & (frame["protocol"] == protocol) & (frame["metric"] == metric)
+    if group is not None:
+        mask &= frame["group"] == group
+    return frame[mask]
+
+
+def pick_probe(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows a figure plots: linear top-1 on res5 if any run has it, else kNN top-1; and a y-axis label."""
+    for protocol in ("linear", "knn"):
+        rows = select(frame, protocol, "top1")
+        if rows.empty:
+            continue
+        groups = ordered(rows["group"].unique(), preferred=("res5",))
+        group = groups[0]
+        return rows[rows["group"] == group], f"{protocol} top-1 ({group})"
+    return frame.iloc[0:0], "linear top-1 (res5)"
+
+
+def find_axis(frame: pd.DataFrame, hints: Sequence[str]) -> str | None:
+    """The swept binding whose name contains one of `hints` (e.g. "lambda"); else the one with most values."""
+    present = [b for b in frame.attrs.get("bindings", []) if b in frame and frame[b].notna().any()]
+    for hint in hints:
+        for b in present:
+            if hint in b.lower():
+                return b
+    if not present:
+        return None
+    return max(present, key=lambda b: frame[b].nunique())
+
+
+# ------------------------------------------------------------------------------------------------------ pivots
+def pivot_rows(rows: pd.DataFrame, row_key: str, col_key: str, row_order: Sequence[Any], col_order: Sequence[Any],
+               row_label=str, kind=kind_of) -> list[Row]:
+    """Rows of seed aggregates: one Row per `row_key` value, one Cell per `col_key` value."""
+    agg = aggregate(rows, [row_key, col_key])
+    cells: dict[Any, dict[str, Cell]] = {}
+    for r, c, mean, std, n in agg[[row_key, col_key, "mean", "std", "n"]].itertuples(index=False):
+        if n:
+            cells.setdefault(r, {})[str(c)] = cell(mean, std, n)
+    return [Row(label=row_label(r), cells=cells[r], kind=kind(r)) for r in row_order if r in cells]
+
+
+def paper_block(title: str, columns: Sequence[str], numbers: dict[str, Sequence[float | None]]) -> Block:
+    rows = [Row(label=name, kind="paper",
+                cells={c: Cell(float(v)) for c, v in zip(columns, values) if v is not None})
+            for name, values in numbers.items()]
+    return Block(title=title, columns=list(columns), rows=rows)
+
+
+def delta_row(block: Block, minuend: str, subtrahend: str) -> Row | None:
+    """`minuend - subtrahend` per column (a difference of means; no std), or None if either row is absent."""
+    by_label = {r.label: r for r in block.rows}
+    if minuend not in by_label or subtrahend not in by_label:
+        return None
+    a, b = by_label[minuend].cells, by_label[subtrahend].cells
+    return Row(label=f"Δ {minuend} − {subtrahend}", kind="delta",
+               cells={c: Cell(a[c].mean - b[c].mean) for c in block.columns if c in a and c in b})
+
+
+def problems(sweep_frame: pd.DataFrame, used: set[str], need: str) -> list[Problem]:
+    """Every run of the sweep that contributed nothing, with its reason (`need` names the evaluation wanted)."""
+    out = []
+    for run_id, status, reason in runs_of(sweep_frame)[["run_id", "status", "reason"]].itertuples(index=False):
+        if run_id in used:
+            continue
+        if status == STATUS_DONE:
+            reason = f"done, but has no {need} evaluation"
+        out.append(Problem(run_id=str(run_id), status=str(status), reason=str(reason or "")))
+    return out
+
+
+def random_init_rows(frame: pd.DataFrame, sweep: str) -> pd.DataFrame:
+    """Done random-init runs from any other sweep (the honesty baseline shown beside smoke-scale results)."""
+    return frame[(frame["method"] == RANDOM_INIT) & (frame["sweep"] != sweep) & (frame["status"] == STATUS_DONE)]
+
+
+def random_init_note(sweep_cmd: str) -> str:
+    return (f"no random-init baseline found: smoke-scale numbers mean little without it; run `{sweep_cmd}` "
+            "(its random-init variant) to get one")
+
+
+# --------------------------------------------------------------------------------------------- line figures
+def line_figure(report: Report, sweep_frame: pd.DataFrame, baseline: pd.DataFrame, axis: str | None,
+                xlabel: str, logx: bool = False) -> set[str]:
+    """Add to `report` a plot of the probe metric against `axis`, one series per method (and dataset), and its
+    numbers as a block (rows = axis values, columns = series). Returns the ids of the runs plotted."""
+    rows, ylabel = pick_probe(sweep_frame)
+    if axis is None or rows.empty:
+        return set()
+    rows = rows[rows[axis].notna()]
+    multi = rows["dataset"].nunique() > 1
+    rows = rows.assign(series=[f"{m} · {d}" if multi else m for m, d in zip(rows["method"], rows["dataset"])])
+    series_order = ordered(rows["series"].unique())
+    x_order = ordered(rows[axis].unique())
+    block = Block(title=f"{ylabel} vs {xlabel}", columns=[str(s) for s in series_order],
+                  rows=pivot_rows(rows, axis, "series", x_order, series_order, row_label=fmt_value,
+                                  kind=lambda _: "method"),
+                  row_header=xlabel)
+    agg = aggregate(rows, ["series", axis])
+    plot = Plot(kind="line", xlabel=xlabel, ylabel=ylabel, series=[], logx=logx)
+    for s in series_order:
+        part = agg[agg["series"] == s].set_index(axis).reindex([x for x in x_order if x in set(agg[axis])])
+        part = part[part["n"] > 0]
+        plot.series.append(Series(label=str(s), x=list(part.index), y=list(part["mean"]),
+                                  std=[float(v) for v in part["std"]], n=[int(v) for v in part["n"]]))
+    _add_baseline(block, plot, baseline, rows, multi)
+    block.mark_best()
+    report.blocks.append(block)
+    report.plot = plot
+    return set(rows["run_id"])
+
+
+def _add_baseline(block: Block, plot: Plot, baseline: pd.DataFrame, rows: pd.DataFrame, multi: bool) -> None:
+    """Random init's value for the plotted protocol/group/metric, per dataset, as a row and a dashed line."""
+    if baseline.empty:
+        return
+    protocol, group, metric = rows[["protocol", "group", "metric"]].iloc[0]
+    base = baseline[(baseline["protocol"] == protocol) & (baseline["group"] == group)
+                    & (baseline["metric"] == metric)]
+    cells = {}
+    for dataset, mean, std, n in aggregate(base, ["dataset"])[["dataset", "mean", "std", "n"]].itertuples(
+            index=False):
+        plot.baselines.append((f"{RANDOM_INIT} · {dataset}" if multi else RANDOM_INIT, float(mean)))
+        for col in block.columns:
+            if not multi or col.endswith(f" · {dataset}"):
+                cells[col] = cell(mean, std, n)
+    if cells:
+        block.rows.append(Row(label=RANDOM_INIT, cells=cells, kind="baseline"))
+
+
+# ------------------------------------------------------------------------------------------ generic sweep report
+def sweep_report(frame: pd.DataFrame, sweep: str, sweep_cmd: str) -> Report:
+    """Any sweep: one row per combination of its variant and swept bindings, one column per metric it produced
+    (protocol / dataset / group / metric, constant parts dropped), mean +- std over seeds."""
+    sub = frame[frame["sweep"] == sweep]
+    report = Report(name=sweep, title=f"sweep {sweep}: swept axes against metrics")
+    if sub.empty:
+        return report
+    axes = [b for b in frame.attrs.get("bindings", []) if b in sub and sub[b].notna().any()]
+    has_variant = sub["variant"].notna().any()
+    keys = (["variant"] if has_variant else []) + axes
+    short = _short_names(axes)
+    done = sub[(sub["status"] == STATUS_DONE) & sub["metric"].notna()]
+    parts = ["protocol", "dataset", "group", "metric"]
+    col_keys = done[parts].drop_duplicates().itertuples(index=False, name=None)
+    col_keys = sorted(col_keys, key=lambda k: (k[0] == "final", k[0], _natural(k[1]), _natural(k[2]), k[3]))
+    varying = [i for i in range(4) if len({k[i] for k in col_keys}) > 1] or [3]
+    col_label = {k: "/".join(str(k[i]) for i in range(4) if i in varying or i == 3) for k in col_keys}
+    done = done.assign(column=[col_label[k] for k in done[parts].itertuples(index=False, name=None)],
+                       row=_row_labels(done, keys, short))
+    row_order = list(dict.fromkeys(_row_labels(_sorted_runs(sub, keys), keys, short)))
+    columns = list(dict.fromkeys(col_label[k] for k in col_keys))
+    lower = frozenset(col_label[k] for k in col_keys if "loss" in k[3] or k[0] == "invariance")
+    block = Block(title=f"runs/{sweep}", columns=columns, row_header=", ".join(
+        (["variant"] if has_variant else []) + [short[a] for a in axes]) or "run",
+                  rows=pivot_rows(done, "row", "column", row_order, columns, kind=lambda _: "method"),
+                  lower_is_better=lower)
+    block.mark_best()
+    report.blocks.append(block)
+    report.problems = problems(sub, set(done["run_id"]), "metric")
+    report.runs_used = done["run_id"].nunique()
+    if not (with_methods(frame, "")["method"] == RANDOM_INIT).any():
+        report.notes.append(random_init_note(sweep_cmd))
+    return report
+
+
+def _short_names(axes: Sequence[str]) -> dict[str, str]:
+    """"PIRLLoss.lambda_" -> "lambda_" unless two axes would share the short name."""
+    short = {a: a.rsplit(".", 1)[-1] for a in axes}
+    counts = pd.Series(list(short.values())).value_counts()
+    return {a: s if counts[s] == 1 else a for a, s in short.items()}
+
+
+def _sorted_runs(sub: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    runs = runs_of(sub)
+    if not keys:
+        return runs
+    sort_cols = [runs[k].map(lambda v: (0, v, "") if isinstance(v, (int, float)) and not _missing(v)
+                             else (1, 0, str(v))) for k in keys]
+    order = sorted(range(len(runs)), key=lambda i: [c.iloc[i] for c in sort_cols])
+    return runs.iloc[order]
+
+
+def _row_labels(rows: pd.DataFrame, keys: list[str], short: dict[str, str]) -> list[str]:
+    if not keys:
+        return ["all runs"] * len(rows)
+    cols = [rows[k].tolist() for k in keys]
+    labels = []
+    for values in zip(*cols):
+        parts = []
+        for k, v in zip(keys, values):
+            if k == "variant":
+                parts.append("—" if _missing(v) else str(v))
+            else:
+                parts.append(f"{short[k]}={'—' if _missing(v) else fmt_value(v)}")
+        labels.append(", ".join(parts))
+    return labels

@@ -1,0 +1,188 @@
+"""The one results loader: every run folder under a root into one long pandas DataFrame.
+
+Layout of the frame (one row per run x evaluation x group x metric, "long" so that any table is a filter plus a
+pivot)::
+
+    run_id   sweep   variant   seed   status   reason   wall_s   start   end   path
+    <one column per gin binding any run swept, e.g. "PIRLLoss.lambda_"; NaN where a run did not bind it>
+    protocol   dataset   group   metric   value
+
+- `protocol`/`dataset` come from `evals/<protocol>-<dataset>.json` ("linear", "knn", "invariance", "semisup");
+  `group` is a layer ("res5") or a label fraction ("1%"), `metric` e.g. "top1"; `value` a float as written.
+- The numeric entries of result.json's "final" appear with protocol "final" (dataset and group "").
+- A run with no metric at all (running, failed, missing, or done without evaluations) still has exactly one row,
+  with protocol, metric and value missing, so that no run is ever silently dropped.
+- `status` is done | failed | running (meta.json, no result.json yet) | missing (an expected run with no folder).
+- `sweep` is meta.json's "sweep", else the name of the folder holding the run folder.
+
+`frame.attrs["bindings"]` lists the binding columns. Histograms (invariance evaluations, Figure 4) stay in their
+files; `read_histograms(frame)` reads them for the rows that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED, STATUS_RUNNING
+
+STATUS_MISSING = "missing"
+
+RUN_COLUMNS = ("run_id", "sweep", "variant", "seed", "status", "reason", "wall_s", "start", "end", "path")
+METRIC_COLUMNS = ("protocol", "dataset", "group", "metric", "value")
+
+
+@dataclass(frozen=True)
+class ExpectedRun:
+    """A run a sweep file asks for (from the sweep expansion), whether or not its folder exists yet."""
+
+    run_id: str
+    sweep: str
+    bindings: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    variant: str | None = None
+
+
+def load_results(root: str | os.PathLike, expected: Iterable[ExpectedRun] = ()) -> pd.DataFrame:
+    """Every run folder under `root` (any depth) plus a "missing" row for each expected run without a folder.
+
+    An expected run matches a folder by (sweep, run_id).
+    """
+    root = Path(root)
+    records: list[dict[str, Any]] = []
+    binding_names: dict[str, None] = {}
+    seen: set[tuple[str, str]] = set()
+    for run_path in _run_folders(root):
+        run, rows = _read_run(run_path, root)
+        binding_names.update(dict.fromkeys(run["bindings"]))
+        seen.add((run["sweep"], run["run_id"]))
+        records.extend(_flatten(run, rows))
+    for exp in expected:
+        if (exp.sweep, exp.run_id) in seen:
+            continue
+        run = {"run_id": exp.run_id, "sweep": exp.sweep, "variant": exp.variant, "seed": exp.seed,
+               "status": STATUS_MISSING, "reason": f"no run folder under {root / exp.sweep} (not run yet)",
+               "wall_s": None, "start": None, "end": None, "path": None, "bindings": _hashable(exp.bindings)}
+        binding_names.update(dict.fromkeys(run["bindings"]))
+        records.extend(_flatten(run, []))
+    columns = [*RUN_COLUMNS, *binding_names, *METRIC_COLUMNS]
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    frame["value"] = frame["value"].astype(float)
+    frame["wall_s"] = frame["wall_s"].astype(float)
+    frame.attrs["bindings"] = list(binding_names)
+    return frame
+
+
+def runs_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: the run columns and its bindings (the metric columns dropped)."""
+    cols = [*RUN_COLUMNS, *frame.attrs.get("bindings", [])]
+    return frame.drop_duplicates(subset=["sweep", "run_id"])[cols].reset_index(drop=True)
+
+
+def read_histograms(frame: pd.DataFrame) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """{(run_id, dataset): {"edges": [...], "counts": [...]}} for every invariance row of `frame` with a histogram."""
+    out: dict[tuple[str, str], dict[str, list[float]]] = {}
+    inv = frame[(frame["protocol"] == "invariance") & frame["path"].notna()]
+    for run_id, dataset, path in inv[["run_id", "dataset", "path"]].drop_duplicates().itertuples(index=False):
+        data = _load_json(Path(path) / "evals" / f"invariance-{dataset}.json")
+        hist = (data or {}).get("histogram")
+        if hist and hist.get("edges") and hist.get("counts"):
+            out[(run_id, dataset)] = {"edges": list(map(float, hist["edges"])),
+                                      "counts": list(map(float, hist["counts"]))}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ reading
+def _run_folders(root: Path) -> Iterator[Path]:
+    """Folders holding meta.json or result.json, sorted; checkpoint and evals folders are not descended into."""
+    if not root.is_dir():
+        return
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "meta.json" in filenames or "result.json" in filenames:
+            found.append(Path(dirpath))
+            dirnames.clear()  # a run folder does not hold other run folders
+        else:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    yield from sorted(found)
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:  # a hand-edited or foreign file; the run is reported, not the crash
+        return {"_unreadable": f"{path.name}: {e}"}
+
+
+def _read_run(path: Path, root: Path) -> tuple[dict[str, Any], list[tuple[str, str, str, str, Any]]]:
+    meta = _load_json(path / "meta.json") or {}
+    result = _load_json(path / "result.json")
+    parent = path.parent.name if path.parent != root else ""
+    if result is None:
+        status, reason = STATUS_RUNNING, f"started {meta.get('start') or '?'}, no result.json yet"
+    elif "_unreadable" in result:
+        status, reason = STATUS_FAILED, f"unreadable {result['_unreadable']}"
+    else:
+        status = result.get("status", STATUS_FAILED)
+        reason = result.get("reason") if status != STATUS_DONE else None
+    run = {
+        "run_id": str(meta.get("run_id") or path.name),
+        "sweep": meta.get("sweep") or parent,
+        "variant": meta.get("variant"),
+        "seed": meta.get("seed"),
+        "status": status,
+        "reason": reason,
+        "wall_s": (result or {}).get("wall_s"),
+        "start": meta.get("start"),
+        "end": meta.get("end"),
+        "path": str(path),
+        "bindings": _hashable(meta.get("bindings") or {}),
+    }
+    rows: list[tuple[str, str, str, str, Any]] = []
+    for name, value in ((result or {}).get("final") or {}).items():
+        if _is_number(value):
+            rows.append(("final", "", "", name, value))
+    evals_dir = path / "evals"
+    if evals_dir.is_dir():
+        for eval_path in sorted(evals_dir.glob("*.json")):
+            data = _load_json(eval_path) or {}
+            protocol = data.get("protocol") or eval_path.stem.split("-", 1)[0]
+            dataset = data.get("dataset") or (eval_path.stem.split("-", 1) + [""])[1]
+            for group, metrics in (data.get("metrics") or {}).items():
+                for metric, value in (metrics or {}).items():
+                    if _is_number(value):
+                        rows.append((protocol, dataset, str(group), metric, value))
+    return run, rows
+
+
+def _flatten(run: dict[str, Any], rows: list[tuple[str, str, str, str, Any]]) -> Iterator[dict[str, Any]]:
+    base = {k: run[k] for k in RUN_COLUMNS}
+    base.update(run["bindings"])
+    if not rows:
+        yield {**base, "protocol": None, "dataset": None, "group": None, "metric": None, "value": None}
+    for protocol, dataset, group, metric, value in rows:
+        yield {**base, "protocol": protocol, "dataset": dataset, "group": group, "metric": metric,
+               "value": float(value)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _hashable(bindings: dict[str, Any]) -> dict[str, Any]:
+    """Binding values usable as group keys: lists and dicts become their JSON text; names keep no prefix unless
+    they would shadow a fixed column."""
+    out = {}
+    for key, value in bindings.items():
+        name = f"binding:{key}" if key in RUN_COLUMNS or key in METRIC_COLUMNS else key
+        out[name] = json.dumps(value, sort_keys=True) if isinstance(value, (list, dict, tuple)) else value
+    return out

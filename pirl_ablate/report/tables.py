@@ -1,0 +1,237 @@
+"""The paper's tables and figures, registered by number: `report --table 5` runs `TABLES.get("table5")`.
+
+Each entry is a function `(frame) -> Report` over the frame of `load_results` (all runs under the results folder);
+its `sweep` parameter names the sweep that feeds it (`sweeps/<sweep>.gin`, results under `runs/<sweep>/`), which
+`pirl-ablate list tables` shows. Rows are named by the runs' variants (`build.METHOD_LABELS`); runs without a
+variant are labelled with the table's default method. The paper's numbers come from `paper.py`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pirl_ablate.report import paper
+from pirl_ablate.report.build import (
+    LAYER_ORDER,
+    RANDOM_INIT,
+    delta_row,
+    find_axis,
+    kind_of,
+    line_figure,
+    ordered,
+    paper_block,
+    pivot_rows,
+    problems,
+    random_init_note,
+    random_init_rows,
+    select,
+    with_methods,
+)
+from pirl_ablate.report.model import Block, Plot, Report, Series
+from pirl_ablate.report.registry import register_table
+from pirl_ablate.report.results import read_histograms
+
+TABLE2_ORDER = ("NPID", "NPID++", "Jigsaw", "Rotation", "PIRL", RANDOM_INIT, "supervised")
+TABLE5_ORDER = ("Rotation", "Jigsaw", "PIRL (Rotation)", "PIRL (Jigsaw)", "PIRL (Rotation+Jigsaw)")
+
+
+def sweep_command(sweep: str) -> str:
+    return f"pirl-ablate sweep sweeps/{sweep}.gin"
+
+
+def _prepare(frame: pd.DataFrame, sweep: str, default: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(all runs with methods, this sweep's rows, random-init rows from other sweeps)."""
+    frame = with_methods(frame, default)
+    return frame, frame[frame["sweep"] == sweep], random_init_rows(frame, sweep)
+
+
+def _per_dataset_blocks(report: Report, sweep_rows: pd.DataFrame, baseline: pd.DataFrame, protocol: str,
+                        metric: str, group: str, order: tuple[str, ...], need: str) -> set[str]:
+    """One block, columns = evaluation datasets, rows = methods (+ random init from elsewhere). Run ids used."""
+    rows = pd.concat([select(sweep_rows, protocol, metric, group), select(baseline, protocol, metric, group)])
+    columns = ordered(rows["dataset"].unique())
+    block = Block(title=f"ours: {need}", columns=columns,
+                  rows=pivot_rows(rows, "method", "dataset", ordered(rows["method"].unique(), order), columns))
+    block.mark_best()
+    if block.rows:
+        report.blocks.append(block)
+    return set(select(sweep_rows, protocol, metric, group)["run_id"])
+
+
+def _per_dataset_group_blocks(report: Report, sweep_rows: pd.DataFrame, baseline: pd.DataFrame, protocol: str,
+                              metric: str, group_order: tuple[str, ...], order: tuple[str, ...], need: str
+                              ) -> set[str]:
+    """One block per evaluation dataset, columns = groups (layers or label fractions), rows = methods."""
+    rows = pd.concat([select(sweep_rows, protocol, metric), select(baseline, protocol, metric)])
+    for dataset in ordered(rows["dataset"].unique()):
+        part = rows[rows["dataset"] == dataset]
+        columns = ordered(part["group"].unique(), group_order)
+        block = Block(title=f"ours: {need} on {dataset}", columns=columns,
+                      rows=pivot_rows(part, "method", "group", ordered(part["method"].unique(), order), columns))
+        block.mark_best()
+        report.blocks.append(block)
+    return set(select(sweep_rows, protocol, metric)["run_id"])
+
+
+def _finish(report: Report, frame: pd.DataFrame, sweep_rows: pd.DataFrame, used: set[str], need: str,
+            sweep: str, baseline_sweep: str = "loss_variants") -> Report:
+    report.problems = problems(sweep_rows, used, need)
+    report.runs_used = len(used)
+    if report.has_results and not (frame["method"] == RANDOM_INIT).any():
+        report.notes.append(random_init_note(sweep_command(baseline_sweep)))
+    return report
+
+
+@register_table("table2", configurable=False)
+def table2(frame: pd.DataFrame, sweep: str = "loss_variants") -> Report:
+    """Table 2: loss variants, linear top-1 (res5) per evaluation dataset, with random-init and supervised rows."""
+    frame, rows, baseline = _prepare(frame, sweep, "PIRL")
+    report = Report(name="table2", title="Table 2: linear classification with res5 features, by loss")
+    used = _per_dataset_blocks(report, rows, baseline, "linear", "top1", "res5", TABLE2_ORDER, "linear top-1 (res5)")
+    report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 2, top-1 (VOC07: mAP)", paper.LINEAR_DATASETS,
+                                     paper.TABLE2))
+    return _finish(report, frame, rows, used, "linear (res5)", sweep)
+
+
+@register_table("table3", configurable=False)
+def table3(frame: pd.DataFrame, sweep: str = "loss_variants") -> Report:
+    """Table 3: semi-supervised fine-tuning with 1% and 10% of the labels, top-5."""
+    frame, rows, baseline = _prepare(frame, sweep, "PIRL")
+    report = Report(name="table3", title="Table 3: semi-supervised fine-tuning, top-5 by label fraction")
+    used = _per_dataset_group_blocks(report, rows, baseline, "semisup", "top5", paper.SEMISUP_FRACTIONS,
+                                     TABLE2_ORDER, "semi-supervised top-5")
+    report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 3, top-5", paper.SEMISUP_FRACTIONS,
+                                     paper.TABLE3))
+    return _finish(report, frame, rows, used, "semisup top-5", sweep)
+
+
+@register_table("table5", configurable=False)
+def table5(frame: pd.DataFrame, sweep: str = "pretext") -> Report:
+    """Table 5: PIRL with other pretext tasks (Rotation, Jigsaw, Rotation+Jigsaw), linear top-1, delta vs Rotation."""
+    frame, rows, baseline = _prepare(frame, sweep, "PIRL (Jigsaw)")
+    report = Report(name="table5", title="Table 5: PIRL with other pretext tasks, linear top-1 (res5)")
+    used = _per_dataset_blocks(report, rows, baseline, "linear", "top1", "res5", TABLE5_ORDER, "linear top-1 (res5)")
+    published = paper_block(f"{paper.PAPER_LABEL}: Table 5, top-1 (VOC07: mAP)", paper.LINEAR_DATASETS,
+                            paper.TABLE5)
+    for block in [*report.blocks, published]:
+        delta = delta_row(block, "PIRL (Rotation)", "Rotation")
+        if delta is not None:
+            block.rows.append(delta)
+    report.blocks.append(published)
+    return _finish(report, frame, rows, used, "linear (res5)", sweep)
+
+
+@register_table("table7", configurable=False)
+def table7(frame: pd.DataFrame, sweep: str = "layers") -> Report:
+    """Table 7: linear top-1 of each layer's features, conv1 to res5, per method."""
+    frame, rows, baseline = _prepare(frame, sweep, "PIRL")
+    report = Report(name="table7", title="Table 7: linear top-1 per layer")
+    used = _per_dataset_group_blocks(report, rows, baseline, "linear", "top1", LAYER_ORDER,
+                                     (RANDOM_INIT, "Jigsaw", "NPID++", "PIRL"), "linear top-1")
+    report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 7, ImageNet top-1", paper.LAYERS, paper.TABLE7))
+    return _finish(report, frame, rows, used, "linear (per layer)", sweep)
+
+
+@register_table("figure4", configurable=False)
+def figure4(frame: pd.DataFrame, sweep: str = "loss_variants") -> Report:
+    """Figure 4: invariance, histograms of l2 distances between f(v_I) and g(v_It), PIRL vs Jigsaw."""
+    frame, rows, _ = _prepare(frame, sweep, "PIRL")
+    report = Report(name="figure4", title="Figure 4: invariance of representations to the pretext transform",
+                    notes=[f"{paper.PAPER_LABEL}: {paper.FIGURE_CLAIMS['figure4']}"])
+    inv = rows[(rows["status"] == "done") & (rows["protocol"] == "invariance")]
+    hists = read_histograms(inv)
+    methods = ordered(inv["method"].unique(), ("PIRL", "Jigsaw"))
+    plot = Plot(kind="hist", xlabel="l2 distance between normalised representations", ylabel="fraction of pairs",
+                series=[])
+    used: set[str] = set()
+    multi = inv["dataset"].nunique() > 1
+    shown = [m for m in methods if m in ("PIRL", "Jigsaw")] or methods  # the paper's figure: PIRL vs Jigsaw
+    for dataset in ordered(inv["dataset"].unique()):
+        for method in shown:
+            run_ids = ordered(inv[(inv["method"] == method) & (inv["dataset"] == dataset)]["run_id"].unique())
+            hist = _pooled_histogram([hists[(r, dataset)] for r in run_ids if (r, dataset) in hists])
+            if hist is None:
+                continue
+            used.update(r for r in run_ids if (r, dataset) in hists)
+            plot.series.append(Series(label=f"{method} · {dataset}" if multi else method, x=hist[0], y=hist[1]))
+    stats = inv[inv["metric"].isin(["mean", "std"])]
+    columns = ordered(stats["metric"].unique(), ("mean", "std"))
+    varying = [k for k in ("dataset", "group") if stats[k].nunique() > 1]
+    stats = stats.assign(label=[" · ".join(parts) for parts in zip(*(stats[k] for k in ["method", *varying]))])
+    block = Block(title="ours: invariance distance (lower = more invariant)", columns=columns,
+                  rows=pivot_rows(stats, "label", "metric", ordered(stats["label"].unique(), ("PIRL", "Jigsaw")),
+                                  columns, kind=lambda label: kind_of(label.split(" · ")[0])),
+                  lower_is_better=frozenset({"mean"}), ranked=frozenset({"mean"}))
+    block.mark_best()
+    if block.rows:
+        report.blocks.append(block)
+    if plot.series:
+        report.plot = plot
+    return _finish(report, frame, rows, used | set(stats["run_id"]), "invariance", sweep)
+
+
+def _pooled_histogram(hists: list[dict[str, list[float]]]) -> tuple[list[float], list[float]] | None:
+    """Counts summed over seeds (runs with other bin edges than the first are left out), as fractions."""
+    if not hists:
+        return None
+    edges = hists[0]["edges"]
+    counts = [0.0] * len(hists[0]["counts"])
+    for h in hists:
+        if h["edges"] == edges:
+            counts = [a + b for a, b in zip(counts, h["counts"])]
+    total = sum(counts) or 1.0
+    return edges, [c / total for c in counts]
+
+
+@register_table("figure5", configurable=False)
+def figure5(frame: pd.DataFrame, sweep: str = "layers") -> Report:
+    """Figure 5: linear top-1 per layer, PIRL vs Jigsaw (line plot)."""
+    frame, rows, baseline = _prepare(frame, sweep, "PIRL")
+    report = Report(name="figure5", title="Figure 5: representation quality per layer",
+                    notes=[f"{paper.PAPER_LABEL}: {paper.FIGURE_CLAIMS['figure5']}"])
+    probe = pd.concat([select(rows, "linear", "top1"), select(baseline, "linear", "top1")])
+    multi = probe["dataset"].nunique() > 1
+    probe = probe.assign(series=[f"{m} · {d}" if multi else m for m, d in zip(probe["method"], probe["dataset"])])
+    layers = ordered(probe["group"].unique(), LAYER_ORDER)
+    series = ordered(probe["series"].unique(), ("PIRL", "Jigsaw"))
+    block = Block(title="ours: linear top-1 per layer", columns=series, row_header="layer",
+                  rows=pivot_rows(probe, "group", "series", layers, series, kind=lambda _: "method"))
+    block.mark_best()
+    plot = Plot(kind="line", xlabel="layer", ylabel="linear top-1", series=[])
+    for s in series:
+        points = [(r.label, r.cells[s]) for r in block.rows if s in r.cells]
+        plot.series.append(Series(label=s, x=[p[0] for p in points], y=[p[1].mean for p in points],
+                                  std=[p[1].std for p in points], n=[p[1].n for p in points]))
+    if block.rows:
+        report.blocks.append(block)
+        report.plot = plot
+    report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 7, ImageNet top-1", paper.LAYERS, paper.TABLE7))
+    return _finish(report, frame, rows, set(select(rows, "linear", "top1")["run_id"]), "linear (per layer)", sweep)
+
+
+@register_table("figure6", configurable=False)
+def figure6(frame: pd.DataFrame, sweep: str = "lambda") -> Report:
+    """Figure 6: effect of lambda (weight of the transformed-image term) on linear top-1."""
+    return _line("figure6", "Figure 6: effect of lambda", frame, sweep, ("lambda",), "lambda")
+
+
+@register_table("figure7", configurable=False)
+def figure7(frame: pd.DataFrame, sweep: str = "num_permutations") -> Report:
+    """Figure 7: effect of the number of permutations |T|, PIRL vs Jigsaw, log x axis."""
+    return _line("figure7", "Figure 7: effect of the number of permutations |T|", frame, sweep,
+                 ("num_permutations", "permutation"), "|T| (number of permutations)", logx=True)
+
+
+@register_table("figure8", configurable=False)
+def figure8(frame: pd.DataFrame, sweep: str = "negatives") -> Report:
+    """Figure 8: effect of the number of negatives N on linear top-1."""
+    return _line("figure8", "Figure 8: effect of the number of negatives N", frame, sweep,
+                 ("num_negatives", "negative"), "N (negatives)", logx=True)
+
+
+def _line(name: str, title: str, frame: pd.DataFrame, sweep: str, hints: tuple[str, ...], xlabel: str,
+          logx: bool = False) -> Report:
+    frame, rows, baseline = _prepare(frame, sweep, "PIRL")
+    report = Report(name=name, title=title, notes=[f"{paper.PAPER_LABEL}: {paper.FIGURE_CLAIMS[name]}"])
+    used = line_figure(report, rows, baseline, find_axis(rows, hints) if not rows.empty else None, xlabel, logx)
+    return _finish(report, frame, rows, used, "linear or knn top-1", sweep)
