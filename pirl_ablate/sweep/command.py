@@ -1,0 +1,126 @@
+"""`pirl-ablate sweep SWEEP.gin` and `pirl-ablate status SWEEP_DIR`.
+
+The sweep folder (default runs/<sweep name>/) holds sweep.json (the expanded runs, written before anything is
+submitted), one run folder per run id, and .submitit/ (submitit's pickles and logs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from pirl_ablate.console import info, out
+from pirl_ablate.errors import UserError
+from pirl_ablate.runs import STATUS_DONE, atomic_write_json, now, read_json
+from pirl_ablate.sweep.spec import Run, Sweep, load_sweep
+from pirl_ablate.sweep.state import RunState, run_states
+
+SWEEP_FILE = "sweep.json"
+STATE_STYLE = {"done": "green", "failed": "bold red", "running": "yellow", "pending": "dim"}
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    """Expand, skip complete runs, submit the rest, wait; exit 0 when every run is done, 1 otherwise."""
+    sweep = load_sweep(args.sweep, bindings=args.bind, gin_files=args.gin)
+    kind = args.executor or sweep.settings.executor
+    folder = Path(args.out) if args.out else Path("runs") / sweep.name
+    dirs = [folder / r.run_id for r in sweep.runs]
+    states = run_states(dirs, sweep.settings.evaluate)
+    if args.dry_run:
+        out.print(runs_table(f"{sweep.name}: {len(sweep.runs)} runs (dry run, executor {kind})", sweep.axes,
+                             [_row(r, s) for r, s in zip(sweep.runs, states)]))
+        return 0
+    submit = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and not s.live]
+    watch = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and s.live]
+    skipped = len(sweep.runs) - len(submit) - len(watch)
+    write_sweep_record(folder, sweep, kind)
+    info(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {folder}  ({skipped} done already, {len(submit)} to run "
+         f"on {kind}{f', waiting for {len(watch)} still running' if watch else ''})")
+    from pirl_ablate.sweep.executors import execute
+
+    with _sigterm_as_interrupt():
+        execute(kind, sweep, folder, submit, watch)
+    states = run_states(dirs, sweep.settings.evaluate)
+    out.print(runs_table(f"{sweep.name}: {sum(s.state == STATUS_DONE for s in states)}/{len(states)} done",
+                         sweep.axes, [_row(r, s) for r, s in zip(sweep.runs, states)]))
+    return 0 if all(s.state == STATUS_DONE for s in states) else 1
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """Print every run's state (with the failure reason) from the folders and the scheduler."""
+    folder = Path(args.sweep_dir)
+    record = read_sweep_record(folder)
+    runs = record["runs"]
+    states = run_states([folder / r["run_id"] for r in runs], record.get("evaluate", ()))
+    rows = [(r["run_id"], r.get("variant"), r.get("bindings", {}), r.get("seed"), s) for r, s in zip(runs, states)]
+    counts = {k: sum(s.state == k for s in states) for k in STATE_STYLE}
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    out.print(runs_table(f"{record['name']} ({record.get('executor')}): {summary}", record.get("axes", []), rows))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ sweep.json
+def write_sweep_record(folder: Path, sweep: Sweep, executor: str) -> None:
+    """sweep.json: the expanded runs, so that `status` (and reports) know every run, started or not."""
+    atomic_write_json(folder / SWEEP_FILE, {
+        "name": sweep.name, "sweep_file": str(sweep.path), "executor": executor, "axes": sweep.axes,
+        "evaluate": list(sweep.settings.evaluate), "written": now(),
+        "runs": [{"run_id": r.run_id, "variant": r.variant, "bindings": r.bindings, "seed": r.seed}
+                 for r in sweep.runs],
+    })
+
+
+def read_sweep_record(folder: Path) -> dict[str, Any]:
+    try:
+        return read_json(folder / SWEEP_FILE)
+    except FileNotFoundError:
+        hint = "" if folder.is_dir() else " (no such folder)"
+        raise UserError(f"{folder}: not a sweep folder, no {SWEEP_FILE}{hint}; run `pirl-ablate sweep` first"
+                        ) from None
+    except ValueError as e:
+        raise UserError(f"{folder / SWEEP_FILE}: unreadable ({e})") from None
+
+
+# ----------------------------------------------------------------------------------------------------- tables
+def _row(run: Run, state: RunState) -> tuple:
+    return run.run_id, run.variant, run.bindings, run.seed, state
+
+
+def runs_table(title: str, axes: Sequence[str], rows: Sequence[tuple]) -> Table:
+    """Run id, variant, one column per swept binding, seed, state and detail."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("run id", style="cyan", no_wrap=True)
+    has_variants = any(r[1] is not None for r in rows)
+    if has_variants:
+        table.add_column("variant")
+    for axis in axes:
+        table.add_column(axis, justify="right")
+    table.add_column("seed", justify="right")
+    table.add_column("state")
+    table.add_column("detail", overflow="fold")
+    for run_id, variant, bindings, seed, state in rows:
+        cells = [run_id, *([variant or ""] if has_variants else []),
+                 *(repr(bindings[a]) if a in bindings else "" for a in axes), str(seed),
+                 f"[{STATE_STYLE.get(state.state, '')}]{state.state}[/]", state.detail]
+        table.add_row(*cells)
+    return table
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`kill PID` stops the sweep like Ctrl-C: local jobs are stopped, SLURM jobs keep running."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+

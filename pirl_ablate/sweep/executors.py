@@ -1,0 +1,180 @@
+"""Executors: send a sweep's jobs through submitit and wait for them with a progress bar.
+
+- slurm: one job array (`executor.batch()`), at most `slurm.array_parallelism` runs at a time; jobs requeue
+  themselves on preemption / time limit (SweepJob is Checkpointable).
+- local: one subprocess per run, at most `local.parallelism` at a time (submitit's LocalExecutor alone would
+  start them all at once), each limited to `local.threads_per_job` threads.
+- debug: in this process, one after the other (for pdb; gin is re-parsed from the shipped text all the same).
+
+Whatever the executor, a run is finished when its folder says so (run_states): result.json written, or its job
+gone without one. Runs whose job is still alive from an earlier, interrupted sweep command are waited for, not
+resubmitted.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from pirl_ablate.console import console, progress
+from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED
+from pirl_ablate.sweep.job import SweepJob
+from pirl_ablate.sweep.spec import Run, Sweep
+from pirl_ablate.sweep.state import RunState, run_states, write_job_record
+
+POLL_S = {"local": 1.0, "slurm": 2.0}
+
+
+def submitit_folder(out: Path) -> Path:
+    """Where submitit keeps its pickles and logs: <sweep folder>/.submitit/<job id>/."""
+    return out / ".submitit" / "%j"
+
+
+def make_executor(kind: str, sweep: Sweep, out: Path) -> submitit.Executor:
+    """A submitit executor for `kind`, configured from the sweep's `local.*` / `slurm.*` bindings."""
+    folder = submitit_folder(out)
+    if kind == "debug":
+        return submitit.AutoExecutor(folder=folder, cluster="debug")
+    if kind == "local":
+        ex = submitit.AutoExecutor(folder=folder, cluster="local")
+        ex.update_parameters(timeout_min=sweep.local.timeout_min, name=f"pirl-{sweep.name}")
+        return ex
+    s = sweep.slurm
+    ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=s.max_num_timeout)
+    params: dict[str, Any] = dict(timeout_min=s.time_min, nodes=s.nodes, tasks_per_node=s.tasks_per_node,
+                                  cpus_per_task=s.cpus_per_task, mem_gb=s.mem_gb, name=f"pirl-{sweep.name}",
+                                  slurm_array_parallelism=s.array_parallelism,
+                                  slurm_signal_delay_s=s.signal_delay_s)
+    if s.gpus_per_node:
+        params["gpus_per_node"] = s.gpus_per_node
+    if s.partition:
+        params["slurm_partition"] = s.partition
+    if s.additional:
+        params["slurm_additional_parameters"] = dict(s.additional)
+    ex.update_parameters(**params)
+    return ex
+
+
+def make_job(kind: str, sweep: Sweep, run: Run, out: Path) -> SweepJob:
+    threads = {"local": sweep.local.threads_per_job, "slurm": sweep.slurm.cpus_per_task}.get(kind)
+    return SweepJob(run, out / run.run_id, sweep.name, sweep.settings.job, sweep.settings.evaluate, threads)
+
+
+def execute(kind: str, sweep: Sweep, out: Path, submit: list[Run], watch: list[Run]) -> None:
+    """Submit `submit`, wait for them and for `watch` (runs whose job is alive already) to finish."""
+    if not submit and not watch:
+        return
+    executor = make_executor(kind, sweep, out)
+    jobs = [make_job(kind, sweep, r, out) for r in submit]
+    tracker = _Tracker(sweep, out, len(jobs) + len(watch))
+    with tracker.bar:
+        if kind == "debug":
+            for run in watch:
+                tracker.watch(run)
+            for job in jobs:
+                submitted = executor.submit(job)
+                write_job_record(job.run_dir, kind, submitted.job_id, submitit_folder(out))
+                tracker.watch(job.run)
+                with contextlib.suppress(Exception):  # the job recorded why it failed in its folder
+                    submitted.result()
+                tracker.poll()
+            tracker.wait(poll_s=0.0)
+        elif kind == "local":
+            _run_local(executor, jobs, watch, tracker, sweep.local.parallelism, out)
+        else:
+            _run_slurm(executor, jobs, watch, tracker, out)
+
+
+def _run_local(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Run], tracker: _Tracker,
+               parallelism: int, out: Path) -> None:
+    queue = collections.deque(jobs)
+    for run in watch:
+        tracker.watch(run)
+    submitted: list[submitit.Job] = []
+    try:
+        while queue or tracker.active:
+            while queue and len(tracker.active) < max(1, parallelism):
+                job = queue.popleft()
+                handle = executor.submit(job)
+                write_job_record(job.run_dir, "local", handle.job_id, submitit_folder(out))
+                submitted.append(handle)
+                tracker.watch(job.run)
+            for handle in submitted:
+                handle.done()  # reaps the finished controller process
+            tracker.poll()
+            if tracker.active:
+                time.sleep(POLL_S["local"])
+    except KeyboardInterrupt:
+        live = [h for h in submitted if not h.done()]
+        for handle in live:
+            handle.cancel()  # SIGINT to the job's controller, which stops the worker
+        deadline = time.time() + 10
+        while any(not h.done() for h in live) and time.time() < deadline:
+            time.sleep(0.2)
+        console.print(f"stopped {len(live)} local job(s); run the sweep again to finish the missing runs")
+        raise
+
+
+def _run_slurm(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Run], tracker: _Tracker,
+               out: Path) -> None:
+    if jobs:
+        with executor.batch():
+            handles = [executor.submit(job) for job in jobs]
+        for job, handle in zip(jobs, handles):
+            write_job_record(job.run_dir, "slurm", handle.job_id, submitit_folder(out))
+        console.print(f"submitted {len(handles)} SLURM job(s): array {handles[0].job_id.split('_')[0]}")
+    for run in [*(j.run for j in jobs), *watch]:
+        tracker.watch(run)
+    try:
+        tracker.wait(poll_s=POLL_S["slurm"])
+    except KeyboardInterrupt:
+        console.print(f"the SLURM jobs keep running: `pirl-ablate status {out}` shows them; run the sweep again "
+                      "to wait for them")
+        raise
+
+
+class _Tracker:
+    """The runs being waited for, and a progress bar over them."""
+
+    def __init__(self, sweep: Sweep, out: Path, total: int):
+        self.sweep, self.out = sweep, out
+        self.active: dict[str, Run] = {}
+        self.counts = collections.Counter()
+        self.bar = progress()
+        self.task = self.bar.add_task(self._description(), total=total)
+
+    def watch(self, run: Run) -> None:
+        self.active[run.run_id] = run
+        self._update()
+
+    def poll(self) -> dict[str, RunState]:
+        ids = list(self.active)
+        states = run_states([self.out / i for i in ids], self.sweep.settings.evaluate)
+        for run_id, state in zip(ids, states):
+            if not state.live:
+                del self.active[run_id]
+                self.counts[STATUS_DONE if state.state == STATUS_DONE else STATUS_FAILED] += 1
+                self.bar.advance(self.task)
+                if state.state != STATUS_DONE:
+                    console.print(f"[red]run {run_id} failed:[/] {state.detail}", markup=True, soft_wrap=True)
+        self._update()
+        return dict(zip(ids, states))
+
+    def wait(self, poll_s: float) -> None:
+        while self.active:
+            self.poll()
+            if self.active:
+                time.sleep(poll_s)
+
+    def _description(self) -> str:
+        return (f"{self.sweep.name}: {self.counts[STATUS_DONE]} done, {self.counts[STATUS_FAILED]} failed, "
+                f"{len(getattr(self, 'active', ()))} running")
+
+    def _update(self) -> None:
+        self.bar.update(self.task, description=self._description())
+

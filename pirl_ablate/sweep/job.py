@@ -1,0 +1,99 @@
+"""The job submitit runs for one sweep run, in the worker process (a SLURM task, a local subprocess, or in-process
+for the debug executor).
+
+The job carries the run's full gin text and re-parses it in the worker (gin bindings do not survive pickling).
+It is a `submitit.helpers.Checkpointable`: on preemption or a time limit submitit pickles the job again and requeues
+it, and the restarted job resumes from the run folder's last checkpoint (the training function's auto-resume), so
+the job itself keeps no state beyond its arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from pirl_ablate.runs import RunDir
+from pirl_ablate.sweep.spec import Run
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def import_target(path: str) -> Callable[[str, Path], dict]:
+    """`package.module.function` -> the function (the sweep's `job`, e.g. pirl_ablate.train.run_training)."""
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise RuntimeError(f"sweep.job {path!r} cannot be imported: {e}") from e
+
+
+def one_line(e: BaseException) -> str:
+    """`Type: first line of the message`, for result.json's "reason"."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+class SweepJob(submitit.helpers.Checkpointable):
+    """Train (and evaluate) one run of a sweep into `run_dir`.
+
+    target: dotted path of `fn(config_str, run_dir) -> dict` that parses the config in this process, trains with
+    auto-resume from run_dir's last checkpoint and writes result.json. evaluate: protocols for
+    pirl_ablate.evaluate.run_evaluations once training is done. threads: torch/OpenMP threads of this process.
+    """
+
+    def __init__(self, run: Run, run_dir: str | os.PathLike, sweep: str, target: str,
+                 evaluate: Sequence[str] = (), threads: int | None = None):
+        self.run = run
+        self.run_dir = str(run_dir)
+        self.sweep = sweep
+        self.target = target
+        self.evaluate = list(evaluate)
+        self.threads = threads
+
+    def __call__(self) -> dict[str, Any]:
+        env = _job_environment()
+        if env is not None and env.num_tasks > 1:  # DDP: one process per task; rank 0 owns the run folder
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        rank0 = env is None or env.global_rank == 0
+        self._limit_threads()
+        run_dir = RunDir(self.run_dir)
+        if rank0:
+            run_dir.start(self.run.config, seed=self.run.seed, run_id=self.run.run_id, bindings=self.run.bindings,
+                          sweep=self.sweep, variant=self.run.variant,
+                          job_id=env.job_id if env is not None else None)
+        try:
+            target = import_target(self.target)
+            self._limit_threads()  # again: the target's import may have loaded torch
+            result = target(self.run.config, run_dir.path)
+            if self.evaluate and (run_dir.result() or {}).get("status") == "done":
+                from pirl_ablate.evaluate import run_evaluations
+
+                run_evaluations(run_dir.path, list(self.evaluate))
+        except Exception as e:
+            if rank0:
+                previous = run_dir.result() or {}
+                run_dir.fail(one_line(e), **{k: v for k, v in previous.items() if k not in ("status", "reason")})
+            raise
+        return run_dir.result() or result
+
+    def _limit_threads(self) -> None:
+        if not self.threads:
+            return
+        for name in THREAD_VARIABLES:
+            os.environ[name] = str(self.threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(self.threads)
+
+
+def _job_environment() -> submitit.JobEnvironment | None:
+    """submitit's view of this task (rank, number of tasks), None when not run by submitit (debug executor)."""
+    try:
+        return submitit.JobEnvironment()
+    except RuntimeError:
+        return None

@@ -1,0 +1,343 @@
+"""Sweep files: a gin file that includes a base config and binds `sweep.*`; expanded here into runs.
+
+A sweep file, e.g. sweeps/lambda.gin (Figure 6)::
+
+    include 'pirl_jigsaw.gin'
+    sweep.name = 'lambda'
+    sweep.grid = {'PIRLLoss.lambda_': [0.0, 0.25, 0.5, 0.75, 1.0]}   # Cartesian product over every key
+    sweep.zip = {'A.x': [1, 2], 'B.y': [3, 4]}                        # zipped axes: (1, 3), (2, 4)
+    sweep.variants = {'PIRL': ["include 'pirl_jigsaw.gin'"],          # named configs: gin lines (bindings or
+                      'Jigsaw': ["include 'jigsaw.gin'", 'X.y = 2']}  # includes) applied on top of the file
+    sweep.seeds = [0, 1, 2]
+    sweep.evaluate = ['linear', 'knn']
+
+Runs = variants x zip points x grid points x seeds. Each run's config is the sweep file parsed with the run's
+lines (variant lines, then `key = value` for every swept key, then the seed binding, then `--bind` overrides) and
+flattened with `gin.config_str()`; that text travels with the job and is re-parsed in the worker, because gin
+bindings live in a process-global registry that pickling does not carry.
+
+A value that is a string starting with '@' or '%' is written as a gin reference or macro (`'@resnet50'`);
+any other value is written as a Python literal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import itertools
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gin
+
+from pirl_ablate import config
+from pirl_ablate.errors import ConfigError, did_you_mean
+
+EXECUTORS = ("local", "slurm", "debug")
+
+
+# ------------------------------------------------------------------------------------------------ gin settings
+@dataclass(frozen=True)
+class SweepSettings:
+    """What `sweep.*` binds (see `sweep_settings`)."""
+
+    name: str | None
+    grid: dict[str, list] | None
+    zip: dict[str, list] | None
+    variants: dict[str, list[str]] | None
+    seeds: tuple[int, ...]
+    evaluate: tuple[str, ...]
+    executor: str
+    job: str
+    seed_binding: str | None
+
+
+@gin.configurable("sweep")
+def sweep_settings(name: str | None = None, grid: dict | None = None, zip: dict | None = None,  # noqa: A002
+                   variants: dict | None = None, seeds: Sequence[int] = (0,), evaluate: Sequence[str] = (),
+                   executor: str = "local", job: str = "pirl_ablate.train.run_training",
+                   seed_binding: str | None = "train.seed") -> SweepSettings:
+    """The sweep a gin file binds.
+
+    name: folder name under runs/ (default: the sweep file's stem). grid: {binding: values}, Cartesian product.
+    zip: {binding: values}, all lists of one length, taken element-wise. variants: {name: gin line or lines}.
+    seeds: one run per seed, bound through `seed_binding`. evaluate: protocols run after pre-training
+    (pirl_ablate.evaluate.run_evaluations). executor: local | slurm | debug (`--executor` overrides).
+    job: dotted path of `fn(config_str, run_dir) -> dict` that trains one run (pirl_ablate.train.run_training).
+    """
+    return SweepSettings(name=name, grid=grid, zip=zip, variants=variants, seeds=tuple(seeds),
+                         evaluate=tuple(evaluate), executor=executor, job=job, seed_binding=seed_binding)
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    parallelism: int
+    threads_per_job: int
+    timeout_min: int
+
+
+@gin.configurable("local")
+def local_settings(parallelism: int = 2, threads_per_job: int = 1, timeout_min: int = 24 * 60) -> LocalSettings:
+    """The local executor: `parallelism` runs at a time, each with `threads_per_job` torch/OpenMP threads
+    (2 x 1 fills this project's 2-core reference machine), killed after `timeout_min`."""
+    return LocalSettings(parallelism=parallelism, threads_per_job=threads_per_job, timeout_min=timeout_min)
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    partition: str | None
+    time_min: int
+    nodes: int
+    tasks_per_node: int
+    gpus_per_node: int
+    cpus_per_task: int
+    mem_gb: float
+    array_parallelism: int
+    signal_delay_s: int
+    max_num_timeout: int
+    additional: dict[str, Any] = field(default_factory=dict)
+
+
+@gin.configurable("slurm")
+def slurm_settings(partition: str | None = None, time_min: int = 60, nodes: int = 1, tasks_per_node: int = 1,
+                   gpus_per_node: int = 0, cpus_per_task: int = 1, mem_gb: float = 4,
+                   array_parallelism: int = 32, signal_delay_s: int = 90, max_num_timeout: int = 3,
+                   additional: dict | None = None) -> SlurmSettings:
+    """The SLURM executor (gin/cluster/*.gin bind these). One job array per sweep, at most `array_parallelism`
+    runs at a time; `tasks_per_node` > 1 starts one process per GPU for DDP. `signal_delay_s` before the time
+    limit a job checkpoints and requeues itself, at most `max_num_timeout` times. `additional`: extra sbatch
+    options ({'qos': 'high'})."""
+    return SlurmSettings(partition=partition, time_min=time_min, nodes=nodes, tasks_per_node=tasks_per_node,
+                         gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, mem_gb=mem_gb,
+                         array_parallelism=array_parallelism, signal_delay_s=signal_delay_s,
+                         max_num_timeout=max_num_timeout, additional=dict(additional or {}))
+
+
+# ------------------------------------------------------------------------------------------------------- runs
+@dataclass(frozen=True)
+class Run:
+    """One point of a sweep. `config` is the full gin text the worker re-parses."""
+
+    run_id: str
+    variant: str | None
+    bindings: dict[str, Any]
+    seed: int
+    config: str
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    path: Path
+    settings: SweepSettings
+    local: LocalSettings
+    slurm: SlurmSettings
+    runs: list[Run]
+    axes: list[str]  # swept binding keys, in file order
+
+
+def run_id(bindings: dict[str, Any], seed: int, variant: str | None) -> str:
+    """Stable id of a run: a short hash of its sorted bindings, seed and variant (not of the base config, so an
+    edited base config keeps the ids and a re-run skips runs already done)."""
+    key = json.dumps({"bindings": sorted((k, repr(v)) for k, v in bindings.items()), "seed": seed,
+                      "variant": variant}, sort_keys=True)
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
+
+
+def gin_value(value: Any) -> str:
+    """A swept value as gin text: '@x' / '%X' strings stay references, anything else is a Python literal."""
+    if isinstance(value, str) and value[:1] in ("@", "%"):
+        return value
+    return repr(value)
+
+
+def load_sweep(path: str | os.PathLike, bindings: Sequence[str] = (), gin_files: Sequence[str] = ()) -> Sweep:
+    """Parse, validate and expand a sweep file. Any mistake raises ConfigError (file:line: reason) before anything
+    is submitted."""
+    files = [config.resolve_config_file(path), *(config.resolve_config_file(f) for f in gin_files)]
+    config.parse(files, bindings, finalize=False)
+    settings, local, slurm = sweep_settings(), local_settings(), slurm_settings()
+    sweep_file = files[0]
+    _check_settings(settings, files)
+    grid = _axes(settings.grid, "grid", files)
+    zipped = _axes(settings.zip, "zip", files)
+    if settings.zip:
+        lengths = {k: len(v) for k, v in zipped.items()}
+        if len(set(lengths.values())) > 1:
+            raise ConfigError(f"{_where(files, 'sweep.zip')}: sweep.zip axes differ in length {lengths}; zipped "
+                              "axes need one value each per point")
+    if overlap := sorted(set(grid) & set(zipped)):
+        raise ConfigError(f"{_where(files, overlap[0])}: {overlap[0]} is in both sweep.grid and sweep.zip")
+    variants = _variants(settings.variants, files)
+
+    grid_points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    zip_points = [dict(zip(zipped, combo)) for combo in zip(*zipped.values())] if zipped else [{}]
+    runs = []
+    for (variant, lines), zip_point, grid_point, seed in itertools.product(
+            variants, zip_points, grid_points, settings.seeds):
+        swept = {**zip_point, **grid_point}
+        run_lines = [*lines, *(f"{k} = {gin_value(v)}" for k, v in swept.items())]
+        if settings.seed_binding:
+            run_lines.append(f"{settings.seed_binding} = {int(seed)}")
+        try:
+            text = config.parse(files, [*run_lines, *bindings], finalize=False)
+        except ConfigError as e:
+            where = _where(files, repr(variant)[1:-1]) if variant else _where(files, "sweep.")
+            raise ConfigError(f"{where}: {'variant ' + repr(variant) + ': ' if variant else ''}{e}") from None
+        runs.append(Run(run_id(swept, seed, variant), variant, swept, int(seed), text))
+    gin.clear_config()
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{_display(sweep_file)}: the sweep expands to the same run twice "
+                          "(a repeated value?)")
+    return Sweep(name=settings.name or sweep_file.stem, path=sweep_file, settings=settings, local=local,
+                 slurm=slurm, runs=runs, axes=[*zipped, *grid])
+
+
+# ------------------------------------------------------------------------------------------------- validation
+def _check_settings(s: SweepSettings, files: Sequence[Path]) -> None:
+    if s.executor not in EXECUTORS:
+        raise ConfigError(f"{_where(files, 'sweep.executor')}: sweep.executor {s.executor!r} is not one of "
+                          f"{', '.join(EXECUTORS)}{did_you_mean(s.executor, EXECUTORS)}")
+    if not s.seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in s.seeds):
+        raise ConfigError(f"{_where(files, 'sweep.seeds')}: sweep.seeds must be a non-empty list of integers, "
+                          f"got {list(s.seeds)!r}")
+    if len(set(s.seeds)) != len(s.seeds):
+        raise ConfigError(f"{_where(files, 'sweep.seeds')}: sweep.seeds repeats a seed: {list(s.seeds)!r}")
+    if s.name is not None and (not isinstance(s.name, str) or not re.fullmatch(r"[\w.\-]+", s.name)):
+        raise ConfigError(f"{_where(files, 'sweep.name')}: sweep.name {s.name!r} must be a folder name "
+                          "(letters, digits, _ . -)")
+    for what, value in (("grid", s.grid), ("zip", s.zip), ("variants", s.variants)):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{_where(files, 'sweep.' + what)}: sweep.{what} must be a dict, got "
+                              f"{type(value).__name__}")
+    if s.grid is not None and not s.grid and not s.zip and not s.variants:
+        raise ConfigError(f"{_where(files, 'sweep.grid')}: sweep.grid is empty: give at least one "
+                          "{'Configurable.param': [values]}")
+
+
+def _axes(axes: dict | None, what: str, files: Sequence[Path]) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for key, values in (axes or {}).items():
+        where = _where(files, key, after=f"sweep.{what}")
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: sweep.{what} key {key!r} must be a binding name string like "
+                              "'PIRLLoss.lambda_'")
+        if not isinstance(values, (list, tuple)):
+            raise ConfigError(f"{where}: sweep.{what}[{key!r}] must be a list of values, got {values!r}")
+        if not values:
+            raise ConfigError(f"{where}: sweep.{what}[{key!r}] is empty: give at least one value")
+        expected = _check_binding(key, where)
+        for v in values:
+            _check_type(key, v, expected, where, what)
+        out[key] = list(values)
+    return out
+
+
+def _check_binding(key: str, where: str) -> Any:
+    """Check that `[scope/]Configurable.param` (or a macro) exists; return its current value or default
+    (inspect.Parameter.empty when unknown)."""
+    selector = key.rsplit("/", 1)[-1]
+    if "." not in selector:  # a macro: must be defined by the config
+        try:
+            return gin.query_parameter(f"%{selector}")
+        except ValueError:
+            raise ConfigError(f"{where}: macro `{selector}` is not defined in the config "
+                              f"(define `{selector} = ...` before sweeping it)") from None
+    name, param = selector.rsplit(".", 1)
+    configurable = gin.config._REGISTRY.get_match(name)
+    if configurable is None:
+        names = {s.rsplit(".", 1)[-1] for s in gin.config._REGISTRY}
+        raise ConfigError(f"{where}: unknown configurable `{name}` in `{key}`{did_you_mean(name, names)}")
+    fn = configurable.wrapped
+    try:
+        signature = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn)
+    except (TypeError, ValueError):
+        return inspect.Parameter.empty
+    params = {p.name: p for p in signature.parameters.values() if p.name not in ("self", "cls")}
+    if param not in params:
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return inspect.Parameter.empty
+        raise ConfigError(f"{where}: `{name}` has no parameter `{param}`{did_you_mean(param, params)}")
+    try:
+        return gin.query_parameter(key)
+    except ValueError:
+        return params[param].default
+
+
+def _check_type(key: str, value: Any, expected: Any, where: str, what: str) -> None:
+    """A value must have the type of the parameter's current binding or default (an int is fine for a float).
+    Parameters without a plain default (None, required, a class or reference) and gin references pass."""
+    if not isinstance(expected, (bool, int, float, str, list, tuple)) or isinstance(value, str) and value[:1] in "@%":
+        return
+    if isinstance(expected, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(expected, (int, float)):
+        ok = isinstance(value, (int, float) if isinstance(expected, float) else int) and not isinstance(value, bool)
+    elif isinstance(expected, str):
+        ok = isinstance(value, str)
+    else:
+        ok = isinstance(value, (list, tuple))
+    if not ok:
+        raise ConfigError(f"{where}: sweep.{what}[{key!r}] value {value!r} is a {type(value).__name__}, "
+                          f"expected a {type(expected).__name__} like {expected!r}")
+
+
+def _variants(variants: dict | None, files: Sequence[Path]) -> list[tuple[str | None, list[str]]]:
+    if variants is None:
+        return [(None, [])]
+    if not variants:
+        raise ConfigError(f"{_where(files, 'sweep.variants')}: sweep.variants is empty: give at least one "
+                          "{'name': [gin lines]}")
+    out = []
+    for name, lines in variants.items():
+        where = _where(files, str(name), after="sweep.variants")
+        if isinstance(lines, str):
+            lines = [lines]
+        if not isinstance(name, str) or not isinstance(lines, (list, tuple)) or not all(
+                isinstance(x, str) for x in lines):
+            raise ConfigError(f"{where}: sweep.variants[{name!r}] must map a name to gin lines, e.g. "
+                              "{'PIRL': [\"include 'pirl_jigsaw.gin'\", 'PIRLLoss.lambda_ = 0.5']}")
+        out.append((name, [_absolute_include(line, files[0].parent, where) for line in lines]))
+    return out
+
+
+_INCLUDE_LINE = re.compile(r"""^\s*include\s+(['"])(?P<path>.+?)\1\s*$""")
+
+
+def _absolute_include(line: str, base: Path, where: str) -> str:
+    """`include 'x.gin'` in a variant, resolved against the sweep file's folder, gin/ and the cwd."""
+    m = _INCLUDE_LINE.match(line)
+    if not m:
+        return line
+    try:
+        path = config.resolve_config_file(m.group("path"), base=base)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return f"include {str(path)!r}"
+
+
+def _where(files: Sequence[Path], needle: str, after: str | None = None) -> str:
+    """`file:line` of the first line holding `needle` (after the line holding `after`, if given)."""
+    for f in files:
+        lines = f.read_text(encoding="utf-8").splitlines()
+        start = 0
+        if after is not None:
+            start = next((i for i, line in enumerate(lines) if after in line), 0)
+        for i in range(start, len(lines)):
+            if needle in lines[i]:
+                return f"{_display(f)}:{i + 1}"
+    return _display(files[0])
+
+
+def _display(path: Path) -> str:
+    """A path relative to the current directory when it is below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,46 @@
+"""A tiny stand-in for `run_training`, importable by sweep workers (tests put this folder on PYTHONPATH).
+
+`run_tiny(config_str, run_dir)` follows the training contract: it re-parses the shipped gin text in the worker,
+"trains" for `steps` steps, saving a checkpoint after every step through the run-folder writer, resumes from the
+last checkpoint when restarted, and writes result.json. It can fail on purpose (an exception, or a hard exit that
+leaves no result).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import gin
+
+from pirl_ablate import config
+from pirl_ablate.runs import RunDir, atomic_write_json, read_json
+
+
+@gin.configurable
+def tiny_train(lr: float = 0.1, name: str = "tiny", seed: int = 0, steps: int = 3, step_s: float = 0.0,
+               fail_at: int | None = None, exit_at: int | None = None) -> dict:
+    """The bound parameters (the job reads them as the worker's gin config sees them)."""
+    return {"lr": lr, "name": name, "seed": seed, "steps": steps, "step_s": step_s, "fail_at": fail_at,
+            "exit_at": exit_at}
+
+
+def run_tiny(config_str: str, run_dir: Path) -> dict:
+    config.parse_text(config_str)
+    p = tiny_train()
+    run = RunDir(run_dir)
+    last = run.checkpoint_dir / "last.json"
+    step = read_json(last)["step"] if last.exists() else 0
+    run.log_metrics({"event": "start", "from_step": step, "pid": os.getpid(), "time": time.time(),
+                     "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")})
+    while step < p["steps"]:
+        time.sleep(p["step_s"])
+        step += 1
+        if step == p["fail_at"]:
+            raise RuntimeError(f"tiny job failed on purpose at step {step}")
+        if step == p["exit_at"]:
+            os._exit(3)
+        atomic_write_json(last, {"step": step})
+        run.log_metrics({"step": step, "time": time.time()})
+    return run.finish(steps=step, seen={k: p[k] for k in ("lr", "name", "seed")}, pid=os.getpid())
