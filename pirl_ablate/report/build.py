@@ -31,6 +31,7 @@ METHOD_LABELS = {
 }
 BASELINES = ("random init", "supervised")
 RANDOM_INIT = "random init"
+BASELINE_SWEEP = "loss_variants"  # the shipped sweep whose variants include random init and supervised
 LAYER_ORDER = ("conv1", "res2", "res3", "res4", "res5")
 
 
@@ -161,9 +162,14 @@ def random_init_rows(frame: pd.DataFrame, sweep: str) -> pd.DataFrame:
     return frame[(frame["method"] == RANDOM_INIT) & (frame["sweep"] != sweep) & (frame["status"] == STATUS_DONE)]
 
 
-def random_init_note(sweep_cmd: str) -> str:
-    return (f"no random-init baseline found: smoke-scale numbers mean little without it; run `{sweep_cmd}` "
-            "(its random-init variant) to get one")
+def random_init_note() -> str:
+    return ("no random-init baseline found: smoke-scale numbers mean little without it; run "
+            f"`{sweep_command(BASELINE_SWEEP)}` (its random-init variant) to get one")
+
+
+def sweep_command(sweep: str) -> str:
+    """The command that produces a shipped sweep's results."""
+    return f"pirl-ablate sweep sweeps/{sweep}.gin"
 
 
 # --------------------------------------------------------------------------------------------- line figures
@@ -216,9 +222,9 @@ def _add_baseline(block: Block, plot: Plot, baseline: pd.DataFrame, rows: pd.Dat
 
 
 # ------------------------------------------------------------------------------------------ generic sweep report
-def sweep_report(frame: pd.DataFrame, sweep: str, sweep_cmd: str) -> Report:
+def sweep_report(frame: pd.DataFrame, sweep: str) -> Report:
     """Any sweep: one row per combination of its variant and swept bindings, one column per metric it produced
-    (protocol / dataset / group / metric, constant parts dropped), mean +- std over seeds."""
+    (protocol/[dataset/]group/metric, the dataset named only when there are several), mean +- std over seeds."""
     sub = frame[frame["sweep"] == sweep]
     report = Report(name=sweep, title=f"sweep {sweep}: swept axes against metrics")
     if sub.empty:
@@ -231,8 +237,9 @@ def sweep_report(frame: pd.DataFrame, sweep: str, sweep_cmd: str) -> Report:
     parts = ["protocol", "dataset", "group", "metric"]
     col_keys = done[parts].drop_duplicates().itertuples(index=False, name=None)
     col_keys = sorted(col_keys, key=lambda k: (k[0] == "final", k[0], _natural(k[1]), _natural(k[2]), k[3]))
-    varying = [i for i in range(4) if len({k[i] for k in col_keys}) > 1] or [3]
-    col_label = {k: "/".join(str(k[i]) for i in range(4) if i in varying or i == 3) for k in col_keys}
+    several_datasets = len({k[1] for k in col_keys if k[0] != "final"}) > 1
+    col_label = {k: "/".join(str(part) for i, part in enumerate(k) if part and (i != 1 or several_datasets))
+                 for k in col_keys}
     done = done.assign(column=[col_label[k] for k in done[parts].itertuples(index=False, name=None)],
                        row=_row_labels(done, keys, short))
     row_order = list(dict.fromkeys(_row_labels(_sorted_runs(sub, keys), keys, short)))
@@ -247,7 +254,7 @@ def sweep_report(frame: pd.DataFrame, sweep: str, sweep_cmd: str) -> Report:
     report.problems = problems(sub, set(done["run_id"]), "metric")
     report.runs_used = done["run_id"].nunique()
     if not (with_methods(frame, "")["method"] == RANDOM_INIT).any():
-        report.notes.append(random_init_note(sweep_cmd))
+        report.notes.append(random_init_note())
     return report
 
 

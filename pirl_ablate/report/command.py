@@ -30,7 +30,7 @@ def report_command(args: argparse.Namespace) -> int:
         if not sweep_file.is_file():
             raise UserError(f"{sweep_file}: no such sweep file (the shipped ones are sweeps/*.gin)")
         sweep, expected = expected_runs(sweep_file)
-        report = sweep_report(load_results(results, expected), sweep, f"pirl-ablate sweep {sweep_file}")
+        report = sweep_report(load_results(results, expected), sweep)
     else:
         name = f"table{args.table}" if args.table else f"figure{args.figure}"
         entry = TABLES.entry(name)
@@ -38,6 +38,8 @@ def report_command(args: argparse.Namespace) -> int:
         sweep_file = SWEEPS_DIR / f"{sweep}.gin"
         expected = expected_runs(sweep_file)[1] if sweep_file.is_file() else []
         report = entry.obj(load_results(results, expected))
+        if not sweep_file.is_file():
+            report.notes.append(f"{sweep_file} not found here: runs that were never started cannot be listed")
     return emit(report, args.format, out_dir, results / sweep, f"pirl-ablate sweep {sweep_file}")
 
 
@@ -66,6 +68,10 @@ def emit(report: Report, fmt: str, out_dir: Path, sweep_dir: Path, sweep_cmd: st
 
 
 def expected_runs(sweep_file: Path) -> tuple[str, list[ExpectedRun]]:
-    """The sweep's name and every run it asks for. Until the sweep expansion exists: the file's stem, no runs
-    (the report then covers the run folders present)."""
-    return sweep_file.stem, []
+    """The sweep's name and every run it asks for (pirl_ablate.sweep.spec.load_sweep), so that runs without a
+    folder are listed as missing. A sweep file that does not expand raises its ConfigError (file:line: reason)."""
+    from pirl_ablate.sweep.spec import load_sweep
+
+    sweep = load_sweep(sweep_file)
+    return sweep.name, [ExpectedRun(run_id=r.run_id, sweep=sweep.name, bindings=r.bindings, seed=r.seed,
+                                    variant=r.variant) for r in sweep.runs]

@@ -35,10 +35,6 @@ TABLE2_ORDER = ("NPID", "NPID++", "Jigsaw", "Rotation", "PIRL", RANDOM_INIT, "su
 TABLE5_ORDER = ("Rotation", "Jigsaw", "PIRL (Rotation)", "PIRL (Jigsaw)", "PIRL (Rotation+Jigsaw)")
 
 
-def sweep_command(sweep: str) -> str:
-    return f"pirl-ablate sweep sweeps/{sweep}.gin"
-
-
 def _prepare(frame: pd.DataFrame, sweep: str, default: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(all runs with methods, this sweep's rows, random-init rows from other sweeps)."""
     frame = with_methods(frame, default)
@@ -73,12 +69,11 @@ def _per_dataset_group_blocks(report: Report, sweep_rows: pd.DataFrame, baseline
     return set(select(sweep_rows, protocol, metric)["run_id"])
 
 
-def _finish(report: Report, frame: pd.DataFrame, sweep_rows: pd.DataFrame, used: set[str], need: str,
-            sweep: str, baseline_sweep: str = "loss_variants") -> Report:
+def _finish(report: Report, frame: pd.DataFrame, sweep_rows: pd.DataFrame, used: set[str], need: str) -> Report:
     report.problems = problems(sweep_rows, used, need)
     report.runs_used = len(used)
     if report.has_results and not (frame["method"] == RANDOM_INIT).any():
-        report.notes.append(random_init_note(sweep_command(baseline_sweep)))
+        report.notes.append(random_init_note())
     return report
 
 
@@ -90,7 +85,7 @@ def table2(frame: pd.DataFrame, sweep: str = "loss_variants") -> Report:
     used = _per_dataset_blocks(report, rows, baseline, "linear", "top1", "res5", TABLE2_ORDER, "linear top-1 (res5)")
     report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 2, top-1 (VOC07: mAP)", paper.LINEAR_DATASETS,
                                      paper.TABLE2))
-    return _finish(report, frame, rows, used, "linear (res5)", sweep)
+    return _finish(report, frame, rows, used, "linear (res5)")
 
 
 @register_table("table3", configurable=False)
@@ -102,7 +97,7 @@ def table3(frame: pd.DataFrame, sweep: str = "loss_variants") -> Report:
                                      TABLE2_ORDER, "semi-supervised top-5")
     report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 3, top-5", paper.SEMISUP_FRACTIONS,
                                      paper.TABLE3))
-    return _finish(report, frame, rows, used, "semisup top-5", sweep)
+    return _finish(report, frame, rows, used, "semisup top-5")
 
 
 @register_table("table5", configurable=False)
@@ -118,7 +113,7 @@ def table5(frame: pd.DataFrame, sweep: str = "pretext") -> Report:
         if delta is not None:
             block.rows.append(delta)
     report.blocks.append(published)
-    return _finish(report, frame, rows, used, "linear (res5)", sweep)
+    return _finish(report, frame, rows, used, "linear (res5)")
 
 
 @register_table("table7", configurable=False)
@@ -129,7 +124,7 @@ def table7(frame: pd.DataFrame, sweep: str = "layers") -> Report:
     used = _per_dataset_group_blocks(report, rows, baseline, "linear", "top1", LAYER_ORDER,
                                      (RANDOM_INIT, "Jigsaw", "NPID++", "PIRL"), "linear top-1")
     report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 7, ImageNet top-1", paper.LAYERS, paper.TABLE7))
-    return _finish(report, frame, rows, used, "linear (per layer)", sweep)
+    return _finish(report, frame, rows, used, "linear (per layer)")
 
 
 @register_table("figure4", configurable=False)
@@ -167,7 +162,7 @@ def figure4(frame: pd.DataFrame, sweep: str = "loss_variants") -> Report:
         report.blocks.append(block)
     if plot.series:
         report.plot = plot
-    return _finish(report, frame, rows, used | set(stats["run_id"]), "invariance", sweep)
+    return _finish(report, frame, rows, used | set(stats["run_id"]), "invariance")
 
 
 def _pooled_histogram(hists: list[dict[str, list[float]]]) -> tuple[list[float], list[float]] | None:
@@ -206,7 +201,7 @@ def figure5(frame: pd.DataFrame, sweep: str = "layers") -> Report:
         report.blocks.append(block)
         report.plot = plot
     report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 7, ImageNet top-1", paper.LAYERS, paper.TABLE7))
-    return _finish(report, frame, rows, set(select(rows, "linear", "top1")["run_id"]), "linear (per layer)", sweep)
+    return _finish(report, frame, rows, set(select(rows, "linear", "top1")["run_id"]), "linear (per layer)")
 
 
 @register_table("figure6", configurable=False)
@@ -234,4 +229,4 @@ def _line(name: str, title: str, frame: pd.DataFrame, sweep: str, hints: tuple[s
     frame, rows, baseline = _prepare(frame, sweep, "PIRL")
     report = Report(name=name, title=title, notes=[f"{paper.PAPER_LABEL}: {paper.FIGURE_CLAIMS[name]}"])
     used = line_figure(report, rows, baseline, find_axis(rows, hints) if not rows.empty else None, xlabel, logx)
-    return _finish(report, frame, rows, used, "linear or knn top-1", sweep)
+    return _finish(report, frame, rows, used, "linear or knn top-1")

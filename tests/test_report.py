@@ -1,0 +1,292 @@
+"""Reports from run folders written through the project's writer (RunDir): rows, seed aggregates computed here
+independently (statistics module), missing/failed/running runs listed, every output format parsed back to the same
+numbers, figures written as non-empty PNGs with their numbers as CSV, and a report over a custom sweep file."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+from pirl_ablate.cli import main
+from pirl_ablate.report import paper
+from pirl_ablate.report.command import report_command
+from pirl_ablate.report.registry import TABLES
+from pirl_ablate.report.render import to_csv, to_latex, to_markdown
+from pirl_ablate.report.results import ExpectedRun, load_results
+from pirl_ablate.runs import RunDir
+
+LAMBDAS = (0.0, 0.5, 1.0)
+SEEDS = (0, 1, 2)
+# linear res5 top-1 of each (lambda, seed): arbitrary, distinct, known here
+LAMBDA_TOP1 = {(lam, s): 50.0 + 20 * lam - 7 * (lam - 0.5) ** 2 * 10 + 1.7 * s - 0.3 * s * s
+               for lam in LAMBDAS for s in SEEDS}
+VARIANTS = {"PIRL": (61.0, 63.5), "NPID++": (57.25, 58.0), "Jigsaw": (44.0, 47.5), "Rotation": (49.0, 48.0),
+            "random_init": (10.5, 11.0), "supervised": (80.0, 81.0)}
+HIST_EDGES = [0.0, 0.5, 1.0, 1.5, 2.0]
+
+
+def _linear(top1: float, dataset: str = "fashion_mnist") -> dict:
+    return {"protocol": "linear", "dataset": dataset, "bn": "precise", "wall_s": 1.0,
+            "metrics": {"res4": {"top1": top1 - 3.0}, "res5": {"top1": top1, "top5": min(100.0, top1 + 20)}}}
+
+
+def _run(root: Path, sweep: str, run_id: str, seed: int, bindings: dict | None = None, variant: str | None = None,
+         evals: dict | None = None, status: str = "done") -> RunDir:
+    run = RunDir(root / sweep / run_id)
+    run.start("PIRLLoss.lambda_ = 0.5\n", seed=seed, run_id=run_id, bindings=bindings or {}, sweep=sweep,
+              variant=variant)
+    run.log_metrics({"epoch": 0, "loss": 1.0})
+    for name, result in (evals or {}).items():
+        run.write_eval(name, result)
+    if status == "done":
+        run.finish(epochs=1, final={"loss": 0.5, "knn_top1": 12.0}, wall_s=3.0)
+    elif status == "failed":
+        run.fail("NaN loss at epoch 2", epochs=2, wall_s=1.0)
+    return run
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run folders shared (read-only) by the tests of this module: writing them costs ~2 s (git and package
+    provenance per run)."""
+    root = tmp_path_factory.mktemp("results") / "runs"
+    for (lam, seed), top1 in LAMBDA_TOP1.items():
+        _run(root, "lambda", f"lam{lam}-s{seed}", seed, {"PIRLLoss.lambda_": lam},
+             evals={"linear-fashion_mnist": _linear(top1)})
+    _run(root, "lambda", "lam0.25-s0", 0, {"PIRLLoss.lambda_": 0.25}, status="failed")
+    _run(root, "lambda", "lam0.75-s0", 0, {"PIRLLoss.lambda_": 0.75}, status="running")
+    _run(root, "lambda", "lam0.9-s0", 0, {"PIRLLoss.lambda_": 0.9})  # done, but never evaluated
+    for variant, values in VARIANTS.items():
+        for seed, top1 in enumerate(values):
+            counts = [40, 30, 20, 10] if variant == "PIRL" else [5, 10, 25, 60]
+            _run(root, "loss_variants", f"{variant}-{seed}", seed, variant=variant, evals={
+                "linear-fashion_mnist": _linear(top1),
+                "linear-digits": _linear(top1 - 10, "digits"),
+                "semisup-fashion_mnist": {"protocol": "semisup", "dataset": "fashion_mnist",
+                                          "metrics": {"1%": {"top1": top1 / 2, "top5": top1 / 1.5},
+                                                      "10%": {"top1": top1, "top5": top1 + 5}}},
+                "invariance-fashion_mnist": {"protocol": "invariance", "dataset": "fashion_mnist",
+                                             "metrics": {"jigsaw": {"mean": 0.2 + seed, "std": 0.1, "n": 100}},
+                                             "histogram": {"edges": HIST_EDGES, "counts": counts}}})
+    return root
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = {"table": None, "figure": None, "sweep": None, "results": None, "format": "csv", "out": None}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def _csv_cells(text: str) -> dict[tuple[str, str, str], dict]:
+    return {(r["block"], r["row"], r["column"]): r for r in csv.DictReader(io.StringIO(text))
+            if r["kind"] in ("method", "baseline", "paper", "delta")}
+
+
+# ----------------------------------------------------------------------------------------------------- loader
+def test_loader_has_one_row_per_run_evaluation_group_metric(results: Path):
+    frame = load_results(results)
+    runs = frame.drop_duplicates(["sweep", "run_id"])
+    assert len(runs) == 9 + 3 + 12
+    lam = frame[(frame["sweep"] == "lambda") & (frame["protocol"] == "linear")]
+    # each evaluated lambda run: res4 top1, res5 top1, res5 top5
+    assert len(lam) == 9 * 3
+    assert set(lam["PIRLLoss.lambda_"]) == set(LAMBDAS)
+    row = lam[(lam["run_id"] == "lam0.5-s2") & (lam["group"] == "res5") & (lam["metric"] == "top1")]
+    assert row["value"].tolist() == [LAMBDA_TOP1[(0.5, 2)]]
+    assert row["seed"].tolist() == [2] and row["wall_s"].tolist() == [3.0] and row["status"].tolist() == ["done"]
+    final = frame[(frame["run_id"] == "lam0.5-s2") & (frame["protocol"] == "final")]
+    assert dict(zip(final["metric"], final["value"])) == {"loss": 0.5, "knn_top1": 12.0}
+    # runs without metrics keep exactly one row, with their status and reason
+    failed = frame[frame["run_id"] == "lam0.25-s0"]
+    assert len(failed) == 1 and failed["status"].item() == "failed"
+    assert failed["reason"].item() == "NaN loss at epoch 2" and failed["metric"].isna().all()
+    assert frame[frame["run_id"] == "lam0.75-s0"]["status"].tolist() == ["running"]
+    assert "PIRLLoss.lambda_" in frame.attrs["bindings"]
+    assert set(frame[frame["sweep"] == "loss_variants"]["variant"].unique()) == set(VARIANTS)
+
+
+def test_expected_runs_without_folders_are_missing_rows(results: Path):
+    expected = [ExpectedRun("lam0.5-s0", "lambda", {"PIRLLoss.lambda_": 0.5}, 0),
+                ExpectedRun("never-ran", "lambda", {"PIRLLoss.lambda_": 2.0}, 1)]
+    frame = load_results(results, expected)
+    missing = frame[frame["run_id"] == "never-ran"]
+    assert missing["status"].tolist() == ["missing"] and missing["PIRLLoss.lambda_"].tolist() == [2.0]
+    assert (frame["run_id"] == "lam0.5-s0").sum() == 3 + 2  # 3 linear + 2 final rows; not added as missing
+
+
+# ----------------------------------------------------------------------------------------------------- tables
+def test_registry_knows_the_papers_tables_and_their_sweeps():
+    expected = {"table2": "loss_variants", "table3": "loss_variants", "table5": "pretext", "table7": "layers",
+                "figure4": "loss_variants", "figure5": "layers", "figure6": "lambda",
+                "figure7": "num_permutations", "figure8": "negatives"}
+    assert {name: TABLES.entry(name).params["sweep"] for name in TABLES} == expected
+    assert all(TABLES.entry(name).doc.startswith(("Table", "Figure")) for name in TABLES)
+
+
+def test_table2_seed_aggregates_best_mark_and_paper_rows(results: Path):
+    report = TABLES.get("table2")(load_results(results))
+    ours = report.blocks[0]
+    assert ours.columns == ["digits", "fashion_mnist"]
+    labels = {r.label: r for r in ours.rows}
+    assert set(labels) == {"PIRL", "NPID++", "Jigsaw", "Rotation", "random init", "supervised"}
+    for variant, values in VARIANTS.items():
+        label = {"random_init": "random init"}.get(variant, variant)
+        c = labels[label].cells["fashion_mnist"]
+        assert c.mean == pytest.approx(statistics.mean(values))
+        assert c.std == pytest.approx(statistics.stdev(values)) and c.n == 2
+    assert labels["random init"].kind == "baseline" and labels["supervised"].kind == "baseline"
+    best = [r.label for r in ours.rows if r.cells["fashion_mnist"].best]
+    assert best == ["PIRL"]  # supervised is higher but a baseline, not ranked
+    published = report.blocks[1]
+    assert published.title.startswith(paper.PAPER_LABEL)
+    assert {r.label: r.cells["ImageNet"].mean for r in published.rows}["PIRL"] == 63.6
+    assert all(r.kind == "paper" for r in published.rows)
+    assert report.problems == [] and report.has_results
+
+
+def test_table5_delta_row_and_table3_fractions(results: Path, tmp_path: Path):
+    root = tmp_path / "pretext_runs"
+    values = {"Rotation": [40.0, 42.0], "PIRL (Rotation)": [50.0, 55.0], "PIRL (Jigsaw)": [53.0, 54.0],
+              "PIRL (Rotation+Jigsaw)": [56.0, 57.0]}
+    for variant, tops in values.items():
+        for seed, top1 in enumerate(tops):
+            _run(root, "pretext", f"{variant}-{seed}", seed, variant=variant,
+                 evals={"linear-fashion_mnist": _linear(top1)})
+    report = TABLES.get("table5")(load_results(root))
+    rows = {r.label: r for r in report.blocks[0].rows}
+    assert list(rows)[:4] == list(values)
+    delta = rows["Δ PIRL (Rotation) − Rotation"]
+    assert delta.kind == "delta" and delta.cells["fashion_mnist"].mean == pytest.approx(52.5 - 41.0)
+    paper_delta = {r.label: r for r in report.blocks[1].rows}["Δ PIRL (Rotation) − Rotation"]
+    assert paper_delta.cells["ImageNet"].mean == pytest.approx(60.2 - 48.9)
+    assert any("random-init baseline" in n for n in report.notes)  # no random init anywhere: said so
+
+    table3 = TABLES.get("table3")(load_results(results))
+    block = table3.blocks[0]
+    assert block.columns == ["1%", "10%"]
+    pirl = {r.label: r for r in block.rows}["PIRL"]
+    assert pirl.cells["1%"].mean == pytest.approx(statistics.mean(v / 1.5 for v in VARIANTS["PIRL"]))
+
+
+def test_missing_failed_running_and_unevaluated_runs_are_listed(results: Path):
+    expected = [ExpectedRun("never-ran", "lambda", {"PIRLLoss.lambda_": 2.0}, 0)]
+    report = TABLES.get("figure6")(load_results(results, expected))
+    problems = {p.run_id: (p.status, p.reason) for p in report.problems}
+    assert problems["never-ran"][0] == "missing"
+    assert problems["lam0.25-s0"] == ("failed", "NaN loss at epoch 2")
+    assert problems["lam0.75-s0"][0] == "running"
+    assert problems["lam0.9-s0"][0] == "done" and "no linear or knn top-1 evaluation" in problems["lam0.9-s0"][1]
+    assert len(problems) == 4
+    text = to_markdown(report)
+    assert all(run_id in text for run_id in problems)
+
+
+# ----------------------------------------------------------------------------------------------------- formats
+def test_markdown_csv_latex_parse_back_to_the_same_numbers(results: Path):
+    report = TABLES.get("figure6")(load_results(results))
+    expect = {}
+    for lam in LAMBDAS:
+        vals = [LAMBDA_TOP1[(lam, s)] for s in SEEDS]
+        expect[f"{lam:g}"] = (statistics.mean(vals), statistics.stdev(vals), 3)
+    best_lam = max(expect, key=lambda k: expect[k][0])
+
+    cells = _csv_cells(to_csv(report))
+    for lam, (mean, std, n) in expect.items():
+        r = cells[("linear top-1 (res5) vs lambda", lam, "PIRL")]
+        assert float(r["mean"]) == pytest.approx(mean) and float(r["std"]) == pytest.approx(std)
+        assert int(r["n"]) == n and r["best"] == str(int(lam == best_lam))
+    baseline = cells[("linear top-1 (res5) vs lambda", "random init", "PIRL")]
+    assert float(baseline["mean"]) == pytest.approx(statistics.mean(VARIANTS["random_init"]))
+    assert baseline["kind"] == "baseline"
+
+    md_rows = {}
+    for line in to_markdown(report).splitlines():
+        m = re.fullmatch(r"\| ([\w.* ]+) \| (\*\*)?([\d.]+) ± ([\d.]+)(\*\*)? \(n=(\d+)\) \|", line)
+        if m:
+            md_rows[m.group(1)] = (float(m.group(3)), float(m.group(4)), int(m.group(6)), bool(m.group(2)))
+    tex_rows = {}
+    for line in to_latex(report).splitlines():
+        m = re.fullmatch(r"(.+?) & \$(\\mathbf\{)?([\d.]+) \\pm ([\d.]+)\}?\$ \(\$n\$=(\d+)\) \\\\", line)
+        if m:
+            tex_rows[m.group(1)] = (float(m.group(3)), float(m.group(4)), int(m.group(5)), bool(m.group(2)))
+    for rows in (md_rows, tex_rows):
+        for lam, (mean, std, n) in expect.items():
+            got = rows[lam]
+            assert got[0] == pytest.approx(mean, abs=0.005) and got[1] == pytest.approx(std, abs=0.005)
+            assert got[2] == n and got[3] == (lam == best_lam)
+    assert r"\toprule" in to_latex(report) and r"\bottomrule" in to_latex(report)
+
+
+def test_command_writes_files_and_figures(results: Path, tmp_path: Path):
+    out = tmp_path / "reports"
+    assert report_command(_args(figure="6", results=str(results), out=str(out), format="markdown")) == 0
+    assert (out / "figure6.md").read_text().startswith("## Figure 6")
+    png = (out / "figure6.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    plotted = list(csv.DictReader((out / "figure6_data.csv").open()))
+    pirl = {r["x"]: float(r["mean"]) for r in plotted if r["series"] == "PIRL"}
+    assert pirl == pytest.approx({str(lam): statistics.mean(LAMBDA_TOP1[(lam, s)] for s in SEEDS)
+                                  for lam in LAMBDAS})
+
+    assert report_command(_args(figure="4", results=str(results), out=str(out))) == 0
+    assert (out / "figure4.png").stat().st_size > 1000
+    hist = [r for r in csv.DictReader((out / "figure4_data.csv").open()) if r["series"] == "PIRL"]
+    assert [float(r["fraction"]) for r in hist] == pytest.approx([0.4, 0.3, 0.2, 0.1])  # two seeds pooled
+    assert {r["series"] for r in csv.DictReader((out / "figure4_data.csv").open())} == {"PIRL", "Jigsaw"}
+
+    assert report_command(_args(table="7", results=str(results), out=str(out), format="latex")) == 1
+    assert not (out / "table7.tex").exists()
+
+
+def test_empty_report_names_the_sweep_command_and_exits_1(tmp_path: Path, capsys):
+    code = main(["report", "--figure", "6", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path)])
+    assert code == 1
+    assert "run `pirl-ablate sweep sweeps/lambda.gin`" in capsys.readouterr().err
+    assert main(["report", "--table", "99", "--results", str(tmp_path)]) == 2  # unknown table: a user error
+
+
+def test_rich_output_shows_ours_paper_and_problems(results: Path, tmp_path: Path, capsys):
+    assert main(["report", "--figure", "6", "--results", str(results), "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "runs not in this report (3)" in text and "lam0.25-s0" in text and "NaN loss at epoch 2" in text
+    assert "random init" in text and paper.PAPER_LABEL in text
+    assert (tmp_path / "figure6.txt").exists()
+
+
+# -------------------------------------------------------------------------------------------- sweep-file report
+@pytest.mark.slow
+def test_report_over_a_custom_sweep_file(tmp_path: Path, monkeypatch):
+    """A sweep file nobody registered: its expansion (pirl_ablate.sweep) gives the expected runs; two of them are
+    written, one is not, and the generic table has the swept axes as rows and the metrics as columns."""
+    from pirl_ablate.sweep.spec import load_sweep
+
+    monkeypatch.chdir(tmp_path)
+    sweep_file = tmp_path / "tau_sweep.gin"
+    sweep_file.write_text("sweep.name = 'tau_sweep'\nsweep.grid = {'PIRLLoss.tau': [0.07, 0.2]}\n"
+                          "sweep.seeds = [0, 1]\nsweep.seed_binding = None\n")
+    runs = load_sweep(sweep_file).runs
+    top1 = {0.07: [60.0, 62.0], 0.2: [50.0]}
+    written = []
+    for run in runs:
+        tau, seed = run.bindings["PIRLLoss.tau"], run.seed
+        if seed < len(top1[tau]):
+            _run(tmp_path / "runs", "tau_sweep", run.run_id, seed, run.bindings,
+                 evals={"linear-fashion_mnist": _linear(top1[tau][seed])})
+            written.append(run.run_id)
+    missing = [r.run_id for r in runs if r.run_id not in written]
+    assert len(missing) == 1
+    out = tmp_path / "reports"
+    assert report_command(_args(sweep=str(sweep_file), out=str(out))) == 0
+    rows = list(csv.DictReader((out / "tau_sweep.csv").open()))
+    cells = {(r["row"], r["column"]): r for r in rows if r["kind"] == "method"}
+    assert float(cells[("tau=0.07", "linear/res5/top1")]["mean"]) == pytest.approx(61.0)
+    assert float(cells[("tau=0.07", "linear/res5/top1")]["std"]) == pytest.approx(statistics.stdev([60.0, 62.0]))
+    assert cells[("tau=0.2", "linear/res5/top1")]["n"] == "1"
+    assert float(cells[("tau=0.07", "final/loss")]["mean"]) == 0.5
+    flagged = [r for r in rows if r["kind"] == "missing"]
+    assert [r["row"] for r in flagged] == missing
