@@ -152,15 +152,16 @@ def _read_run(path: Path, root: Path) -> tuple[dict[str, Any], list[tuple[str, s
         if _is_number(value):
             rows.append(("final", "", "", name, value))
     evals_dir = path / "evals"
-    if evals_dir.is_dir():
-        for eval_path in sorted(evals_dir.glob("*.json")):
-            data = _load_json(eval_path) or {}
-            protocol = data.get("protocol") or eval_path.stem.split("-", 1)[0]
-            dataset = data.get("dataset") or (eval_path.stem.split("-", 1) + [""])[1]
-            for group, metrics in (data.get("metrics") or {}).items():
-                for metric, value in (metrics or {}).items():
-                    if _is_number(value):
-                        rows.append((protocol, dataset, str(group), metric, value))
+    names = sorted(n for n in os.listdir(evals_dir) if n.endswith(".json")) if evals_dir.is_dir() else []
+    for name in names:
+        data = _load_json(evals_dir / name) or {}
+        stem = name[:-len(".json")]
+        protocol = data.get("protocol") or stem.split("-", 1)[0]
+        dataset = data.get("dataset") or (stem.split("-", 1) + [""])[1]
+        for group, metrics in (data.get("metrics") or {}).items():
+            for metric, value in (metrics or {}).items():
+                if _is_number(value):
+                    rows.append((protocol, dataset, str(group), metric, value))
     return run, rows
 
 
