@@ -290,3 +290,32 @@ def test_report_over_a_custom_sweep_file(tmp_path: Path, monkeypatch):
     assert float(cells[("tau=0.07", "final/loss")]["mean"]) == 0.5
     flagged = [r for r in rows if r["kind"] == "missing"]
     assert [r["row"] for r in flagged] == missing
+
+
+def test_per_layer_table_and_figures_with_log_axis(results: Path, tmp_path: Path):
+    frame = load_results(results)
+    table7 = TABLES.get("table7")(frame, sweep="loss_variants")
+    ours = [b for b in table7.blocks if b.title.endswith("on fashion_mnist")][0]
+    assert ours.columns == ["res4", "res5"]  # conv1 .. res5 order, only the layers evaluated
+    pirl = {r.label: r for r in ours.rows}["PIRL"]
+    assert pirl.cells["res4"].mean == pytest.approx(statistics.mean(VARIANTS["PIRL"]) - 3.0)
+    assert table7.blocks[-1].columns == list(paper.LAYERS)
+
+    figure5 = TABLES.get("figure5")(frame, sweep="loss_variants")
+    jigsaw = {s.label: s for s in figure5.plot.series}["Jigsaw · fashion_mnist"]
+    assert jigsaw.x == ["res4", "res5"]
+    assert jigsaw.y == pytest.approx([statistics.mean(VARIANTS["Jigsaw"]) - 3.0, statistics.mean(VARIANTS["Jigsaw"])])
+
+    root = tmp_path / "perm_runs"
+    for variant in ("PIRL", "Jigsaw"):
+        for t in (10, 100, 1000):
+            _run(root, "num_permutations", f"{variant}-{t}", 0, {"jigsaw.num_permutations": t}, variant=variant,
+                 evals={"linear-fashion_mnist": _linear(40.0 + t / 100 + (5 if variant == "PIRL" else 0))})
+    figure7 = TABLES.get("figure7")(load_results(root))
+    assert figure7.plot.logx and figure7.plot.xlabel.startswith("|T|")
+    assert {s.label: s.x for s in figure7.plot.series} == {"PIRL": [10, 100, 1000], "Jigsaw": [10, 100, 1000]}
+    assert {s.label: s.y[-1] for s in figure7.plot.series} == pytest.approx({"PIRL": 55.0, "Jigsaw": 50.0})
+    from pirl_ablate.report.figures import save_figure
+
+    png, data = save_figure(figure7.plot, figure7.title, tmp_path / "figure7")
+    assert png.stat().st_size > 1000 and len(data.read_text().splitlines()) == 1 + 6

@@ -19,7 +19,7 @@ from pirl_ablate.report.render import FORMATS, render_text, to_rich
 from pirl_ablate.report.results import ExpectedRun, load_results
 from pirl_ablate.runs import atomic_write_text
 
-SWEEPS_DIR = Path("sweeps")
+REPO_SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -35,12 +35,18 @@ def report_command(args: argparse.Namespace) -> int:
         name = f"table{args.table}" if args.table else f"figure{args.figure}"
         entry = TABLES.entry(name)
         sweep = entry.params["sweep"]
-        sweep_file = SWEEPS_DIR / f"{sweep}.gin"
+        sweep_file = shipped_sweep(sweep)
         expected = expected_runs(sweep_file)[1] if sweep_file.is_file() else []
         report = entry.obj(load_results(results, expected))
         if not sweep_file.is_file():
-            report.notes.append(f"{sweep_file} not found here: runs that were never started cannot be listed")
+            report.notes.append(f"{sweep_file} not found: runs that were never started cannot be listed")
     return emit(report, args.format, out_dir, results / sweep, f"pirl-ablate sweep {sweep_file}")
+
+
+def shipped_sweep(sweep: str) -> Path:
+    """sweeps/<sweep>.gin in the current directory, else in the repository's sweeps/ folder."""
+    here = Path("sweeps") / f"{sweep}.gin"
+    return here if here.is_file() or not (REPO_SWEEPS / f"{sweep}.gin").is_file() else REPO_SWEEPS / f"{sweep}.gin"
 
 
 def emit(report: Report, fmt: str, out_dir: Path, sweep_dir: Path, sweep_cmd: str) -> int:
