@@ -102,6 +102,8 @@ def _bind(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rich.markup import escape
+
     from pirl_ablate.console import console, set_quiet
     from pirl_ablate.errors import UserError
 
@@ -124,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args) or 0)
     except UserError as e:
         # gin appends "In call to configurable ..." lines to errors raised inside configurables: keep the first
-        console.print(f"[bold red]error:[/] {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                      markup=True, soft_wrap=True)
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted")
