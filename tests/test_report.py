@@ -119,6 +119,12 @@ def test_expected_runs_without_folders_are_missing_rows(results: Path):
     assert (frame["run_id"] == "lam0.5-s0").sum() == 3 + 2  # 3 linear + 2 final rows; not added as missing
 
 
+def test_operative_config_values_as_columns(results: Path):
+    frame = load_results(results, config_keys=["PIRLLoss.lambda_", "train.epochs"])
+    assert set(frame["config:PIRLLoss.lambda_"]) == {0.5}  # what each config.gin says (written by _run)
+    assert frame["config:train.epochs"].isna().all()  # not in any config.gin
+
+
 # ----------------------------------------------------------------------------------------------------- tables
 def test_registry_knows_the_papers_tables_and_their_sweeps():
     expected = {"table2": "loss_variants", "table3": "loss_variants", "table5": "pretext", "table7": "layers",

@@ -53,7 +53,7 @@ def emit(report: Report, fmt: str, out_dir: Path, sweep_dir: Path, sweep_cmd: st
     """Print `report` in `fmt`, write it (and its figure) under `out_dir`; 1 if it holds no result."""
     if not report.has_results:
         if report.problems:
-            out.print(to_rich(report))
+            out.print(to_rich(Report(name=report.name, title=report.title, problems=report.problems)))
         console.print(f"no results under {sweep_dir}: run `{sweep_cmd}`", soft_wrap=True)
         return 1
     text = render_text(report, fmt)

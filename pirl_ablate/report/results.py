@@ -14,6 +14,8 @@ pivot)::
   with protocol, metric and value missing, so that no run is ever silently dropped.
 - `status` is done | failed | running (meta.json, no result.json yet) | missing (an expected run with no folder).
 - `sweep` is meta.json's "sweep", else the name of the folder holding the run folder.
+- `config:<binding>` columns (only for the bindings asked for with `config_keys`) hold the value the run's operative
+  config (config.gin) gives that binding, e.g. for runs started with `pirl-ablate train --bind` rather than a sweep.
 
 `frame.attrs["bindings"]` lists the binding columns. Histograms (invariance evaluations, Figure 4) stay in their
 files; `read_histograms(frame)` reads them for the rows that need them.
@@ -21,9 +23,11 @@ files; `read_histograms(frame)` reads them for the rows that need them.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,17 +53,21 @@ class ExpectedRun:
     variant: str | None = None
 
 
-def load_results(root: str | os.PathLike, expected: Iterable[ExpectedRun] = ()) -> pd.DataFrame:
+def load_results(root: str | os.PathLike, expected: Iterable[ExpectedRun] = (),
+                 config_keys: Sequence[str] = ()) -> pd.DataFrame:
     """Every run folder under `root` (any depth) plus a "missing" row for each expected run without a folder.
 
-    An expected run matches a folder by (sweep, run_id).
+    An expected run matches a folder by (sweep, run_id). `config_keys`: gin bindings whose operative values
+    (config.gin) become `config:<binding>` columns.
     """
     root = Path(root)
     records: list[dict[str, Any]] = []
-    binding_names: dict[str, None] = {}
+    binding_names: dict[str, None] = {f"config:{k}": None for k in config_keys}
     seen: set[tuple[str, str]] = set()
     for run_path in _run_folders(root):
         run, rows = _read_run(run_path, root)
+        if config_keys:
+            run["bindings"].update(_operative_values(run_path / "config.gin", config_keys))
         binding_names.update(dict.fromkeys(run["bindings"]))
         seen.add((run["sweep"], run["run_id"]))
         records.extend(_flatten(run, rows))
@@ -163,6 +171,28 @@ def _read_run(path: Path, root: Path) -> tuple[dict[str, Any], list[tuple[str, s
                 if _is_number(value):
                     rows.append((protocol, dataset, str(group), metric, value))
     return run, rows
+
+
+_BINDING_LINE = re.compile(r"^(?P<key>[\w./]+)\s*=\s*(?P<value>.+?)\s*$")
+
+
+def _operative_values(config_path: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """{"config:<key>": value} for the `keys` that config.gin binds on one line (values parsed as Python
+    literals where they are; gin references and macros stay text)."""
+    wanted, out = set(keys), {}
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return out
+    for line in text.splitlines():
+        m = _BINDING_LINE.match(line)
+        if m and m.group("key") in wanted:
+            try:
+                value = ast.literal_eval(m.group("value"))
+            except (ValueError, SyntaxError):
+                value = m.group("value")
+            out[f"config:{m.group('key')}"] = value
+    return _hashable(out)
 
 
 def _flatten(run: dict[str, Any], rows: list[tuple[str, str, str, str, Any]]) -> Iterator[dict[str, Any]]:
