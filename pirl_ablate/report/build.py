@@ -4,6 +4,7 @@ aggregates into blocks, problem runs, and the generic report of a sweep's axes a
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -59,7 +60,7 @@ def ordered(values: Iterable[Any], preferred: Sequence[Any] = ()) -> list[Any]:
     values = list(dict.fromkeys(v for v in values if not _missing(v)))
     first = [p for p in dict.fromkeys(preferred) if p in values]
     rest = [v for v in values if v not in first]
-    if all(isinstance(v, (int, float)) for v in rest):
+    if all(isinstance(v, numbers.Real) for v in rest):
         rest.sort()
     else:
         rest.sort(key=_natural)
@@ -204,12 +205,13 @@ def line_figure(report: Report, sweep_frame: pd.DataFrame, baseline: pd.DataFram
 
 
 def _add_baseline(block: Block, plot: Plot, baseline: pd.DataFrame, rows: pd.DataFrame, multi: bool) -> None:
-    """Random init's value for the plotted protocol/group/metric, per dataset, as a row and a dashed line."""
+    """Random init's value for the plotted protocol/group/metric, per plotted dataset, as a row and a dashed
+    line."""
     if baseline.empty:
         return
     protocol, group, metric = rows[["protocol", "group", "metric"]].iloc[0]
     base = baseline[(baseline["protocol"] == protocol) & (baseline["group"] == group)
-                    & (baseline["metric"] == metric)]
+                    & (baseline["metric"] == metric) & baseline["dataset"].isin(set(rows["dataset"]))]
     cells = {}
     for dataset, mean, std, n in aggregate(base, ["dataset"])[["dataset", "mean", "std", "n"]].itertuples(
             index=False):
@@ -269,7 +271,7 @@ def _sorted_runs(sub: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     runs = runs_of(sub)
     if not keys:
         return runs
-    sort_cols = [runs[k].map(lambda v: (0, v, "") if isinstance(v, (int, float)) and not _missing(v)
+    sort_cols = [runs[k].map(lambda v: (0, v, "") if isinstance(v, numbers.Real) and not _missing(v)
                              else (1, 0, str(v))) for k in keys]
     order = sorted(range(len(runs)), key=lambda i: [c.iloc[i] for c in sort_cols])
     return runs.iloc[order]
