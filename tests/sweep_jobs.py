@@ -9,6 +9,7 @@ leaves no result).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -44,3 +45,36 @@ def run_tiny(config_str: str, run_dir: Path) -> dict:
         atomic_write_json(last, {"step": step})
         run.log_metrics({"step": step, "time": time.time()})
     return run.finish(steps=step, seen={k: p[k] for k in ("lr", "name", "seed")}, pid=os.getpid())
+
+
+# ------------------------------------------------------------------------------------------ helpers for tests
+TESTS_DIR = Path(__file__).resolve().parent
+
+HEADER = """import sweep_jobs
+sweep.job = 'sweep_jobs.run_tiny'
+sweep.seed_binding = 'tiny_train.seed'
+"""
+
+
+def write_sweep(folder: Path, body: str, name: str = "tiny.gin") -> Path:
+    """A sweep file over the tiny job: HEADER (import, job, seed binding) then `body`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(HEADER + body)
+    return path
+
+
+def worker_env() -> dict[str, str]:
+    """This environment with the tests folder on PYTHONPATH, so that sweep workers can import this module."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS_DIR), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pirl_ablate.cli", *args]
+
+
+def starts(run_dir: Path) -> list[dict]:
+    """The tiny job's "start" events of a run (one per process that ran it)."""
+    return [row for row in RunDir(run_dir).metrics() if row.get("event") == "start"]

@@ -45,7 +45,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     from pirl_ablate.sweep.executors import execute
 
     with _sigterm_as_interrupt():
-        execute(kind, sweep, folder, submit, watch)
+        execute(kind, sweep, folder.resolve(), submit, watch)
     states = run_states(dirs, sweep.settings.evaluate)
     out.print(runs_table(f"{sweep.name}: {sum(s.state == STATUS_DONE for s in states)}/{len(states)} done",
                          sweep.axes, [_row(r, s) for r, s in zip(sweep.runs, states)]))

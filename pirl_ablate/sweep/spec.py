@@ -252,7 +252,7 @@ def _check_binding(key: str, where: str) -> Any:
     name, param = selector.rsplit(".", 1)
     configurable = gin.config._REGISTRY.get_match(name)
     if configurable is None:
-        names = {s.rsplit(".", 1)[-1] for s in gin.config._REGISTRY}
+        names = {selector.rsplit(".", 1)[-1] for selector, _ in gin.config._REGISTRY.items()}
         raise ConfigError(f"{where}: unknown configurable `{name}` in `{key}`{did_you_mean(name, names)}")
     fn = configurable.wrapped
     try:
@@ -284,8 +284,8 @@ def _check_type(key: str, value: Any, expected: Any, where: str, what: str) -> N
     else:
         ok = isinstance(value, (list, tuple))
     if not ok:
-        raise ConfigError(f"{where}: sweep.{what}[{key!r}] value {value!r} is a {type(value).__name__}, "
-                          f"expected a {type(expected).__name__} like {expected!r}")
+        raise ConfigError(f"{where}: sweep.{what}[{key!r}] value {value!r} is {type(value).__name__}, "
+                          f"expected {type(expected).__name__} (like {expected!r})")
 
 
 def _variants(variants: dict | None, files: Sequence[Path]) -> list[tuple[str | None, list[str]]]:

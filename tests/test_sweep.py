@@ -1,0 +1,260 @@
+"""Sweeps: expansion, run ids, validation before submission, dry run, debug and local executors, kill + re-run.
+
+The jobs are the tiny stand-in trainer of tests/sweep_jobs.py run by real submitit executors (in-process debug
+executor, real local subprocesses); expectations are the values written into the sweep files by hand.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sweep_jobs import cli_command, starts, worker_env, write_sweep
+
+from pirl_ablate import config
+from pirl_ablate.cli import main
+from pirl_ablate.errors import ConfigError
+from pirl_ablate.runs import RunDir, read_json
+from pirl_ablate.sweep import load_sweep, run_id
+from pirl_ablate.sweep.state import run_state
+
+
+def _status(folder: Path) -> str:
+    """`pirl-ablate status` output, wide enough that no cell wraps."""
+    proc = subprocess.run(cli_command("status", str(folder)), capture_output=True, text=True, timeout=120,
+                          env={**worker_env(), "COLUMNS": "300"})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+# ------------------------------------------------------------------------------------------------- expansion
+def test_expansion_is_variants_times_zip_times_grid_times_seeds(tmp_path):
+    path = write_sweep(tmp_path, """
+sweep.name = 'expand'
+sweep.grid = {'tiny_train.lr': [0.1, 0.2]}
+sweep.zip = {'tiny_train.steps': [1, 2], 'tiny_train.name': ['one', 'two']}
+sweep.variants = {'slow': ['tiny_train.step_s = 0.5'], 'fast': 'tiny_train.step_s = 0.0'}
+sweep.seeds = [7, 8]
+""")
+    sweep = load_sweep(path)
+    expected = {(variant, step_s, lr, steps, name, seed)
+                for variant, step_s in (("slow", 0.5), ("fast", 0.0))
+                for steps, name in ((1, "one"), (2, "two"))
+                for lr in (0.1, 0.2)
+                for seed in (7, 8)}
+    assert sweep.name == "expand" and len(sweep.runs) == 16
+    seen = set()
+    for run in sweep.runs:
+        config.parse_text(run.config)  # what a worker sees
+        from sweep_jobs import tiny_train
+
+        p = tiny_train()
+        seen.add((run.variant, p["step_s"], p["lr"], p["steps"], p["name"], p["seed"]))
+        assert run.bindings == {"tiny_train.steps": p["steps"], "tiny_train.name": p["name"], "tiny_train.lr": p["lr"]}
+        assert run.seed == p["seed"]
+    assert seen == expected
+    assert sweep.axes == ["tiny_train.steps", "tiny_train.name", "tiny_train.lr"]
+
+
+def test_run_ids_are_stable_and_distinguish_seed_variant_and_values(tmp_path):
+    assert run_id({"A.x": 1, "B.y": 2}, 0, None) == run_id({"B.y": 2, "A.x": 1}, 0, None)
+    ids = {run_id({"A.x": 1}, 0, None), run_id({"A.x": 1}, 1, None), run_id({"A.x": 1}, 0, "v"),
+           run_id({"A.x": 2}, 0, None), run_id({"A.y": 1}, 0, None)}
+    assert len(ids) == 5
+    # the same id in a fresh process (no hash randomisation): a re-run finds the folders of an earlier one
+    code = "from pirl_ablate.sweep import run_id; print(run_id({'A.x': 1}, 0, 'v'))"
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert fresh.stdout.strip() == run_id({"A.x": 1}, 0, "v")
+    a = write_sweep(tmp_path / "a", "sweep.grid = {'tiny_train.lr': [0.1, 0.2], 'tiny_train.steps': [3]}\n")
+    b = write_sweep(tmp_path / "b", "tiny_train.step_s = 0.01\n"  # another base config, keys in another order
+                                    "sweep.grid = {'tiny_train.steps': [3], 'tiny_train.lr': [0.2, 0.1]}\n")
+    assert {r.run_id for r in load_sweep(a).runs} == {r.run_id for r in load_sweep(b).runs}
+
+
+# ------------------------------------------------------------------------------------------------ validation
+BAD = [
+    ("sweep.grid = {'tiny_trian.lr': [0.1]}\n", 4, "unknown configurable `tiny_trian`", "tiny_train"),
+    ("sweep.grid = {\n    'tiny_train.steps': [1],\n    'tiny_train.lrr': [0.1]}\n", 6,
+     "`tiny_train` has no parameter `lrr`", "`lr`"),
+    ("sweep.grid = {'tiny_train.lr': [0.1, 'high']}\n", 4, "'high' is str, expected float", "0.1"),
+    ("sweep.grid = {'tiny_train.steps': [1, 2.5]}\n", 4, "2.5 is float, expected int", "(like 3)"),
+    ("sweep.grid = {}\n", 4, "sweep.grid is empty", ""),
+    ("sweep.grid = {'tiny_train.lr': []}\n", 4, "sweep.grid['tiny_train.lr'] is empty", ""),
+    ("sweep.zip = {'tiny_train.lr': [0.1, 0.2], 'tiny_train.steps': [1]}\n", 4, "differ in length", ""),
+    ("tiny_train.stepz = 3\n", 4, "`tiny_train` has no parameter `stepz`", "`steps`"),
+    ("sweep.variants = {'ok': 'tiny_train.lr = 0.1', 'typo': 'tiny_train.nmae = \"x\"'}\n", 4,
+     "variant 'typo'", "`name`"),
+    ("sweep.variants = {'inc': \"include 'nowhere.gin'\"}\n", 4, "nowhere.gin: no such gin file", ""),
+    ("sweep.executor = 'slrum'\n", 4, "'slrum' is not one of", "`slurm`"),
+]
+
+
+@pytest.mark.parametrize(("body", "line", "reason", "hint"), BAD, ids=[b[2][:30] for b in BAD])
+def test_bad_sweep_file_fails_with_file_line_and_reason(tmp_path, body, line, reason, hint):
+    path = write_sweep(tmp_path, body)  # HEADER is 3 lines: the body starts on line 4
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path)
+    message = str(e.value)
+    assert "\n" not in message
+    assert f"tiny.gin:{line}:" in message, message
+    assert reason in message and hint in message, message
+
+
+def test_bad_sweep_file_submits_nothing_and_exits_2(tmp_path, capsys):
+    path = write_sweep(tmp_path, "sweep.grid = {'tiny_train.lr': [0.1, 'high']}\n")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "runs"), "--executor", "debug"]) == 2
+    err = capsys.readouterr().err
+    assert "tiny.gin:4" in err and "'high'" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_prints_every_run_and_runs_nothing(tmp_path, capsys):
+    path = write_sweep(tmp_path, "sweep.grid = {'tiny_train.lr': [0.1, 0.2, 0.3]}\nsweep.seeds = [0, 1]\n")
+    assert main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs")]) == 0
+    printed = capsys.readouterr().out
+    for run in load_sweep(path).runs:
+        assert run.run_id in printed
+    assert printed.count("pending") == 6
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------------------- debug executor
+def test_debug_sweep_records_runs_and_rerun_skips_complete_ones(tmp_path):
+    path = write_sweep(tmp_path, "sweep.name = 'dbg'\nsweep.grid = {'tiny_train.lr': [0.25, 0.5]}\n"
+                                 "sweep.seeds = [3]\ntiny_train.steps = 2\n")
+    out = tmp_path / "runs"
+    assert main(["sweep", str(path), "--executor", "debug", "--out", str(out)]) == 0
+    by_lr = {}
+    for run_dir in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        meta, result = read_json(run_dir / "meta.json"), read_json(run_dir / "result.json")
+        assert result["status"] == "done" and result["steps"] == 2
+        assert result["seen"]["lr"] == meta["bindings"]["tiny_train.lr"]  # the worker saw the swept value
+        assert (meta["seed"], result["seen"]["seed"], meta["sweep"], meta["variant"]) == (3, 3, "dbg", None)
+        assert meta["run_id"] == run_dir.name == run_id({"tiny_train.lr": result["seen"]["lr"]}, 3, None)
+        assert read_json(run_dir / "job.json")["executor"] == "debug"
+        by_lr[result["seen"]["lr"]] = run_dir
+    assert set(by_lr) == {0.25, 0.5}
+    assert [r["run_id"] for r in read_json(out / "sweep.json")["runs"]] == [by_lr[0.25].name, by_lr[0.5].name]
+
+    (by_lr[0.5] / "result.json").unlink()  # one run lost its result: only it runs again
+    assert main(["sweep", str(path), "--executor", "debug", "--out", str(out)]) == 0
+    assert read_json(by_lr[0.25] / "meta.json")["restarts"] == 0
+    assert read_json(by_lr[0.5] / "meta.json")["restarts"] == 1
+    assert starts(by_lr[0.5])[-1]["from_step"] == 2  # resumed from its last checkpoint
+
+
+def test_failed_run_has_its_reason_in_status_and_is_resubmitted(tmp_path):
+    path = write_sweep(tmp_path, "sweep.name = 'boom'\ntiny_train.steps = 2\n"
+                                 "sweep.variants = {'ok': [], 'boom': ['tiny_train.fail_at = 2']}\n")
+    out = tmp_path / "runs"
+    assert main(["sweep", str(path), "--executor", "debug", "--out", str(out)]) == 1
+    runs = {r.variant: out / r.run_id for r in load_sweep(path).runs}
+    assert run_state(runs["ok"]).state == "done"
+    failed = run_state(runs["boom"])
+    assert (failed.state, failed.detail) == ("failed", "RuntimeError: tiny job failed on purpose at step 2")
+    printed = _status(out)
+    row = next(line for line in printed.splitlines() if runs["boom"].name in line)
+    assert "boom" in row and "failed" in row and "tiny job failed on purpose at step 2" in row
+    assert "1 done, 1 failed" in printed
+
+    assert main(["sweep", str(path), "--executor", "debug", "--out", str(out)]) == 1
+    assert read_json(runs["ok"] / "meta.json")["restarts"] == 0
+    assert read_json(runs["boom"] / "meta.json")["restarts"] == 1
+    assert starts(runs["boom"])[-1]["from_step"] == 1  # step 1 was checkpointed before the failure
+
+
+def test_status_of_a_folder_that_is_not_a_sweep_is_a_user_error(tmp_path, capsys):
+    assert main(["status", str(tmp_path / "nope")]) == 2
+    assert "not a sweep folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- local executor
+def _intervals(out: Path) -> list[tuple[float, float]]:
+    spans = []
+    for run_dir in out.iterdir():
+        rows = RunDir(run_dir).metrics() if run_dir.is_dir() else []
+        times = [r["time"] for r in rows]
+        if times:
+            spans.append((min(times), max(times)))
+    return spans
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_local_sweep_killed_midway_reruns_only_missing_runs(tmp_path):
+    """3 runs, 2 at a time: kill the sweep command once the quick run is done, re-run: the quick run is not run
+    again, the interrupted slow one resumes from its checkpoint, and never more than 2 ran at once."""
+    path = write_sweep(tmp_path, """
+sweep.name = 'killme'
+local.parallelism = 2
+tiny_train.step_s = 0.5
+sweep.zip = {'tiny_train.lr': [0.1, 0.2, 0.3], 'tiny_train.steps': [1, 30, 2]}
+""")
+    out = tmp_path / "runs"
+    runs = {r.bindings["tiny_train.lr"]: out / r.run_id for r in load_sweep(path).runs}
+    cmd = cli_command("sweep", str(path), "--out", str(out))
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    deadline = time.time() + 240
+    while not ((runs[0.1] / "result.json").exists() and (runs[0.2] / "checkpoints" / "last.json").exists()):
+        assert first.poll() is None and time.time() < deadline, first.stdout.read() if first.stdout else ""
+        time.sleep(0.2)
+    quick_result_mtime = (runs[0.1] / "result.json").stat().st_mtime_ns
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 130
+    assert run_state(runs[0.2]).state == "failed"  # its local job was stopped with the sweep command
+    assert not (runs[0.2] / "result.json").exists()
+
+    second = subprocess.run(cmd, cwd=tmp_path, env=worker_env(), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "1 done already" in second.stderr
+    assert (runs[0.1] / "result.json").stat().st_mtime_ns == quick_result_mtime
+    assert len(starts(runs[0.1])) == 1 and read_json(runs[0.1] / "meta.json")["restarts"] == 0
+    slow = starts(runs[0.2])
+    assert len(slow) == 2 and slow[1]["from_step"] >= 1  # resumed, not restarted from scratch
+    assert read_json(runs[0.2] / "result.json")["steps"] == 30
+    assert read_json(runs[0.3] / "result.json")["status"] == "done"
+    spans = _intervals(out)
+    for t in {s for s, _ in spans}:
+        assert sum(s <= t <= e for s, e in spans) <= 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_local_job_that_dies_without_a_result_is_failed_with_its_reason(tmp_path):
+    path = write_sweep(tmp_path, "sweep.name = 'crash'\ntiny_train.steps = 3\n"
+                                 "sweep.variants = {'crash': ['tiny_train.exit_at = 2'], "
+                                 "'boom': ['tiny_train.fail_at = 1']}\n")
+    out = tmp_path / "runs"
+    proc = subprocess.run(cli_command("sweep", str(path), "--out", str(out), "--executor", "local"), cwd=tmp_path,
+                          env=worker_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    runs = {r.variant: out / r.run_id for r in load_sweep(path).runs}
+    job_id = read_json(runs["crash"] / "job.json")["job_id"]
+    crash = run_state(runs["crash"])
+    assert crash.state == "failed" and f"local job {job_id} ended without a result" in crash.detail
+    assert not (runs["crash"] / "result.json").exists()
+    printed = _status(out)
+    assert "ended without a result" in printed and "RuntimeError: tiny job failed on purpose at step 1" in printed
+
+
+def test_worker_gets_the_thread_limit(tmp_path):
+    """The local executor's per-job thread count reaches the worker's environment."""
+    from pirl_ablate.sweep.executors import make_job
+
+    path = write_sweep(tmp_path, "local.threads_per_job = 3\nslurm.cpus_per_task = 5\n")
+    sweep = load_sweep(path)
+    assert make_job("local", sweep, sweep.runs[0], tmp_path).threads == 3
+    assert make_job("slurm", sweep, sweep.runs[0], tmp_path).threads == 5
+    job = make_job("local", sweep, sweep.runs[0], tmp_path)
+    code = ("import os, pickle, sys; job = pickle.load(sys.stdin.buffer); job._limit_threads(); "
+            "print(os.environ['OMP_NUM_THREADS'])")
+    import cloudpickle
+
+    proc = subprocess.run([sys.executable, "-c", code], input=cloudpickle.dumps(job), capture_output=True,
+                          env=worker_env(), timeout=60)
+    assert proc.stdout.decode().strip() == "3", proc.stderr.decode()
