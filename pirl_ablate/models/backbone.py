@@ -46,14 +46,15 @@ class Backbone(ResNet):
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         if arch not in ARCHS:
             raise ConfigError(f"Backbone.arch = {arch!r}: unknown architecture{did_you_mean(arch, ARCHS)}")
-        if width_multiplier not in (1, 2):
-            raise ConfigError(f"Backbone.width_multiplier = {width_multiplier!r}: must be 1 or 2 (PIRL-c2x)")
+        if width_multiplier not in (0.5, 1, 2):
+            raise ConfigError(f"Backbone.width_multiplier = {width_multiplier!r}: must be 1, 2 (PIRL-c2x) or 0.5 "
+                              "(half width, for CPU smoke runs)")
         block, depths = ARCHS[arch]
         nn.Module.__init__(self)  # ResNet.__init__ hard-codes 64 channels; build the same modules scaled by w
         self.arch, self.width_multiplier, self.small_stem = arch, width_multiplier, small_stem
         self._norm_layer = nn.BatchNorm2d
         self.dilation, self.groups, self.base_width = 1, 1, 64
-        self.inplanes = 64 * width_multiplier
+        self.inplanes = int(64 * width_multiplier)
         if small_stem:
             self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=3, stride=1, padding=1, bias=False)
             self.maxpool = nn.Identity()
@@ -63,11 +64,11 @@ class Backbone(ResNet):
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         w = width_multiplier
-        self.layer1 = self._make_layer(block, 64 * w, depths[0])
-        self.layer2 = self._make_layer(block, 128 * w, depths[1], stride=2)
-        self.layer3 = self._make_layer(block, 256 * w, depths[2], stride=2)
-        self.layer4 = self._make_layer(block, 512 * w, depths[3], stride=2)
-        self.feature_dim = 512 * w * block.expansion
+        self.layer1 = self._make_layer(block, int(64 * w), depths[0])
+        self.layer2 = self._make_layer(block, int(128 * w), depths[1], stride=2)
+        self.layer3 = self._make_layer(block, int(256 * w), depths[2], stride=2)
+        self.layer4 = self._make_layer(block, int(512 * w), depths[3], stride=2)
+        self.feature_dim = int(512 * w) * block.expansion
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
