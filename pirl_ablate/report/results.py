@@ -74,8 +74,10 @@ def load_results(root: str | os.PathLike, expected: Iterable[ExpectedRun] = (),
     for exp in expected:
         if (exp.sweep, exp.run_id) in seen:
             continue
+        point = ", ".join([*([f"variant {exp.variant}"] if exp.variant else []),
+                           *(f"{k}={v!r}" for k, v in exp.bindings.items()), f"seed {exp.seed}"])
         run = {"run_id": exp.run_id, "sweep": exp.sweep, "variant": exp.variant, "seed": exp.seed,
-               "status": STATUS_MISSING, "reason": f"no run folder under {root / exp.sweep} (not run yet)",
+               "status": STATUS_MISSING, "reason": f"no run folder under {root / exp.sweep} (not run yet: {point})",
                "wall_s": None, "start": None, "end": None, "path": None, "bindings": _hashable(exp.bindings)}
         binding_names.update(dict.fromkeys(run["bindings"]))
         records.extend(_flatten(run, []))
