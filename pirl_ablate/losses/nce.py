@@ -74,14 +74,14 @@ class _KnownGradient(torch.autograd.Function):
         return (grad_out.unsqueeze(-1) * grad).to(ctx.dtype), None, None
 
 
-def _chunks(bank: Tensor, positive: Tensor, negatives: Tensor, chunk_bytes: int
+def _chunks(bank: Tensor, positive: Tensor, negatives: Tensor, chunk_bytes: int | None
             ) -> Iterator[tuple[slice, Tensor, Tensor]]:
-    """Yield (rows of the batch, positive entries (c, d), negative entries (c, N, d)) for chunks of c samples.
-
-    The negatives are gathered into one reused buffer; it is overwritten by the next chunk."""
+    """Yield (rows of the batch, positive entries (c, d), negative entries (c, N, d)) for chunks of c samples
+    whose negatives take about `chunk_bytes` (default CHUNK_BYTES). They are gathered into one reused buffer,
+    overwritten by the next chunk."""
     b, n = negatives.shape
     d = bank.shape[1]
-    c = max(1, min(b, chunk_bytes // (n * d * bank.element_size())))
+    c = max(1, min(b, (chunk_bytes or CHUNK_BYTES) // (n * d * bank.element_size())))
     buffer = bank.new_empty(c * n, d)
     for start in range(0, b, c):
         rows = slice(start, min(start + c, b))
@@ -92,7 +92,7 @@ def _chunks(bank: Tensor, positive: Tensor, negatives: Tensor, chunk_bytes: int
 
 @torch.no_grad()
 def mean_exp_score(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Tensor, tau: float,
-                   chunk_bytes: int = CHUNK_BYTES) -> Tensor:
+                   chunk_bytes: int | None = None) -> Tensor:
     """mean(exp(s / tau)) over the positive and negative scores of `queries` (B, K, d); Z = this * |D|."""
     q = queries.detach().to(bank.dtype)
     total = q.new_zeros(())
@@ -104,7 +104,7 @@ def mean_exp_score(queries: Tensor, bank: Tensor, positive: Tensor, negatives: T
 
 def bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Tensor,
                   loss_fn: Callable[[Tensor, Tensor], Tensor], tau: float,
-                  chunk_bytes: int = CHUNK_BYTES) -> Contrast:
+                  chunk_bytes: int | None = None) -> Contrast:
     """Per-query losses of `queries` (B, K, d) against bank entries, never holding a (B, N, d) tensor.
 
     Query q[b, k] has positive bank[positive[b]] and negatives bank[negatives[b, j]], j < N (the same N entries
