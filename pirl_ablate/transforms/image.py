@@ -6,10 +6,8 @@ import torch
 from torch import Tensor
 
 from pirl_ablate.transforms.base import Transform, random_resized_boxes, resample_boxes
-from pirl_ablate.transforms.photometric import apply_colour, sample_colour
+from pirl_ablate.transforms.photometric import COLOUR_KEYS, apply_colour, sample_colour
 from pirl_ablate.transforms.registry import register_transform
-
-COLOUR_KEYS = ("brightness", "contrast", "saturation", "hue", "grayscale")
 
 
 @register_transform("image")

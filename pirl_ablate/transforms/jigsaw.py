@@ -33,7 +33,7 @@ from pirl_ablate.transforms.base import (
     shape_str,
 )
 from pirl_ablate.transforms.permutations import hamming_set, lehmer_rank, random_permutations
-from pirl_ablate.transforms.photometric import apply_colour, sample_colour
+from pirl_ablate.transforms.photometric import COLOUR_KEYS, apply_colour, sample_colour
 from pirl_ablate.transforms.registry import register_transform
 
 PAPER_CROP, PAPER_CELL, PAPER_PATCH = 255, 85, 64
@@ -141,7 +141,7 @@ class Jigsaw(Transform):
         if self.photometric:
             batch, patches = out.shape[:2]
             flat = out.view(batch * patches, *out.shape[2:])
-            colour = {k: params[k].reshape(-1) for k in ("brightness", "contrast", "saturation", "hue", "grayscale")}
+            colour = {k: params[k].reshape(-1) for k in COLOUR_KEYS}
             out = apply_colour(flat, colour).view(out.shape)
         return out
 
