@@ -65,8 +65,9 @@ def write_sweep(folder: Path, body: str, name: str = "tiny.gin") -> Path:
 
 
 def worker_env() -> dict[str, str]:
-    """This environment with the tests folder on PYTHONPATH, so that sweep workers can import this module."""
-    env = dict(os.environ)
+    """This environment with the tests folder on PYTHONPATH, so that sweep workers can import this module, and a
+    wide terminal so that printed lines do not wrap."""
+    env = {**os.environ, "COLUMNS": "300"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS_DIR), env.get("PYTHONPATH", "")) if p)
     return env
 

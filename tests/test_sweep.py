@@ -26,7 +26,7 @@ from pirl_ablate.sweep.state import run_state
 def _status(folder: Path) -> str:
     """`pirl-ablate status` output, wide enough that no cell wraps."""
     proc = subprocess.run(cli_command("status", str(folder)), capture_output=True, text=True, timeout=120,
-                          env={**worker_env(), "COLUMNS": "300"})
+                          env=worker_env())
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

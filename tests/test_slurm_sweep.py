@@ -1,0 +1,148 @@
+"""Sweeps through a REAL single-node SLURM cluster (scripts/slurm-local.sh): job arrays, requeue + resume, failures.
+
+The session fixture starts the cluster (or uses the one CI started) and exports SLURM_CONF. Without root, apt or
+SLURM the tests skip with the reason, unless PIRL_ABLATE_REQUIRE_SLURM=1 (CI), where they fail instead. Each test
+uses a fresh tmp folder: submitit keys its files by job id, and job ids restart after a purge.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sweep_jobs import cli_command, starts, worker_env, write_sweep
+
+from pirl_ablate.runs import RunDir, read_json
+from pirl_ablate.sweep import load_sweep
+from pirl_ablate.sweep.state import run_state, slurm_states
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "slurm-local.sh"
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("PIRL_ABLATE_REQUIRE_SLURM") == "1":
+        pytest.fail(f"SLURM required (PIRL_ABLATE_REQUIRE_SLURM=1) but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[str]:
+    """SLURM_CONF of a running cluster; started here (and stopped after the session) unless already up."""
+    already_up = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
+    if not already_up:
+        if os.geteuid() != 0:
+            _unavailable("real SLURM tests need root: scripts/slurm-local.sh runs slurmctld/slurmd as root")
+        if not shutil.which("slurmctld") and not shutil.which("apt-get"):
+            _unavailable("no SLURM installed and no apt-get to install it (scripts/slurm-local.sh start)")
+        proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            _unavailable(f"scripts/slurm-local.sh start failed: {(proc.stdout + proc.stderr).strip()[-400:]}")
+    env_file = subprocess.run(["bash", str(SCRIPT), "env-file"], capture_output=True, text=True).stdout.strip()
+    conf = Path(env_file).read_text().split("SLURM_CONF=", 1)[1].strip()
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf  # sbatch/squeue/sacct of this process and the CLI subprocesses
+    yield conf
+    if previous is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = previous
+    if not already_up:
+        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=300)
+
+
+def _sweep(path: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(cli_command("sweep", str(path), "--out", str(out), "--executor", "slurm", *extra),
+                            cwd=path.parent, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _wait_for(condition, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if proc.poll() is not None or time.time() > deadline:
+            output = proc.stdout.read() if proc.poll() is not None and proc.stdout else ""
+            pytest.fail(f"gave up waiting for {what} (sweep exit {proc.poll()}): {output[-2000:]}")
+        time.sleep(0.3)
+
+
+@pytest.mark.timeout(240)
+def test_slurm_sweep_runs_as_one_array_and_status_reports_failures(slurm_cluster, tmp_path):
+    """Three runs in one job array (2 at a time): one finishes, one raises (reason from result.json), one is
+    cancelled with scancel while it runs (reason from the scheduler: CANCELLED)."""
+    path = write_sweep(tmp_path, """
+sweep.name = 'slurmy'
+slurm.partition = 'debug'
+slurm.array_parallelism = 2
+slurm.time_min = 10
+tiny_train.steps = 2
+sweep.variants = {'ok': [], 'boom': ['tiny_train.fail_at = 1'],
+                  'cancelled': ['tiny_train.steps = 600', 'tiny_train.step_s = 0.5']}
+""")
+    out = tmp_path / "runs"
+    runs = {r.variant: out / r.run_id for r in load_sweep(path).runs}
+    proc = _sweep(path, out)
+    _wait_for(lambda: (runs["cancelled"] / "checkpoints" / "last.json").exists(), proc, 150, "the long run")
+    jobs = {v: read_json(d / "job.json")["job_id"] for v, d in runs.items()}
+    assert len({j.split("_")[0] for j in jobs.values()}) == 1  # one array
+    assert sorted(j.split("_")[1] for j in jobs.values()) == ["0", "1", "2"]
+    subprocess.run(["scancel", jobs["cancelled"]], check=True)
+    stdout, _ = proc.communicate(timeout=150)
+    assert proc.returncode == 1, stdout
+
+    assert run_state(runs["ok"]).state == "done"
+    assert read_json(runs["ok"] / "result.json")["seen"]["name"] == "tiny"
+    boom = run_state(runs["boom"])
+    assert (boom.state, boom.detail) == ("failed", "RuntimeError: tiny job failed on purpose at step 1")
+    cancelled = run_state(runs["cancelled"])
+    assert cancelled.state == "failed" and f"SLURM job {jobs['cancelled']} ended CANCELLED" in cancelled.detail
+    assert slurm_states([jobs["ok"]]) == {jobs["ok"]: "COMPLETED"}  # what sacct says, independently
+
+    status = subprocess.run(cli_command("status", str(out)), capture_output=True, text=True, env=worker_env(),
+                            timeout=60)
+    assert status.returncode == 0, status.stderr
+    rows = {v: next(line for line in status.stdout.splitlines() if d.name in line) for v, d in runs.items()}
+    assert "done" in rows["ok"]
+    assert "failed" in rows["boom"] and "tiny job failed on purpose" in rows["boom"]
+    assert "failed" in rows["cancelled"] and "CANCELLED" in rows["cancelled"]
+
+
+@pytest.mark.timeout(240)
+def test_preempted_slurm_job_requeues_and_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
+    """submitit's preemption signal mid-run: the Checkpointable job requeues itself (same job id), the new start
+    resumes from the last saved step, and the run finishes with every step done once."""
+    import submitit
+
+    path = write_sweep(tmp_path, """
+sweep.name = 'preempt'
+slurm.partition = 'debug'
+slurm.time_min = 10
+tiny_train.steps = 12
+tiny_train.step_s = 0.5
+""")
+    out = tmp_path / "runs"
+    run_dir = out / load_sweep(path).runs[0].run_id
+    proc = _sweep(path, out)
+    last = run_dir / "checkpoints" / "last.json"
+    _wait_for(lambda: last.exists() and read_json(last)["step"] >= 3, proc, 150, "step 3")
+    record = read_json(run_dir / "job.json")
+    job = submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"])
+    job._interrupt()  # what SLURM sends before preemption: the job checkpoints and requeues itself
+    stdout, _ = proc.communicate(timeout=200)
+    assert proc.returncode == 0, stdout
+
+    result = read_json(run_dir / "result.json")
+    assert result["status"] == "done" and result["steps"] == 12
+    first, second = starts(run_dir)
+    assert first["job_id"] == second["job_id"]  # requeued under the same SLURM job, not resubmitted
+    assert first["from_step"] == 0 and 3 <= second["from_step"] < 12
+    rows = RunDir(run_dir).metrics()
+    after = [row["step"] for row in rows[rows.index(second) + 1:]]
+    assert after == list(range(second["from_step"] + 1, 13))  # the second start continued where the first stopped
+    assert read_json(run_dir / "meta.json")["restarts"] == 1
