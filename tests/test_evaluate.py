@@ -22,7 +22,7 @@ from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
 from pirl_ablate.evaluate.precise_bn import precise_bn
 from pirl_ablate.evaluate.semisup import balanced_subset, fraction_name
 from pirl_ablate.models import Backbone, PIRLNet
-from pirl_ablate.transforms.base import View
+from pirl_ablate.transforms import Jigsaw, View
 
 
 def clusters(n: int, classes: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,14 +158,12 @@ def test_precise_bn_equals_average_of_batch_statistics():
 
 # -------------------------------------------------------------------------------------------------- invariance
 def test_invariance_zero_for_identity_and_positive_for_jigsaw():
-    from pirl_ablate.transforms import build_transform
-
     net = PIRLNet(tiny_backbone()).eval()
     images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(0)
     identity = invariance_distances(net, images, lambda x, g: View(data=x.clone()), gen, "pooled")
     assert identity.abs().max() < 1e-5
-    jigsaw = build_transform("jigsaw")
+    jigsaw = Jigsaw(crop_size=None, patch_size=None)  # 30 px crop, 8 px patches
     d = invariance_distances(net, images, jigsaw, gen, "pooled")
     assert d.shape == (6,) and (d > 1e-3).all() and (d <= 2.0).all()
     heads = invariance_distances(net, images, jigsaw, gen, "heads")

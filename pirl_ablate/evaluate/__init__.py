@@ -1,12 +1,17 @@
-"""evaluate: linear probe per layer, weighted kNN, invariance (Figure 4) and semi-supervised fine-tuning of a run."""
+"""evaluate: linear probe per layer, weighted kNN, invariance (Figure 4) and semi-supervised fine-tuning of a run.
+
+`run_evaluations(run_dir, ["linear", "knn"], dataset=None, layers=("res5",))` is the entry point (used by
+`pirl-ablate eval` and by sweeps); the protocol cores work on plain tensors and modules.
+"""
 
 from pirl_ablate.evaluate.features import LAYERS, FeatureCache, cached_features, extract_features, pooled_grid
 from pirl_ablate.evaluate.invariance import invariance_distances, plot_invariance_histograms
 from pirl_ablate.evaluate.knn import knn_scores
 from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
 from pirl_ablate.evaluate.precise_bn import precise_bn
+from pirl_ablate.evaluate.protocols import PROTOCOLS, EvalSettings, run_evaluations
 from pirl_ablate.evaluate.semisup import balanced_subset, finetune
 
-__all__ = ["LAYERS", "FeatureCache", "balanced_subset", "cached_features", "extract_features", "finetune",
-           "invariance_distances", "knn_scores", "plot_invariance_histograms", "pooled_grid", "precise_bn",
-           "topk_accuracy", "train_linear_probe"]
+__all__ = ["LAYERS", "PROTOCOLS", "EvalSettings", "FeatureCache", "balanced_subset", "cached_features",
+           "extract_features", "finetune", "invariance_distances", "knn_scores", "plot_invariance_histograms",
+           "pooled_grid", "precise_bn", "run_evaluations", "topk_accuracy", "train_linear_probe"]

@@ -71,4 +71,4 @@ def topk_accuracy(scores: Tensor, labels: Tensor, num_classes: int) -> dict[str,
     ks = (1, 5) if num_classes > 5 else (1,)
     top = scores.topk(max(ks), dim=1).indices
     hit = top == labels.to(top.device)[:, None]
-    return {f"top{k}": 100.0 * hit[:, :k].any(1).float().mean().item() for k in ks}
+    return {f"top{k}": 100.0 * hit[:, :k].any(1).double().mean().item() for k in ks}

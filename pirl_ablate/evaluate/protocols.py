@@ -1,0 +1,281 @@
+"""`run_evaluations`: load a run, optionally recompute BN statistics, run the protocols, write `evals/*.json`.
+
+Each protocol writes `RunDir.write_eval(f"{protocol}-{dataset}", result)` with the schema
+
+    {"protocol": "linear"|"knn"|"invariance"|"semisup", "dataset": str,
+     "metrics": {GROUP: {METRIC: float}},   # GROUP: layer ("res5"), transform ("jigsaw") or fraction ("1%")
+     "bn": "precise"|"train", "wall_s": float, "image_size": int, ...protocol extras}
+
+Accuracies are in percent. The evaluation dataset is any registered dataset (default: the one the run pre-trained
+on); its train split trains the probes (and feeds precise-BN), its test split is held out. The network comes from
+the run's last checkpoint (`pirl_ablate.train.load_network`), so the baselines take the same path: a supervised
+run (`gin/supervised.gin`) is loaded like any other, and the random-init baseline is a run trained with
+`train.epochs = 0` (`gin/random_init.gin`), whose checkpoint holds the freshly initialised network.
+
+gin bindings (all optional): `evaluation.*` (batch size, image size, precise-BN batches, device, cache dtype),
+`linear_probe.*`, `knn_eval.*`, `invariance_eval.*`, `semisup_eval.*`.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import gin
+import torch
+from torch import Tensor
+
+from pirl_ablate import config
+from pirl_ablate.console import info, track
+from pirl_ablate.data import ArrayDataset, ImageDataset, build_dataset, make_loader, to_device_batch
+from pirl_ablate.errors import ConfigError, DataError, UserError, did_you_mean
+from pirl_ablate.evaluate.features import FeatureCache, cached_features, check_layers, fingerprint, labels_digest
+from pirl_ablate.evaluate.invariance import REPRESENTATIONS, invariance_distances, summarise
+from pirl_ablate.evaluate.knn import knn_scores
+from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
+from pirl_ablate.evaluate.precise_bn import precise_bn
+from pirl_ablate.evaluate.semisup import balanced_subset, finetune, fraction_name
+from pirl_ablate.losses import build_loss
+from pirl_ablate.runs import RunDir
+from pirl_ablate.train import load_network, pretrain
+
+PROTOCOLS = ("linear", "knn", "invariance", "semisup")
+
+
+@gin.configurable("evaluation")
+@dataclass
+class EvalSettings:
+    """How a run is evaluated (gin: `evaluation.*`).
+
+    batch_size: images per forward pass (extraction, precise-BN, invariance).
+    image_size: evaluation input size in pixels; None = the run's pre-training size.
+    precise_bn_batches: clean train-split batches to recompute BN statistics on before evaluating (0: keep the
+        statistics from training; results record "bn": "precise" or "train").
+    device: "cuda", "cpu", ...; None = CUDA when available.
+    cache_dtype: dtype of the cached features ("float16" halves the cache of 9k-dim layers; "float32").
+    seed: seeds every random draw of the evaluation (precise-BN batch order, invariance transforms).
+    """
+
+    batch_size: int = 128
+    image_size: int | None = None
+    precise_bn_batches: int = 32
+    device: str | None = None
+    cache_dtype: str = "float16"
+    seed: int = 0
+
+
+@dataclass
+class EvalContext:
+    """One loaded run and evaluation dataset, shared by the protocols of one `run_evaluations` call."""
+
+    run: RunDir
+    net: torch.nn.Module  # PIRLNet on `device`, eval mode
+    dataset: str
+    image_size: int
+    device: torch.device
+    settings: EvalSettings
+    bn: str = "train"
+    _splits: dict[str, ImageDataset] = field(default_factory=dict)
+
+    def split(self, name: str) -> ImageDataset:
+        if name not in self._splits:
+            self._splits[name] = build_dataset(self.dataset, name)
+            if self._splits[name].num_classes is None:
+                raise DataError(f"evaluation dataset `{self.dataset}` ({name}) has no labels")
+        return self._splits[name]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.split("train").num_classes)
+
+    def batches(self, dataset: ImageDataset, *, seed: int | None = None, epoch: int = 0, batch_size: int | None = None,
+                description: str | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """(images (B, 3, S, S) float [0, 1] on the device, labels (B,)) over `dataset`: in order, or shuffled by
+        (seed, epoch) when `seed` is given (without dropping the last partial batch)."""
+        loader = make_loader(dataset, batch_size or self.settings.batch_size, seed=seed, shuffle=seed is not None,
+                             drop_last=False)
+        loader.set_epoch(epoch)
+        items = track(loader, description, total=len(loader)) if description else loader
+        for images, _, labels in items:
+            yield to_device_batch(images, self.device, self.image_size), labels.to(self.device)
+
+    @cached_property
+    def cache(self) -> FeatureCache:
+        return FeatureCache(self.run.path)
+
+    def features(self, split: str, layers: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
+        """{layer: (features (N, D), labels (N,))} of `split`, from the run's feature cache or one extraction."""
+        ds = self.split(split)
+        key = {"fingerprint": fingerprint(self.net.backbone), "num_images": len(ds),
+               "labels": labels_digest(ds.labels), "image_size": self.image_size}
+        return cached_features(self.cache, self.net.backbone, self.dataset, split, layers,
+                               self.batches(ds, description=f"features {self.dataset}/{split}"), key,
+                               device=self.device, dtype=getattr(torch, self.settings.cache_dtype))
+
+
+# ------------------------------------------------------------------------------------------------------ protocols
+def linear_protocol(ctx: EvalContext, layers: Sequence[str]) -> dict:
+    """Linear probe on each layer's pooled features (paper Tables 2, 5, 7): {layer: {top1, top5}}."""
+    train = ctx.features("train", layers)
+    test = ctx.features("test", layers)
+    metrics = {layer: train_linear_probe(*train[layer], *test[layer], ctx.num_classes,
+                                         description=f"linear probe {layer}")
+               for layer in layers}
+    return {"metrics": metrics, "feature_dims": {layer: int(train[layer][0].shape[1]) for layer in layers},
+            "num_train": len(train[layers[0]][0]), "num_test": len(test[layers[0]][0]),
+            "hyperparameters": _bound("linear_probe", train_linear_probe)}
+
+
+def knn_protocol(ctx: EvalContext) -> dict:
+    """Weighted kNN (k = 200, sigma = 0.07) on L2-normalised pooled res5 features: {"res5": {top1, top5}}."""
+    train_x, train_y = ctx.features("train", ["res5"])["res5"]
+    test_x, test_y = ctx.features("test", ["res5"])["res5"]
+    scores = knn_scores(train_x, train_y, test_x, ctx.num_classes)
+    return {"metrics": {"res5": topk_accuracy(scores, test_y, ctx.num_classes)},
+            "num_train": len(train_x), "num_test": len(test_x), "hyperparameters": _bound("knn_eval", knn_scores)}
+
+
+@gin.configurable("invariance_eval", denylist=["ctx"])
+def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_images: int = 1000,
+                        representation: str = "auto", bins: int = 40) -> dict:
+    """Distances between normalised representations of I and I^t (paper Figure 4; definitions in
+    `pirl_ablate.evaluate.invariance`) for the first `num_images` test images.
+
+    transform: a transform name or composition (default: the run's pretext transform); representation: "heads",
+    "pooled", or "auto" = "heads" when the run's loss trains both f and g (PIRL), else "pooled".
+    Result: {transform: {mean, std}} plus "histogram" {"edges", "counts"} over [0, 2].
+    """
+    from pirl_ablate.transforms import build_transform
+
+    name = transform or _train_setting("transform")
+    if representation == "auto":
+        representation = "heads" if _loss_trains_both_heads() else "pooled"
+    if representation not in REPRESENTATIONS:
+        raise ConfigError(f"invariance_eval.representation = {representation!r}"
+                          f"{did_you_mean(representation, (*REPRESENTATIONS, 'auto'))}")
+    t = build_transform(name)
+    test = ctx.split("test")
+    subset = _subset(test, torch.arange(min(num_images, len(test))))
+    gen = torch.Generator(device=ctx.device).manual_seed(ctx.settings.seed)
+    dists = [invariance_distances(ctx.net, images, t, gen, representation)
+             for images, _ in ctx.batches(subset, description=f"invariance {name}")]
+    summary = summarise(torch.cat(dists), bins=bins)
+    return {"metrics": {name: {"mean": summary["mean"], "std": summary["std"]}}, "histogram": summary["histogram"],
+            "transform": name, "representation": representation, "num_images": summary["n"]}
+
+
+@gin.configurable("semisup_eval", denylist=["ctx"])
+def semisup_protocol(ctx: EvalContext, fractions: Sequence[float] = (0.01, 0.1), epochs: int = 20,
+                     lr: float = 0.01, head_lr: float = 0.1, batch_size: int = 64, seed: int = 0) -> dict:
+    """Fine-tune backbone + a fresh linear head on class-balanced `fractions` of the train labels (paper Table 3,
+    1% and 10%); each fraction starts from the run's weights. Result: {"1%": {top1, top5}, "10%": {...}}."""
+    train, test = ctx.split("train"), ctx.split("test")
+    metrics, sizes = {}, {}
+    for fraction in fractions:
+        group = fraction_name(fraction)
+        idx = balanced_subset(train.labels, fraction, seed)
+        subset = _subset(train, idx)
+        backbone = copy.deepcopy(ctx.net.backbone)
+        metrics[group] = finetune(
+            backbone, ctx.net.feature_dim, ctx.num_classes,
+            lambda epoch, s=subset: ctx.batches(s, seed=seed, epoch=epoch, batch_size=batch_size),
+            ctx.batches(test), epochs=epochs, lr=lr, head_lr=head_lr, description=f"fine-tune {group}")
+        sizes[group] = len(idx)
+    return {"metrics": metrics, "num_labels": sizes, "num_test": len(test),
+            "hyperparameters": {"fractions": list(fractions), "epochs": epochs, "lr": lr, "head_lr": head_lr,
+                                "batch_size": batch_size, "seed": seed}}
+
+
+# --------------------------------------------------------------------------------------------------- entry point
+def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str | None = None,
+                    layers: Sequence[str] = ("res5",), *, gin_files: Sequence[str] = (),
+                    bindings: Sequence[str] = ()) -> dict[str, dict]:
+    """Evaluate the run in `run_dir` with each of `protocols`; returns {eval name: result} and writes each result
+    atomically to `run_dir/evals/<protocol>-<dataset>.json` as soon as it is done.
+
+    The run's operative config (config.gin) is parsed, then `gin_files` and `bindings` (evaluation settings or
+    overrides); `dataset` defaults to the pre-training dataset; `layers` are those of the linear probe.
+    """
+    run = RunDir(run_dir)
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"unknown protocol `{unknown[0]}`{did_you_mean(unknown[0], PROTOCOLS)}")
+    layers = check_layers(layers)
+    if not run.config_path.is_file():
+        raise UserError(f"{run.config_path}: no such file (is {run.path} a run folder written by `pirl-ablate "
+                        f"train` or a sweep?)")
+    config.parse([str(run.config_path), *gin_files], bindings)
+    ctx = _load(run, dataset)
+    results = {}
+    for protocol in protocols:
+        start = time.perf_counter()
+        info(f"{run.path.name}: {protocol} on {ctx.dataset}")
+        result = linear_protocol(ctx, layers) if protocol == "linear" else _PROTOCOL_FUNCS[protocol](ctx)
+        result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
+                  "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
+        name = f"{protocol}-{ctx.dataset}"
+        run.write_eval(name, result)
+        results[name] = result
+    return results
+
+
+_PROTOCOL_FUNCS: dict[str, Callable[[EvalContext], dict]] = {
+    "knn": knn_protocol, "invariance": invariance_protocol, "semisup": semisup_protocol}
+
+
+def _load(run: RunDir, dataset: str | None) -> EvalContext:
+    """The run's network on the evaluation device (eval mode, precise-BN applied if configured) and its context."""
+    settings = EvalSettings()
+    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net = load_network(run.path, map_location=device)
+    ctx = EvalContext(run=run, net=net, dataset=dataset or _train_setting("dataset"),
+                      image_size=settings.image_size or _train_setting("image_size"), device=device,
+                      settings=settings)
+    if settings.precise_bn_batches > 0:
+        train = ctx.split("train")
+        batches = (images for i, (images, _) in zip(range(settings.precise_bn_batches),
+                                                    ctx.batches(train, seed=settings.seed)))
+        if precise_bn(net.backbone, batches, lambda x: net.backbone(x, layers=("res5",))):
+            ctx.bn = "precise"
+        net.eval()
+    return ctx
+
+
+def _subset(dataset: ImageDataset, idx: Tensor) -> ImageDataset | torch.utils.data.Subset:
+    """Items `idx` of `dataset`: an in-memory ArrayDataset stays one (indexed a batch at a time by the loader)."""
+    if isinstance(dataset, ArrayDataset):
+        return ArrayDataset(dataset.images[idx], dataset.labels[idx], name=dataset.name, split=dataset.split,
+                            num_classes=dataset.num_classes)
+    return torch.utils.data.Subset(dataset, idx.tolist())
+
+
+def _train_setting(name: str) -> Any:
+    """`train.<name>` as the run's gin config binds it, else `pretrain`'s default."""
+    try:
+        return gin.query_parameter(f"train.{name}")
+    except ValueError:
+        return inspect.signature(pretrain).parameters[name].default
+
+
+def _loss_trains_both_heads() -> bool:
+    """Whether the run's loss (gin `build_loss`) embeds both the image view (f) and the transformed view (g)."""
+    loss = build_loss()
+    return bool(loss.needs_image_view and loss.needs_transformed_view)
+
+
+def _bound(name: str, fn: Any) -> dict:
+    """The keyword defaults of `fn` with the gin bindings of configurable `name` applied (recorded in results)."""
+    params = {p.name: p.default for p in inspect.signature(fn).parameters.values()
+              if p.default is not inspect.Parameter.empty and p.name != "description"}
+    for key in params:
+        try:
+            params[key] = gin.query_parameter(f"{name}.{key}")
+        except ValueError:
+            pass
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
