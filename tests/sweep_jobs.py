@@ -1,9 +1,9 @@
 """A tiny stand-in for `run_training`, importable by sweep workers (tests put this folder on PYTHONPATH).
 
 `run_tiny(config_str, run_dir)` follows the training contract: it re-parses the shipped gin text in the worker,
-"trains" for `steps` steps, saving a checkpoint after every step through the run-folder writer, resumes from the
-last checkpoint when restarted, and writes result.json. It can fail on purpose (an exception, or a hard exit that
-leaves no result).
+records the start (RunDir.start), "trains" for `steps` steps, saving a checkpoint after every step through the
+run-folder writer, resumes from the last checkpoint when restarted, and writes result.json. It can fail on purpose
+(an exception, or a hard exit that leaves no result).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def run_tiny(config_str: str, run_dir: Path) -> dict:
     config.parse_text(config_str)
     p = tiny_train()
     run = RunDir(run_dir)
+    run.start(config_str, seed=p["seed"])  # like run_training: provenance, restarts counted
     last = run.checkpoint_dir / "last.json"
     step = read_json(last)["step"] if last.exists() else 0
     run.log_metrics({"event": "start", "from_step": step, "pid": os.getpid(), "time": time.time(),

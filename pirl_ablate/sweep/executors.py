@@ -62,7 +62,8 @@ def make_executor(kind: str, sweep: Sweep, out: Path) -> submitit.Executor:
 
 def make_job(kind: str, sweep: Sweep, run: Run, out: Path) -> SweepJob:
     threads = {"local": sweep.local.threads_per_job, "slurm": sweep.slurm.cpus_per_task}.get(kind)
-    return SweepJob(run, out / run.run_id, sweep.name, sweep.settings.job, sweep.settings.evaluate, threads)
+    s = sweep.settings
+    return SweepJob(run, out / run.run_id, sweep.name, s.job, s.evaluate, s.eval_layers, threads)
 
 
 def execute(kind: str, sweep: Sweep, out: Path, submit: list[Run], watch: list[Run]) -> None:

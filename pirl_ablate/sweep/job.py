@@ -43,30 +43,30 @@ class SweepJob(submitit.helpers.Checkpointable):
     """Train (and evaluate) one run of a sweep into `run_dir`.
 
     target: dotted path of `fn(config_str, run_dir) -> dict` that parses the config in this process, trains with
-    auto-resume from run_dir's last checkpoint and writes result.json. evaluate: protocols for
-    pirl_ablate.evaluate.run_evaluations once training is done. threads: torch/OpenMP threads of this process.
+    auto-resume from run_dir's last checkpoint, records the start with RunDir.start and writes result.json.
+    evaluate, eval_layers: protocols (and linear-probe layers) for pirl_ablate.evaluate.run_evaluations once
+    training is done. threads: torch/OpenMP threads of this process.
     """
 
     def __init__(self, run: Run, run_dir: str | os.PathLike, sweep: str, target: str,
-                 evaluate: Sequence[str] = (), threads: int | None = None):
+                 evaluate: Sequence[str] = (), eval_layers: Sequence[str] = ("res5",), threads: int | None = None):
         self.run = run
         self.run_dir = str(run_dir)
         self.sweep = sweep
         self.target = target
         self.evaluate = list(evaluate)
+        self.eval_layers = list(eval_layers)
         self.threads = threads
 
     def __call__(self) -> dict[str, Any]:
         env = _job_environment()
-        if env is not None and env.num_tasks > 1:  # DDP: one process per task; rank 0 owns the run folder
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        rank0 = env is None or env.global_rank == 0
+        rank0 = env is None or env.global_rank == 0  # DDP (tasks_per_node > 1): rank 0 owns the run folder
         self._limit_threads()
         run_dir = RunDir(self.run_dir)
-        if rank0:
-            run_dir.start(self.run.config, seed=self.run.seed, run_id=self.run.run_id, bindings=self.run.bindings,
-                          sweep=self.sweep, variant=self.run.variant,
-                          job_id=env.job_id if env is not None else None)
+        if rank0:  # the sweep's columns; the target's RunDir.start adds provenance and counts restarts
+            run_dir.update_meta(run_id=self.run.run_id, seed=self.run.seed, bindings=self.run.bindings,
+                                sweep=self.sweep, variant=self.run.variant,
+                                job_id=env.job_id if env is not None else None)
         try:
             target = import_target(self.target)
             self._limit_threads()  # again: the target's import may have loaded torch
@@ -74,11 +74,11 @@ class SweepJob(submitit.helpers.Checkpointable):
             if self.evaluate and (run_dir.result() or {}).get("status") == "done":
                 from pirl_ablate.evaluate import run_evaluations
 
-                run_evaluations(run_dir.path, list(self.evaluate))
+                run_evaluations(run_dir.path, list(self.evaluate), layers=self.eval_layers)
         except Exception as e:
-            if rank0:
-                previous = run_dir.result() or {}
-                run_dir.fail(one_line(e), **{k: v for k, v in previous.items() if k not in ("status", "reason")})
+            previous = run_dir.result() or {}
+            if rank0 and previous.get("status") != "failed":  # keep the reason the target recorded
+                run_dir.fail(one_line(e), **{k: v for k, v in previous.items() if k not in ("status", "end")})
             raise
         return run_dir.result() or result
 

@@ -52,26 +52,30 @@ class SweepSettings:
     variants: dict[str, list[str]] | None
     seeds: tuple[int, ...]
     evaluate: tuple[str, ...]
+    eval_layers: tuple[str, ...]
     executor: str
     job: str
     seed_binding: str | None
 
 
 @gin.configurable("sweep")
-def sweep_settings(name: str | None = None, grid: dict | None = None, zip: dict | None = None,  # noqa: A002
+def sweep_settings(name: str | None = None, grid: dict | None = None, zip: dict | None = None,
                    variants: dict | None = None, seeds: Sequence[int] = (0,), evaluate: Sequence[str] = (),
-                   executor: str = "local", job: str = "pirl_ablate.train.run_training",
-                   seed_binding: str | None = "train.seed") -> SweepSettings:
+                   eval_layers: Sequence[str] = ("res5",), executor: str = "local",
+                   job: str = "pirl_ablate.train.run_training", seed_binding: str | None = "train.seed"
+                   ) -> SweepSettings:
     """The sweep a gin file binds.
 
     name: folder name under runs/ (default: the sweep file's stem). grid: {binding: values}, Cartesian product.
     zip: {binding: values}, all lists of one length, taken element-wise. variants: {name: gin line or lines}.
-    seeds: one run per seed, bound through `seed_binding`. evaluate: protocols run after pre-training
-    (pirl_ablate.evaluate.run_evaluations). executor: local | slurm | debug (`--executor` overrides).
+    seeds: one run per seed, bound through `seed_binding` (train.seed). evaluate: protocols run after
+    pre-training (pirl_ablate.evaluate.run_evaluations: linear, knn, invariance, semisup), the linear probe on
+    `eval_layers` (conv1, res2 ... res5). executor: local | slurm | debug (`--executor` overrides).
     job: dotted path of `fn(config_str, run_dir) -> dict` that trains one run (pirl_ablate.train.run_training).
     """
     return SweepSettings(name=name, grid=grid, zip=zip, variants=variants, seeds=tuple(seeds),
-                         evaluate=tuple(evaluate), executor=executor, job=job, seed_binding=seed_binding)
+                         evaluate=tuple(evaluate), eval_layers=tuple(eval_layers), executor=executor, job=job,
+                         seed_binding=seed_binding)
 
 
 @dataclass(frozen=True)
