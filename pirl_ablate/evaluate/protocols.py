@@ -55,8 +55,9 @@ class EvalSettings:
 
     batch_size: images per forward pass (extraction, precise-BN, invariance).
     image_size: evaluation input size in pixels; None = the run's pre-training size.
-    precise_bn_batches: clean train-split batches to recompute BN statistics on before evaluating (0: keep the
-        statistics from training; results record "bn": "precise" or "train").
+    precise_bn_batches: clean train-split batches (seeded shuffle, `batch_size` images each) to recompute BN
+        statistics on before evaluating; 0 keeps the statistics from training. Results record "bn": "precise" or
+        "train". 16 x 128 images suits the smoke scale; bind more at paper scale.
     device: "cuda", "cpu", ...; None = CUDA when available.
     cache_dtype: dtype of the cached features ("float16" halves the cache of 9k-dim layers; "float32").
     seed: seeds every random draw of the evaluation (precise-BN batch order, invariance transforms).
@@ -64,7 +65,7 @@ class EvalSettings:
 
     batch_size: int = 128
     image_size: int | None = None
-    precise_bn_batches: int = 32
+    precise_bn_batches: int = 16
     device: str | None = None
     cache_dtype: str = "float16"
     seed: int = 0
@@ -109,10 +110,15 @@ class EvalContext:
     def cache(self) -> FeatureCache:
         return FeatureCache(self.run.path)
 
+    @cached_property
+    def backbone_fingerprint(self) -> str:
+        """Of the backbone's weights and BN statistics as evaluated (after precise-BN); part of the cache key."""
+        return fingerprint(self.net.backbone)
+
     def features(self, split: str, layers: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
         """{layer: (features (N, D), labels (N,))} of `split`, from the run's feature cache or one extraction."""
         ds = self.split(split)
-        key = {"fingerprint": fingerprint(self.net.backbone), "num_images": len(ds),
+        key = {"fingerprint": self.backbone_fingerprint, "num_images": len(ds),
                "labels": labels_digest(ds.labels), "image_size": self.image_size}
         return cached_features(self.cache, self.net.backbone, self.dataset, split, layers,
                                self.batches(ds, description=f"features {self.dataset}/{split}"), key,
@@ -172,7 +178,8 @@ def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_imag
 
 @gin.configurable("semisup_eval", denylist=["ctx"])
 def semisup_protocol(ctx: EvalContext, fractions: Sequence[float] = (0.01, 0.1), epochs: int = 20,
-                     lr: float = 0.01, head_lr: float = 0.1, batch_size: int = 64, seed: int = 0) -> dict:
+                     lr: float = 0.01, head_lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
+                     batch_size: int = 64, seed: int = 0) -> dict:
     """Fine-tune backbone + a fresh linear head on class-balanced `fractions` of the train labels (paper Table 3,
     1% and 10%); each fraction starts from the run's weights. Result: {"1%": {top1, top5}, "10%": {...}}."""
     train, test = ctx.split("train"), ctx.split("test")
@@ -185,11 +192,13 @@ def semisup_protocol(ctx: EvalContext, fractions: Sequence[float] = (0.01, 0.1),
         metrics[group] = finetune(
             backbone, ctx.net.feature_dim, ctx.num_classes,
             lambda epoch, s=subset: ctx.batches(s, seed=seed, epoch=epoch, batch_size=batch_size),
-            ctx.batches(test), epochs=epochs, lr=lr, head_lr=head_lr, description=f"fine-tune {group}")
+            ctx.batches(test), epochs=epochs, lr=lr, head_lr=head_lr, momentum=momentum,
+            weight_decay=weight_decay, description=f"fine-tune {group}")
         sizes[group] = len(idx)
     return {"metrics": metrics, "num_labels": sizes, "num_test": len(test),
             "hyperparameters": {"fractions": list(fractions), "epochs": epochs, "lr": lr, "head_lr": head_lr,
-                                "batch_size": batch_size, "seed": seed}}
+                                "momentum": momentum, "weight_decay": weight_decay, "batch_size": batch_size,
+                                "seed": seed}}
 
 
 # --------------------------------------------------------------------------------------------------- entry point
