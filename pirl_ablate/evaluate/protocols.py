@@ -221,21 +221,20 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
                         f"train` or a sweep?)")
     config.parse([str(run.config_path), *gin_files], bindings)
     ctx = _load(run, dataset)
+    evaluate: dict[str, Callable[[EvalContext], dict]] = {
+        "linear": lambda c: linear_protocol(c, layers), "knn": knn_protocol, "invariance": invariance_protocol,
+        "semisup": semisup_protocol}
     results = {}
     for protocol in protocols:
         start = time.perf_counter()
         info(f"{run.path.name}: {protocol} on {ctx.dataset}")
-        result = linear_protocol(ctx, layers) if protocol == "linear" else _PROTOCOL_FUNCS[protocol](ctx)
+        result = evaluate[protocol](ctx)
         result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
                   "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
         name = f"{protocol}-{ctx.dataset}"
         run.write_eval(name, result)
         results[name] = result
     return results
-
-
-_PROTOCOL_FUNCS: dict[str, Callable[[EvalContext], dict]] = {
-    "knn": knn_protocol, "invariance": invariance_protocol, "semisup": semisup_protocol}
 
 
 def _load(run: RunDir, dataset: str | None) -> EvalContext:
