@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import io
 import math
-from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -30,6 +29,8 @@ from pirl_ablate.losses import (
     nce_loss,
 )
 from pirl_ablate.models import Backbone, PIRLNet
+from pirl_ablate.transforms import View, build_transform
+from pirl_ablate.transforms.jigsaw import Jigsaw
 
 D, N, B, P = 40, 16, 6, 4  # dataset size, negatives, batch, patches
 
@@ -43,24 +44,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@dataclass
-class View:
-    """The transforms' View interface (data, params, label, num_classes, is_patches)."""
-
-    data: Tensor
-    params: dict = field(default_factory=dict)
-    label: Tensor | None = None
-    num_classes: int | None = None
-
-    @property
-    def is_patches(self) -> bool:
-        return self.data.dim() == 5
-
-
 @pytest.fixture(scope="module")
 def net() -> PIRLNet:
     torch.manual_seed(0)
-    return PIRLNet(Backbone("resnet18", small_stem=True), num_patches=P)
+    return PIRLNet(Backbone("resnet18", width_multiplier=0.5, small_stem=True), num_patches=P)
 
 
 def batch(step: int) -> tuple[Tensor, View, Tensor]:
@@ -154,7 +141,10 @@ def test_gradients_reach_both_heads_and_never_the_bank(net):
     net = copy.deepcopy(net).train()
     loss = PIRLLoss(num_negatives=N)
     loss.bind(D, net, None, torch.Generator().manual_seed(1))
-    x, view, index = batch(0)
+    x, _, index = batch(0)
+    jigsaw = Jigsaw(crop_size=None, grid=2, patch_size=None)  # the real transform: 2 x 2 patches of 8 px images
+    view = jigsaw(x, torch.Generator().manual_seed(2))
+    assert view.data.shape[:2] == (B, P)
     loss(net, x, view, index).total.backward()  # the bank was updated inside; backward must not need it
     for head in (net.image_head, net.patch_head, net.patch_mix, net.backbone.conv1):
         assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
@@ -250,14 +240,20 @@ def test_build_loss_follows_gin_bindings(net):
     config.parse([], [])
 
 
+def test_npid_pp_is_the_npid_loss_with_more_negatives_as_a_gin_preset():
+    for preset, negatives in (("npid_pp.gin", 8192), ("paper/npid_pp.gin", 32000)):
+        config.parse([preset])
+        loss = build_loss()
+        assert type(loss) is NPIDLoss and loss.num_negatives == negatives
+    config.parse([], [])
+
+
 # ----------------------------------------------------------------------------- learnable covariant / supervised
 def rotation_batch(g: torch.Generator, size: int = 16):
-    """Noise with one bright quadrant, rotated by k * 90 degrees: the rotation is visible."""
+    """Noise with one bright quadrant, through the real rotation transform: the quarter turn is visible."""
     x = torch.rand(size, 3, 8, 8, generator=g) * 0.3
     x[:, :, :4, :4] += 0.7
-    k = torch.randint(0, 4, (size,), generator=g)
-    rotated = torch.stack([torch.rot90(img, int(r), dims=(1, 2)) for img, r in zip(x, k)])
-    return None, View(rotated, {"rotation": k}, k, 4), None
+    return None, build_transform("rotation")(x, g), None
 
 
 def jigsaw_batch(g: torch.Generator, size: int = 16):

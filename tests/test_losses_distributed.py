@@ -13,26 +13,19 @@ import torch
 
 WORKER = textwrap.dedent("""
     import sys
-    from dataclasses import dataclass
 
     import torch
     import torch.distributed as dist
 
     from pirl_ablate.losses import PIRLLoss
     from pirl_ablate.models import Backbone, PIRLNet
-
-    @dataclass
-    class View:
-        data: torch.Tensor
-        @property
-        def is_patches(self):
-            return self.data.dim() == 5
+    from pirl_ablate.transforms import View
 
     rank, init, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     torch.manual_seed(0)
-    net = PIRLNet(Backbone("resnet18", small_stem=True), num_patches=4)
+    net = PIRLNet(Backbone("resnet18", width_multiplier=0.5, small_stem=True), num_patches=4)
     loss = PIRLLoss(num_negatives=8)
     loss.bind(30, net, None, torch.Generator().manual_seed(100 + rank))  # rank-specific draws
     record = {"init": loss.memory_bank.bank.clone(), "index": [], "f": [], "Z": []}

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import Tensor, nn
+from torch import nn
 
 from pirl_ablate.errors import ConfigError
 from pirl_ablate.models import Backbone, PIRLNet
+from pirl_ablate.transforms import View
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -23,26 +22,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@dataclass
-class View:
-    """The transforms' View interface (data, params, label, num_classes, is_patches)."""
-
-    data: Tensor
-    params: dict = field(default_factory=dict)
-    label: Tensor | None = None
-    num_classes: int | None = None
-
-    @property
-    def is_patches(self) -> bool:
-        return self.data.dim() == 5
-
-
 @pytest.mark.parametrize("arch, width, small_stem, size, expected", [
     # torchvision's ResNet: stem stride 2 + max-pool 2, stages /1 /2 /2 /2; channels 64w, 64w*e .. 512w*e
     ("resnet18", 1, False, 64, {"conv1": (64, 32), "res2": (64, 16), "res3": (128, 8), "res4": (256, 4),
                                 "res5": (512, 2)}),
     ("resnet18", 2, True, 16, {"conv1": (128, 16), "res2": (128, 16), "res3": (256, 8), "res4": (512, 4),
                                "res5": (1024, 2)}),
+    ("resnet18", 0.5, True, 16, {"conv1": (32, 16), "res2": (32, 16), "res3": (64, 8), "res4": (128, 4),
+                                 "res5": (256, 2)}),
     ("resnet50", 1, True, 16, {"conv1": (64, 16), "res2": (256, 16), "res3": (512, 8), "res4": (1024, 4),
                                "res5": (2048, 2)}),
 ])
@@ -98,12 +85,12 @@ def test_small_stem_export_loads_into_torchvision_with_the_documented_stem():
 
 def tiny_net(**kw) -> PIRLNet:
     torch.manual_seed(0)
-    return PIRLNet(Backbone("resnet18", small_stem=True), num_patches=4, **kw)
+    return PIRLNet(Backbone("resnet18", width_multiplier=0.5, small_stem=True), num_patches=4, **kw)
 
 
 def test_embeddings_are_unit_vectors_of_embed_dim():
     net = tiny_net(mlp_heads=True)
-    assert [m.out_features for m in net.image_head if isinstance(m, nn.Linear)] == [512, 128]
+    assert [m.out_features for m in net.image_head if isinstance(m, nn.Linear)] == [256, 128]
     f = net.embed_image(torch.rand(3, 3, 16, 16))
     g_patch = net.embed_transformed(View(torch.rand(3, 4, 3, 8, 8)))
     g_image = net.embed_transformed(View(torch.rand(3, 3, 16, 16)))

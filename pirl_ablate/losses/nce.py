@@ -52,11 +52,11 @@ def infonce_loss(s_pos: Tensor, s_neg: Tensor, tau: float) -> Tensor:
 @dataclass
 class Contrast:
     """Result of `bank_contrast`: `loss` (B, K) differentiable in the queries; `pos_sim` (B, K) and `mean_exp`
-    (scalar, mean of exp(s / tau) over all positive and negative scores) detached."""
+    (scalar, mean of exp(s / tau) over all positive and negative scores; None unless tau was given) detached."""
 
     loss: Tensor
     pos_sim: Tensor
-    mean_exp: Tensor
+    mean_exp: Tensor | None
 
 
 class _KnownGradient(torch.autograd.Function):
@@ -97,20 +97,21 @@ def mean_exp_score(queries: Tensor, bank: Tensor, positive: Tensor, negatives: T
     q = queries.detach().to(bank.dtype)
     total = q.new_zeros(())
     for rows, pos, neg in _chunks(bank, positive, negatives, chunk_bytes):
-        total += torch.exp((q[rows] * pos.unsqueeze(1)).sum(-1) / tau).sum()
-        total += torch.exp(torch.bmm(q[rows], neg.transpose(1, 2)) / tau).sum()
+        with torch.autocast(q.device.type, enabled=False):
+            total += torch.exp((q[rows] * pos.unsqueeze(1)).sum(-1) / tau).sum()
+            total += torch.exp(torch.bmm(q[rows], neg.transpose(1, 2)) / tau).sum()
     return total / (q.shape[0] * q.shape[1] * (negatives.shape[1] + 1))
 
 
 def bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Tensor,
-                  loss_fn: Callable[[Tensor, Tensor], Tensor], tau: float,
+                  loss_fn: Callable[[Tensor, Tensor], Tensor], tau: float | None = None,
                   chunk_bytes: int | None = None) -> Contrast:
     """Per-query losses of `queries` (B, K, d) against bank entries, never holding a (B, N, d) tensor.
 
     Query q[b, k] has positive bank[positive[b]] and negatives bank[negatives[b, j]], j < N (the same N entries
     for the K queries of a sample). `loss_fn(s_pos (c, K), s_neg (c, K, N)) -> (c, K)` is the estimator (e.g. a
     partial of `nce_loss`). The result's `loss` back-propagates into `queries` only; the bank may change after
-    this returns without affecting the gradient.
+    this returns without affecting the gradient. With `tau`, also mean(exp(s / tau)) for a partition estimate.
     """
     q = queries.detach().to(bank.dtype)
     values = torch.empty(q.shape[:2], dtype=q.dtype, device=q.device)
@@ -118,7 +119,7 @@ def bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Te
     pos_sim = torch.empty_like(values)
     exp_sum = q.new_zeros(())
     for rows, pos, neg in _chunks(bank, positive, negatives, chunk_bytes):
-        with torch.enable_grad():
+        with torch.enable_grad(), torch.autocast(q.device.type, enabled=False):  # scores in the bank's dtype
             q_rows = q[rows].requires_grad_()
             s_pos = (q_rows * pos.unsqueeze(1)).sum(-1)  # (c, K)
             s_neg = torch.bmm(q_rows, neg.transpose(1, 2))  # (c, K, N)
@@ -126,6 +127,7 @@ def bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Te
             (grad[rows],) = torch.autograd.grad(loss.sum(), q_rows)
         values[rows] = loss.detach()
         pos_sim[rows] = s_pos.detach()
-        exp_sum += torch.exp(s_pos.detach() / tau).sum() + torch.exp(s_neg.detach() / tau).sum()
-    mean_exp = exp_sum / (q.shape[0] * q.shape[1] * (negatives.shape[1] + 1))
+        if tau is not None:
+            exp_sum += torch.exp(s_pos.detach() / tau).sum() + torch.exp(s_neg.detach() / tau).sum()
+    mean_exp = exp_sum / (q.shape[0] * q.shape[1] * (negatives.shape[1] + 1)) if tau is not None else None
     return Contrast(_KnownGradient.apply(queries, values, grad), pos_sim, mean_exp)

@@ -93,7 +93,8 @@ class _BankContrastLoss(nn.Module):
             parts["Z"] = self.Z.clone()
         else:
             loss_fn = partial(infonce_loss, tau=self.tau)
-        contrast = bank_contrast(q, bank.bank, index, negatives, loss_fn, self.tau)
+        ema = self.estimator == "nce" and self.z == "ema"
+        contrast = bank_contrast(q, bank.bank, index, negatives, loss_fn, self.tau if ema else None)
         weights = {"transformed": self.lambda_, "image": 1.0 - self.lambda_}
         total = q.new_zeros((), dtype=contrast.loss.dtype)
         for k, name in enumerate(queries):
@@ -101,7 +102,7 @@ class _BankContrastLoss(nn.Module):
             total = total + weights[name] * term
             parts[f"loss_{name}"] = term.detach()
             parts[f"pos_sim_{name}"] = contrast.pos_sim[:, k].mean()
-        if self.estimator == "nce" and self.z == "ema":  # the next batch uses the average including this one
+        if ema:  # the next batch uses the average including this one
             self._set_z(self.z_momentum * self.Z + (1 - self.z_momentum) * contrast.mean_exp * bank.size)
         bank.update(index, f.detach())
         return LossOutput(total, parts)

@@ -31,8 +31,9 @@ class Backbone(ResNet):
 
     Args:
         arch: "resnet18" (small data) or "resnet50" (the paper's trunk, Section 4).
-        width_multiplier: 1, or 2 for PIRL-c2x ("all channels doubled", 98M parameters, Section 4.1). Every channel
-            count is multiplied: stem 64w, stages 64w/128w/256w/512w planes (bottleneck outputs 4x that). Note that
+        width_multiplier: 1, 2 for PIRL-c2x ("all channels doubled", 98M parameters, Section 4.1), or 0.5 (half
+            width, for CPU smoke runs and tests). Every channel count is multiplied: stem 64w, stages
+            64w/128w/256w/512w planes (bottleneck outputs 4x that). Note that
             torchvision's `width_per_group=128` ("wide_resnet50_2") doubles only the bottleneck's inner width,
             which is a different network; this one matches the paper's description.
         small_stem: replace the 7x7 stride-2 conv + max-pool stem by a 3x3 stride-1 conv and no max-pool, for
@@ -42,7 +43,7 @@ class Backbone(ResNet):
             1-channel data is made 3-channel by the data layer).
     """
 
-    def __init__(self, arch: str = "resnet50", width_multiplier: int = 1, small_stem: bool = False,
+    def __init__(self, arch: str = "resnet50", width_multiplier: float = 1, small_stem: bool = False,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         if arch not in ARCHS:
             raise ConfigError(f"Backbone.arch = {arch!r}: unknown architecture{did_you_mean(arch, ARCHS)}")
