@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import math
@@ -76,11 +77,17 @@ def hamming_set(k: int, items: int = 9, seed: int = 0) -> Tensor:
     return torch.from_numpy(perms.astype(np.int64))
 
 
+@functools.lru_cache(maxsize=1)
+def all_permutations(items: int) -> np.ndarray:
+    """(items!, items) uint8, every permutation in lexicographic order (row r has Lehmer rank r)."""
+    return np.array(list(itertools.permutations(range(items))), dtype=np.uint8)
+
+
 def greedy_hamming(k: int, items: int, seed: int) -> np.ndarray:
     """(k, items) uint8 permutations: the greedy max-average-Hamming selection (module docstring), uncached."""
     rng = np.random.default_rng(seed)
     if math.factorial(items) <= MAX_ENUMERATED:
-        candidates = np.array(list(itertools.permutations(range(items))), dtype=np.uint8)
+        candidates = all_permutations(items)
     else:
         pool = rng.permuted(np.tile(np.arange(items, dtype=np.uint8), (SAMPLED_POOL, 1)), axis=1)
         candidates = np.unique(pool, axis=0)
