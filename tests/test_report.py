@@ -82,6 +82,10 @@ def _args(**kw) -> argparse.Namespace:
     return argparse.Namespace(**{**base, **kw})
 
 
+def _read_csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
 def _csv_cells(text: str) -> dict[tuple[str, str, str], dict]:
     return {(r["block"], r["row"], r["column"]): r for r in csv.DictReader(io.StringIO(text))
             if r["kind"] in ("method", "baseline", "paper", "delta")}
@@ -234,16 +238,16 @@ def test_command_writes_files_and_figures(results: Path, tmp_path: Path):
     assert (out / "figure6.md").read_text().startswith("## Figure 6")
     png = (out / "figure6.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
-    plotted = list(csv.DictReader((out / "figure6_data.csv").open()))
+    plotted = _read_csv(out / "figure6_data.csv")
     pirl = {r["x"]: float(r["mean"]) for r in plotted if r["series"] == "PIRL"}
     assert pirl == pytest.approx({str(lam): statistics.mean(LAMBDA_TOP1[(lam, s)] for s in SEEDS)
                                   for lam in LAMBDAS})
 
     assert report_command(_args(figure="4", results=str(results), out=str(out))) == 0
     assert (out / "figure4.png").stat().st_size > 1000
-    hist = [r for r in csv.DictReader((out / "figure4_data.csv").open()) if r["series"] == "PIRL"]
+    hist = [r for r in _read_csv(out / "figure4_data.csv") if r["series"] == "PIRL"]
     assert [float(r["fraction"]) for r in hist] == pytest.approx([0.4, 0.3, 0.2, 0.1])  # two seeds pooled
-    assert {r["series"] for r in csv.DictReader((out / "figure4_data.csv").open())} == {"PIRL", "Jigsaw"}
+    assert {r["series"] for r in _read_csv(out / "figure4_data.csv")} == {"PIRL", "Jigsaw"}
 
     assert report_command(_args(table="7", results=str(results), out=str(out), format="latex")) == 1
     assert not (out / "table7.tex").exists()
@@ -288,7 +292,7 @@ def test_report_over_a_custom_sweep_file(tmp_path: Path, monkeypatch):
     assert len(missing) == 1
     out = tmp_path / "reports"
     assert report_command(_args(sweep=str(sweep_file), out=str(out))) == 0
-    rows = list(csv.DictReader((out / "tau_sweep.csv").open()))
+    rows = _read_csv(out / "tau_sweep.csv")
     cells = {(r["row"], r["column"]): r for r in rows if r["kind"] == "method"}
     assert float(cells[("tau=0.07", "linear/res5/top1")]["mean"]) == pytest.approx(61.0)
     assert float(cells[("tau=0.07", "linear/res5/top1")]["std"]) == pytest.approx(statistics.stdev([60.0, 62.0]))
