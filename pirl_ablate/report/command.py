@@ -36,8 +36,10 @@ def report_command(args: argparse.Namespace) -> int:
         entry = TABLES.entry(name)
         sweep = entry.params["sweep"]
         sweep_file = shipped_sweep(sweep)
-        expected = expected_runs(sweep_file)[1] if sweep_file.is_file() else []
-        report = entry.obj(load_results(results, expected))
+        expected: list[ExpectedRun] = []
+        if sweep_file.is_file():
+            sweep, expected = expected_runs(sweep_file)  # its `sweep.name` may differ from the file name
+        report = entry.obj(load_results(results, expected), sweep=sweep)
         if not sweep_file.is_file():
             report.notes.append(f"{sweep_file} not found: runs that were never started cannot be listed")
     return emit(report, args.format, out_dir, results / sweep, f"pirl-ablate sweep {sweep_file}")
