@@ -11,10 +11,11 @@ A sweep file, e.g. sweeps/lambda.gin (Figure 6)::
     sweep.seeds = [0, 1, 2]
     sweep.evaluate = ['linear', 'knn']
 
-Runs = variants x zip points x grid points x seeds. Each run's config is the sweep file parsed with the run's
-lines (variant lines, then `key = value` for every swept key, then the seed binding, then `--bind` overrides) and
-flattened with `gin.config_str()`; that text travels with the job and is re-parsed in the worker, because gin
-bindings live in a process-global registry that pickling does not carry.
+Runs = variants x zip points x grid points x seeds. Each run's config is the sweep file, then the `--gin` files,
+then the files its variant includes, then its lines (the variant's bindings, `key = value` for every swept key, the
+seed binding, `--bind` overrides; a later binding wins), flattened with `gin.config_str()`. That text travels
+with the job and is re-parsed in the worker: gin bindings live in a process-global registry that pickling does not
+carry.
 
 A value that is a string starting with '@' or '%' is written as a gin reference or macro (`'@resnet50'`);
 any other value is written as a Python literal.
@@ -182,14 +183,14 @@ def load_sweep(path: str | os.PathLike, bindings: Sequence[str] = (), gin_files:
     grid_points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     zip_points = [dict(zip(zipped, combo)) for combo in zip(*zipped.values())] if zipped else [{}]
     runs = []
-    for (variant, lines), zip_point, grid_point, seed in itertools.product(
+    for (variant, includes, lines), zip_point, grid_point, seed in itertools.product(
             variants, zip_points, grid_points, settings.seeds):
         swept = {**zip_point, **grid_point}
         run_lines = [*lines, *(f"{k} = {gin_value(v)}" for k, v in swept.items())]
         if settings.seed_binding:
             run_lines.append(f"{settings.seed_binding} = {int(seed)}")
         try:
-            text = config.parse(files, [*run_lines, *bindings], finalize=False)
+            text = config.parse([*files, *includes], [*run_lines, *bindings], finalize=False)
         except ConfigError as e:
             where = _where(files, repr(variant)[1:-1]) if variant else _where(files, "sweep.")
             raise ConfigError(f"{where}: {'variant ' + repr(variant) + ': ' if variant else ''}{e}") from None
@@ -292,9 +293,11 @@ def _check_type(key: str, value: Any, expected: Any, where: str, what: str) -> N
                           f"expected {type(expected).__name__} (like {expected!r})")
 
 
-def _variants(variants: dict | None, files: Sequence[Path]) -> list[tuple[str | None, list[str]]]:
+def _variants(variants: dict | None, files: Sequence[Path]) -> list[tuple[str | None, list[Path], list[str]]]:
+    """[(name, gin files it includes, its other gin lines)]; includes resolve against the sweep file's folder,
+    gin/ and the current directory, and are parsed as files (so their own includes resolve against them)."""
     if variants is None:
-        return [(None, [])]
+        return [(None, [], [])]
     if not variants:
         raise ConfigError(f"{_where(files, 'sweep.variants')}: sweep.variants is empty: give at least one "
                           "{'name': [gin lines]}")
@@ -307,23 +310,21 @@ def _variants(variants: dict | None, files: Sequence[Path]) -> list[tuple[str | 
                 isinstance(x, str) for x in lines):
             raise ConfigError(f"{where}: sweep.variants[{name!r}] must map a name to gin lines, e.g. "
                               "{'PIRL': [\"include 'pirl_jigsaw.gin'\", 'PIRLLoss.lambda_ = 0.5']}")
-        out.append((name, [_absolute_include(line, files[0].parent, where) for line in lines]))
+        includes, bindings = [], []
+        for line in lines:
+            m = _INCLUDE_LINE.match(line)
+            if m is None:
+                bindings.append(line)
+                continue
+            try:
+                includes.append(config.resolve_config_file(m.group("path"), base=files[0].parent))
+            except ConfigError as e:
+                raise ConfigError(f"{where}: variant {name!r}: {e}") from None
+        out.append((name, includes, bindings))
     return out
 
 
 _INCLUDE_LINE = re.compile(r"""^\s*include\s+(['"])(?P<path>.+?)\1\s*$""")
-
-
-def _absolute_include(line: str, base: Path, where: str) -> str:
-    """`include 'x.gin'` in a variant, resolved against the sweep file's folder, gin/ and the cwd."""
-    m = _INCLUDE_LINE.match(line)
-    if not m:
-        return line
-    try:
-        path = config.resolve_config_file(m.group("path"), base=base)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    return f"include {str(path)!r}"
 
 
 def _where(files: Sequence[Path], needle: str, after: str | None = None) -> str:
