@@ -1,0 +1,90 @@
+"""Images/second of a PIRL training step next to the bare backbone forward/backward on the same images.
+
+The ratio is the cost PIRL adds over the trunk: the transforms, the heads, the patch pass, the loss and the memory
+bank (target: < 10% extra on a GPU at paper settings). Both sides run the same SGD update of the trunk, the same
+batch of uint8 images converted on the device, alternating, best of `--repeats`. On the CPU at smoke settings the
+patch pass alone is ~half the image pass's pixels, so expect a ratio well above 1.
+
+    python benchmarks/train_step.py                          # smoke settings (gin/pirl_jigsaw.gin), this machine
+    python benchmarks/train_step.py --config gin/paper/pirl_jigsaw.gin --batch 32 --device cuda   # one GPU's share
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from pirl_ablate import config
+from pirl_ablate.data import to_device_batch
+from pirl_ablate.losses import build_loss
+from pirl_ablate.models import build_network
+from pirl_ablate.train import parameter_groups
+from pirl_ablate.transforms.registry import build_transform
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="gin/pirl_jigsaw.gin")
+    p.add_argument("--bind", action="append", default=[])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    config.parse([args.config], args.bind)
+    import gin
+
+    dev = torch.device(args.device)
+    size = gin.query_parameter("train.image_size")
+    dataset_size = 4 * args.batch
+    gen = torch.Generator(device=dev).manual_seed(0)
+    torch.manual_seed(0)
+    net = build_network().to(dev).train()
+    loss = build_loss().to(dev)
+    loss.bind(dataset_size, net, None, gen)
+    pretext = build_transform(gin.query_parameter("train.transform"))
+    augment = build_transform("image")
+    opt = torch.optim.SGD(parameter_groups([net, loss], 1e-4), lr=1e-3, momentum=0.9)
+    images = torch.randint(0, 256, (args.batch, 1, 28, 28), dtype=torch.uint8)
+    index = torch.arange(args.batch, device=dev)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def pirl_step() -> None:
+        x = to_device_batch(images, dev, size)
+        out = loss(net, augment(x, gen).data, pretext(x, gen), index)
+        opt.zero_grad(set_to_none=True)
+        out.total.backward()
+        opt.step()
+
+    def backbone_step() -> None:
+        x = to_device_batch(images, dev, size)
+        feats = net.pooled(x)
+        opt.zero_grad(set_to_none=True)
+        feats.square().mean().backward()
+        opt.step()
+
+    timings: dict[str, list[float]] = {"pirl": [], "backbone": []}
+    pirl_step(), backbone_step()  # warm-up
+    for _ in range(args.repeats):
+        for name, step in (("pirl", pirl_step), ("backbone", backbone_step)):
+            sync()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            timings[name].append(time.perf_counter() - t0)
+    pirl = args.batch / min(timings["pirl"])
+    bare = args.batch / min(timings["backbone"])
+    print(f"device {dev} ({torch.get_num_threads()} threads) | config {args.config} {' '.join(args.bind)} | "
+          f"batch {args.batch} | {size} px | {type(loss).__name__}")
+    print(f"{'step':<34}{'images/s':>10}")
+    print(f"{'bare backbone fwd/bwd + SGD':<34}{bare:>10.1f}")
+    print(f"{'PIRL step (views, heads, loss)':<34}{pirl:>10.1f}")
+    print(f"{'PIRL time / backbone time':<34}{bare / pirl:>10.2f}x")
+
+
+if __name__ == "__main__":
+    main()

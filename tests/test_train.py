@@ -1,0 +1,225 @@
+"""Pre-training: the loss falls, kill -9 and resume is bit-identical, NaN stops the run, DDP on gloo, export, CLI."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gin
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from pirl_ablate import checkpoint, config
+from pirl_ablate.cli import main as cli_main
+from pirl_ablate.losses import PIRLLoss
+from pirl_ablate.losses.registry import register_loss
+from pirl_ablate.runs import RunDir, read_json
+from pirl_ablate.train import TrainingDiverged, knn_top1, load_network, lr_factor, parameter_groups, run_training
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE, BATCH, NEGATIVES = 128, 32, 64
+
+# A tiny PIRL run on procedural images: 16 px, half-width ResNet-18, 4 steps per epoch.
+TINY = f"""
+include 'pirl_jigsaw.gin'
+train.dataset = "synthetic"
+synthetic.size = {SIZE}
+synthetic.image_size = 16
+test/synthetic.size = 64
+train.image_size = 16
+image.size = 16
+train.batch_size = {BATCH}
+train.base_lr = 0.05
+train.base_batch = {BATCH}
+PIRLLoss.num_negatives = {NEGATIVES}
+NPIDLoss.num_negatives = {NEGATIVES}
+"""
+
+
+@register_loss("nan_after_test", gin_name="NaNAfterTest")
+class NaNAfterTest(PIRLLoss):
+    """PIRL whose loss becomes NaN from call `steps + 1` on (to test divergence handling)."""
+
+    def __init__(self, steps: int = 5, **kwargs):
+        super().__init__(**kwargs)
+        self.steps, self.calls = steps, 0
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        self.calls += 1
+        if self.calls > self.steps:
+            out.total = out.total * float("nan")
+        return out
+
+
+def _config(tmp_path: Path, extra: str = "", name: str = "tiny.gin") -> Path:
+    path = tmp_path / name
+    path.write_text(TINY + extra)
+    return path
+
+
+def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pirl_ablate.cli", "-q", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, **kw)
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+# ------------------------------------------------------------------------------------- schedule, groups, kNN
+def test_cosine_schedule_and_warmup_match_the_closed_form():
+    final = 1e-3
+    assert lr_factor(0, 100, 0, final) == 1.0
+    assert math.isclose(lr_factor(50, 100, 0, final), (1 + final) / 2)
+    assert math.isclose(lr_factor(100, 100, 0, final), final)
+    assert math.isclose(lr_factor(25, 100, 0, final), final + (1 - final) * (1 + math.cos(math.pi / 4)) / 2)
+    assert [lr_factor(s, 100, 4, final) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, 100, 4, final) == 1.0
+
+
+def test_weight_decay_only_on_conv_and_linear_weights():
+    net = torchvision.models.resnet18()
+    decay, no_decay = parameter_groups([net], 1e-4)
+    convs_linears = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    assert {id(p) for p in decay["params"]} == {id(p) for p in convs_linears}
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    bn_and_bias = [p for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in (m.weight, m.bias)]
+    assert {id(p) for p in bn_and_bias} | {id(net.fc.bias)} == {id(p) for p in no_decay["params"]}
+
+
+def test_weighted_knn_known_answer():
+    # Query at 45 degrees. Class 1: one entry exactly there (s = 1). Class 0: entries at 35, 55 and 50 degrees
+    # (s = cos 10, cos 10, cos 5). Votes exp(s / 0.07): class 1 e^14.29 = 1.6e6; class 0 2 e^14.07 + e^14.23 =
+    # 4.1e6. So k = 4 predicts class 0, while k = 1 (the nearest only) predicts class 1.
+    angles = torch.tensor([35.0, 55.0, 50.0, 45.0]).deg2rad()
+    bank = torch.stack([angles.cos(), angles.sin()], dim=1)
+    labels = torch.tensor([0, 0, 0, 1])
+    q = F.normalize(torch.tensor([[1.0, 1.0]]), dim=1)
+    assert knn_top1(bank, labels, q, torch.tensor([0]), 2, k=4, sigma=0.07) == 1.0
+    assert knn_top1(bank, labels, q, torch.tensor([1]), 2, k=1, sigma=0.07) == 1.0
+    assert knn_top1(bank, labels, q, torch.tensor([1]), 2, k=4, sigma=0.07) == 0.0
+
+
+# ------------------------------------------------------------------------------------------ end-to-end runs
+@pytest.mark.slow
+def test_tiny_pirl_run_learns_and_writes_the_run_folder(tmp_path):
+    cfg = config.parse([_config(tmp_path, "train.epochs = 3\n")])
+    result = run_training(cfg, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    rows = run.metrics()
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and result["status"] == "done"
+    for key in ("loss", "loss_image", "loss_transformed", "lr", "images_per_s", "knn_top1"):
+        assert key in rows[-1]
+    chance = math.log(NEGATIVES + 1)  # InfoNCE with every score equal: -log(1 / (N + 1))
+    assert abs(rows[0]["loss"] - chance) < 0.6  # starts near chance (random bank, random network)
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.3 and rows[-1]["loss"] < chance - 0.5
+    assert rows[-1]["knn_top1"] > 0.4  # 4 balanced classes: chance is 0.25
+    assert "train.epochs = 3" in run.config_path.read_text()  # the operative config
+    assert run.meta()["seed"] == 0
+    assert checkpoint.load(checkpoint.last(run.checkpoint_dir))["epoch"] == 3
+    again = run_training(cfg, tmp_path / "run")  # complete: nothing is redone
+    assert again["end"] == result["end"]
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_is_bit_identical(tmp_path):
+    cfg = _config(tmp_path, "train.epochs = 4\nsynthetic.size = 256\n")
+    whole = _cli("train", str(cfg), "--out", str(tmp_path / "whole"))
+    killed = _cli("train", str(cfg), "--out", str(tmp_path / "killed"))
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next epoch
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "result.json").exists()
+    assert checkpoint.load(last)["epoch"] < 4  # it really was interrupted
+    resumed = _cli("train", str(cfg), "--out", str(tmp_path / "killed"))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    a = checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt")
+    b = checkpoint.load(last)
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (4, 32)
+    for part in ("network", "loss"):
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert [r["epoch"] for r in RunDir(tmp_path / "killed").metrics()] == [1, 2, 3, 4]
+    assert RunDir(tmp_path / "killed").meta()["restarts"] == 1
+
+
+def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_fails_the_run(tmp_path):
+    extra = "train.epochs = 3\nbuild_loss.name = 'nan_after_test'\nNaNAfterTest.steps = 5\n" \
+            f"NaNAfterTest.num_negatives = {NEGATIVES}\nNaNAfterTest.estimator = 'infonce'\n"
+    cfg = config.parse([_config(tmp_path, extra)])
+    with pytest.raises(TrainingDiverged, match="step 6"):
+        run_training(cfg, tmp_path / "run")
+    result = read_json(tmp_path / "run" / "result.json")
+    assert result["status"] == "failed" and result["step"] == 6 and "nan" in result["reason"]
+    kept = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["network"].values()
+                                      if v.is_floating_point())
+
+
+def test_random_init_baseline_and_export_load_strictly_into_torchvision(tmp_path):
+    cfg = config.parse([_config(tmp_path, "train.epochs = 0\nBackbone.width_multiplier = 1\n")])
+    result = run_training(cfg, tmp_path / "run")
+    assert result["status"] == "done" and result["steps"] == 0
+    out = tmp_path / "resnet18.pth"
+    assert cli_main(["-q", "export", str(tmp_path / "run"), "--out", str(out)]) == 0
+    state = torch.load(out, weights_only=True)
+    model = torchvision.models.resnet18()
+    model.load_state_dict(state, strict=True)  # every key, every shape
+    model.eval()
+    net = load_network(tmp_path / "run")
+    x = torch.rand(2, 3, 32, 32)
+    normalised = torchvision.transforms.functional.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    trunk = torch.nn.Sequential(*list(model.children())[:-2])  # torchvision's own modules up to layer4
+    assert torch.allclose(trunk(normalised), net.backbone(x)["res5"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_updates_every_bank_entry(tmp_path):
+    cfg = _config(tmp_path, "train.epochs = 1\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={port}", "--master_addr=127.0.0.1", "-m", "pirl_ablate.cli", "-q", "train",
+                           str(cfg), "--out", str(tmp_path / "ddp")], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = read_json(tmp_path / "ddp" / "result.json")
+    assert result["status"] == "done" and result["world_size"] == 2 and result["steps"] == SIZE // BATCH
+    # Each rank saw half of the images; the bank (rank 0's copy) must hold updates for all of them, so the
+    # all-gather worked. Initial bank: rank 0's loss generator, seeded seed * 1000 + 1, normalised Gaussian rows.
+    initial = F.normalize(torch.randn(SIZE, 128, generator=torch.Generator().manual_seed(1)), dim=1)
+    bank = checkpoint.load(tmp_path / "ddp" / "checkpoints" / "last.pt")["loss"]["memory_bank.bank"]
+    assert (bank - initial).abs().amax(dim=1).gt(1e-3).all()
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+def test_cli_missing_gin_file_and_typo_binding_are_one_line_errors(tmp_path):
+    missing = _cli("train", str(tmp_path / "nope.gin"))
+    _, err = missing.communicate(timeout=120)
+    assert missing.returncode == 2 and "nope.gin" in err and len(err.strip().splitlines()) == 1
+    typo = _cli("train", "gin/pirl_jigsaw.gin", "--bind", "train.epoch = 3", "--out", str(tmp_path / "x"))
+    _, err = typo.communicate(timeout=120)
+    assert typo.returncode == 2 and "epochs" in err and len(err.strip().splitlines()) == 1, err
