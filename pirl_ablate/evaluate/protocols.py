@@ -56,8 +56,9 @@ class EvalSettings:
     batch_size: images per forward pass (extraction, precise-BN, invariance).
     image_size: evaluation input size in pixels; None = the run's pre-training size.
     precise_bn_batches: clean train-split batches (seeded shuffle, `batch_size` images each) to recompute BN
-        statistics on before evaluating; 0 keeps the statistics from training. Results record "bn": "precise" or
-        "train". 16 x 128 images suits the smoke scale; bind more at paper scale.
+        statistics on before evaluating (e.g. 16 at smoke scale); 0 (default) keeps the checkpoint's statistics.
+        Results record "bn": "precise" when recomputed here, else what the run's result.json says training left
+        ("precise" when `train.precise_bn_batches` > 0, else "train").
     device: "cuda", "cpu", ...; None = CUDA when available.
     cache_dtype: dtype of the cached features ("float16" halves the cache of 9k-dim layers; "float32").
     seed: seeds every random draw of the evaluation (precise-BN batch order, invariance transforms).
@@ -65,7 +66,7 @@ class EvalSettings:
 
     batch_size: int = 128
     image_size: int | None = None
-    precise_bn_batches: int = 16
+    precise_bn_batches: int = 0
     device: str | None = None
     cache_dtype: str = "float16"
     seed: int = 0
@@ -244,7 +245,7 @@ def _load(run: RunDir, dataset: str | None) -> EvalContext:
     net = load_network(run.path, map_location=device)
     ctx = EvalContext(run=run, net=net, dataset=dataset or _train_setting("dataset"),
                       image_size=settings.image_size or _train_setting("image_size"), device=device,
-                      settings=settings)
+                      settings=settings, bn=(run.result() or {}).get("bn", "train"))
     if settings.precise_bn_batches > 0:
         train = ctx.split("train")
         batches = (images for i, (images, _) in zip(range(settings.precise_bn_batches),
