@@ -102,16 +102,17 @@ def table3(frame: pd.DataFrame, sweep: str = "loss_variants") -> Report:
 
 @register_table("table5", configurable=False)
 def table5(frame: pd.DataFrame, sweep: str = "pretext") -> Report:
-    """Table 5: PIRL with other pretext tasks (Rotation, Jigsaw, Rotation+Jigsaw), linear top-1, delta vs Rotation."""
+    """Table 5: PIRL with other pretext tasks (Rotation, Jigsaw, Rotation+Jigsaw), linear top-1, deltas vs covariant."""
     frame, rows, baseline = _prepare(frame, sweep, "PIRL (Jigsaw)")
     report = Report(name="table5", title="Table 5: PIRL with other pretext tasks, linear top-1 (res5)")
     used = _per_dataset_blocks(report, rows, baseline, "linear", "top1", "res5", TABLE5_ORDER, "linear top-1 (res5)")
     published = paper_block(f"{paper.PAPER_LABEL}: Table 5, top-1 (VOC07: mAP)", paper.LINEAR_DATASETS,
                             paper.TABLE5)
     for block in [*report.blocks, published]:
-        delta = delta_row(block, "PIRL (Rotation)", "Rotation")
-        if delta is not None:
-            block.rows.append(delta)
+        for pirl, covariant in (("PIRL (Rotation)", "Rotation"), ("PIRL (Jigsaw)", "Jigsaw")):
+            delta = delta_row(block, pirl, covariant)
+            if delta is not None:
+                block.rows.append(delta)
     report.blocks.append(published)
     return _finish(report, frame, rows, used, "linear (res5)")
 
