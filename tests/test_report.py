@@ -19,7 +19,7 @@ from pirl_ablate.report.command import report_command
 from pirl_ablate.report.registry import TABLES
 from pirl_ablate.report.render import to_csv, to_latex, to_markdown
 from pirl_ablate.report.results import ExpectedRun, load_results
-from pirl_ablate.runs import RunDir
+from pirl_ablate.runs import RunDir, atomic_write_json
 
 LAMBDAS = (0.0, 0.5, 1.0)
 SEEDS = (0, 1, 2)
@@ -62,6 +62,14 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run(root, "lambda", "lam0.25-s0", 0, {"PIRLLoss.lambda_": 0.25}, status="failed")
     _run(root, "lambda", "lam0.75-s0", 0, {"PIRLLoss.lambda_": 0.75}, status="running")
     _run(root, "lambda", "lam0.9-s0", 0, {"PIRLLoss.lambda_": 0.9})  # done, but never evaluated
+    # the sweep record `pirl-ablate sweep` writes (pirl_ablate.sweep.command.write_sweep_record): every run it
+    # expanded, two of which never started: one submitted (its folder exists, job.json only), one not at all
+    on_disk = [(f"lam{lam}-s{s}", lam, s) for lam in (*LAMBDAS, 0.25, 0.75, 0.9) for s in SEEDS
+               if (root / "lambda" / f"lam{lam}-s{s}").is_dir()]
+    atomic_write_json(root / "lambda" / "sweep.json", {"name": "lambda", "axes": ["PIRLLoss.lambda_"], "runs": [
+        {"run_id": rid, "variant": None, "bindings": {"PIRLLoss.lambda_": lam}, "seed": s}
+        for rid, lam, s in [*on_disk, ("submitted", 2.0, 0), ("never-ran", 3.0, 0)]]})
+    atomic_write_json(root / "lambda" / "submitted" / "job.json", {"executor": "local", "job_id": "1"})
     for variant, values in VARIANTS.items():
         for seed, top1 in enumerate(values):
             counts = [40, 30, 20, 10] if variant == "PIRL" else [5, 10, 25, 60]
@@ -95,7 +103,7 @@ def _csv_cells(text: str) -> dict[tuple[str, str, str], dict]:
 def test_loader_has_one_row_per_run_evaluation_group_metric(results: Path):
     frame = load_results(results)
     runs = frame.drop_duplicates(["sweep", "run_id"])
-    assert len(runs) == 9 + 3 + 12
+    assert len(runs) == 9 + 3 + 12 + 2  # + the two never started runs of the sweep record
     lam = frame[(frame["sweep"] == "lambda") & (frame["protocol"] == "linear")]
     # each evaluated lambda run: res4 top1, res5 top1, res5 top5
     assert len(lam) == 9 * 3
@@ -116,16 +124,19 @@ def test_loader_has_one_row_per_run_evaluation_group_metric(results: Path):
 
 def test_expected_runs_without_folders_are_missing_rows(results: Path):
     expected = [ExpectedRun("lam0.5-s0", "lambda", {"PIRLLoss.lambda_": 0.5}, 0),
-                ExpectedRun("never-ran", "lambda", {"PIRLLoss.lambda_": 2.0}, 1)]
+                ExpectedRun("not-in-record", "lambda", {"PIRLLoss.lambda_": 4.0}, 1)]
     frame = load_results(results, expected)
-    missing = frame[frame["run_id"] == "never-ran"]
-    assert missing["status"].tolist() == ["missing"] and missing["PIRLLoss.lambda_"].tolist() == [2.0]
+    status = dict(zip(frame["run_id"], frame["status"]))
+    assert status["never-ran"] == "missing" and status["not-in-record"] == "missing"
+    assert status["submitted"] == "pending"
+    assert frame[frame["run_id"] == "not-in-record"]["PIRLLoss.lambda_"].tolist() == [4.0]
     assert (frame["run_id"] == "lam0.5-s0").sum() == 3 + 2  # 3 linear + 2 final rows; not added as missing
 
 
 def test_operative_config_values_as_columns(results: Path):
     frame = load_results(results, config_keys=["PIRLLoss.lambda_", "train.epochs"])
-    assert set(frame["config:PIRLLoss.lambda_"]) == {0.5}  # what each config.gin says (written by _run)
+    on_disk = frame[frame["path"].notna()]
+    assert set(on_disk["config:PIRLLoss.lambda_"]) == {0.5}  # what each config.gin says (written by _run)
     assert frame["config:train.epochs"].isna().all()  # not in any config.gin
 
 
@@ -184,14 +195,14 @@ def test_table5_delta_row_and_table3_fractions(results: Path, tmp_path: Path):
 
 
 def test_missing_failed_running_and_unevaluated_runs_are_listed(results: Path):
-    expected = [ExpectedRun("never-ran", "lambda", {"PIRLLoss.lambda_": 2.0}, 0)]
-    report = TABLES.get("figure6")(load_results(results, expected))
+    report = TABLES.get("figure6")(load_results(results))
     problems = {p.run_id: (p.status, p.reason) for p in report.problems}
-    assert problems["never-ran"][0] == "missing"
+    assert problems["never-ran"][0] == "missing" and "PIRLLoss.lambda_=3.0, seed 0" in problems["never-ran"][1]
+    assert problems["submitted"][0] == "pending"
     assert problems["lam0.25-s0"] == ("failed", "NaN loss at epoch 2")
     assert problems["lam0.75-s0"][0] == "running"
     assert problems["lam0.9-s0"][0] == "done" and "no linear or knn top-1 evaluation" in problems["lam0.9-s0"][1]
-    assert len(problems) == 4
+    assert len(problems) == 5
     text = to_markdown(report)
     assert all(run_id in text for run_id in problems)
 
@@ -263,7 +274,7 @@ def test_empty_report_names_the_sweep_command_and_exits_1(tmp_path: Path, capsys
 def test_rich_output_shows_ours_paper_and_problems(results: Path, tmp_path: Path, capsys):
     assert main(["report", "--figure", "6", "--results", str(results), "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert "runs not in this report (3)" in text and "lam0.25-s0" in text and "NaN loss at epoch 2" in text
+    assert "runs not in this report (5)" in text and "lam0.25-s0" in text and "NaN loss at epoch 2" in text
     assert "random init" in text and paper.PAPER_LABEL in text
     assert (tmp_path / "figure6.txt").exists()
 

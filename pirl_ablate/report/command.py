@@ -1,5 +1,9 @@
 """`pirl-ablate report --table N | --figure N | SWEEP.gin`: results gathered into a paper table or figure.
 
+Which runs a report expects: those of the sweep records (`runs/<sweep>/sweep.json`, written by `pirl-ablate sweep`
+before it submits anything); for `report SWEEP.gin` without a record, those of the file's expansion. Runs expected
+but never started are listed as missing (or pending), beside failed and running ones.
+
 Exit status: 0 when the report holds at least one result (missing, running and failed runs are listed in it);
 1 when it holds none: an empty report is not a mistake in the user's input (so not a UserError, exit 2), but a
 script must not take it for a result; the message names the sweep command that produces the results.
@@ -16,10 +20,8 @@ from pirl_ablate.report.build import sweep_report
 from pirl_ablate.report.model import Report
 from pirl_ablate.report.registry import TABLES
 from pirl_ablate.report.render import FORMATS, render_text, to_rich
-from pirl_ablate.report.results import ExpectedRun, load_results
+from pirl_ablate.report.results import SWEEP_RECORD, ExpectedRun, load_results
 from pirl_ablate.runs import atomic_write_text
-
-REPO_SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -30,25 +32,16 @@ def report_command(args: argparse.Namespace) -> int:
         if not sweep_file.is_file():
             raise UserError(f"{sweep_file}: no such sweep file (the shipped ones are sweeps/*.gin)")
         sweep, expected = expected_runs(sweep_file)
+        if (results / sweep / SWEEP_RECORD).is_file():
+            expected = []  # the sweep record lists the runs as submitted (with any --bind), the loader reads it
         report = sweep_report(load_results(results, expected), sweep)
     else:
         name = f"table{args.table}" if args.table else f"figure{args.figure}"
         entry = TABLES.entry(name)
         sweep = entry.params["sweep"]
-        sweep_file = shipped_sweep(sweep)
-        expected: list[ExpectedRun] = []
-        if sweep_file.is_file():
-            sweep, expected = expected_runs(sweep_file)  # its `sweep.name` may differ from the file name
-        report = entry.obj(load_results(results, expected), sweep=sweep)
-        if not sweep_file.is_file():
-            report.notes.append(f"{sweep_file} not found: runs that were never started cannot be listed")
+        sweep_file = Path("sweeps") / f"{sweep}.gin"
+        report = entry.obj(load_results(results))
     return emit(report, args.format, out_dir, results / sweep, f"pirl-ablate sweep {sweep_file}")
-
-
-def shipped_sweep(sweep: str) -> Path:
-    """sweeps/<sweep>.gin in the current directory, else in the repository's sweeps/ folder."""
-    here = Path("sweeps") / f"{sweep}.gin"
-    return here if here.is_file() or not (REPO_SWEEPS / f"{sweep}.gin").is_file() else REPO_SWEEPS / f"{sweep}.gin"
 
 
 def emit(report: Report, fmt: str, out_dir: Path, sweep_dir: Path, sweep_cmd: str) -> int:
@@ -76,8 +69,9 @@ def emit(report: Report, fmt: str, out_dir: Path, sweep_dir: Path, sweep_cmd: st
 
 
 def expected_runs(sweep_file: Path) -> tuple[str, list[ExpectedRun]]:
-    """The sweep's name and every run it asks for (pirl_ablate.sweep.spec.load_sweep), so that runs without a
-    folder are listed as missing. A sweep file that does not expand raises its ConfigError (file:line: reason)."""
+    """The sweep's name and every run its file asks for (pirl_ablate.sweep.spec.load_sweep: this imports every
+    configurable, torch included, so only `report SWEEP.gin` pays for it). A sweep file that does not expand raises
+    its ConfigError (file:line: reason)."""
     from pirl_ablate.sweep.spec import load_sweep
 
     sweep = load_sweep(sweep_file)

@@ -12,7 +12,10 @@ pivot)::
 - The numeric entries of result.json's "final" appear with protocol "final" (dataset and group "").
 - A run with no metric at all (running, failed, missing, or done without evaluations) still has exactly one row,
   with protocol, metric and value missing, so that no run is ever silently dropped.
-- `status` is done | failed | running (meta.json, no result.json yet) | missing (an expected run with no folder).
+- `status` is done | failed | running (meta.json, no result.json yet) | pending (an expected run whose folder was
+  created by the sweep but not started) | missing (an expected run with no folder).
+- Expected runs come from every sweep record (`sweep.json`, written by `pirl-ablate sweep` into its sweep folder
+  before anything is submitted: the runs exactly as expanded and submitted) under the root, plus any passed in.
 - `sweep` is meta.json's "sweep", else the name of the folder holding the run folder.
 - `config:<binding>` columns (only for the bindings asked for with `config_keys`) hold the value the run's operative
   config (config.gin) gives that binding, e.g. for runs started with `pirl-ablate train --bind` rather than a sweep.
@@ -34,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED, STATUS_RUNNING
+from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING
 
 STATUS_MISSING = "missing"
 
@@ -42,20 +45,26 @@ RUN_COLUMNS = ("run_id", "sweep", "variant", "seed", "status", "reason", "wall_s
 METRIC_COLUMNS = ("protocol", "dataset", "group", "metric", "value")
 
 
+SWEEP_RECORD = "sweep.json"  # pirl_ablate.sweep.command.write_sweep_record: {"name", "runs": [{run_id, ...}]}
+
+
 @dataclass(frozen=True)
 class ExpectedRun:
-    """A run a sweep file asks for (from the sweep expansion), whether or not its folder exists yet."""
+    """A run a sweep asks for (its sweep record or the expansion of its file), whether or not it ever started.
+    `folder`: where its run folder goes (default: <results root>/<sweep>/<run_id>)."""
 
     run_id: str
     sweep: str
     bindings: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     variant: str | None = None
+    folder: Path | None = None
 
 
 def load_results(root: str | os.PathLike, expected: Iterable[ExpectedRun] = (),
                  config_keys: Sequence[str] = ()) -> pd.DataFrame:
-    """Every run folder under `root` (any depth) plus a "missing" row for each expected run without a folder.
+    """Every run folder under `root` (any depth), plus a row for each expected run (from the sweep records under
+    `root` and from `expected`) that never started.
 
     An expected run matches a folder by (sweep, run_id). `config_keys`: gin bindings whose operative values
     (config.gin) become `config:<binding>` columns.
@@ -64,7 +73,9 @@ def load_results(root: str | os.PathLike, expected: Iterable[ExpectedRun] = (),
     records: list[dict[str, Any]] = []
     binding_names: dict[str, None] = {f"config:{k}": None for k in config_keys}
     seen: set[tuple[str, str]] = set()
-    for run_path in _run_folders(root):
+    run_paths, sweep_records = _walk(root)
+    expected = [*(e for path in sweep_records for e in _read_sweep_record(path)), *expected]
+    for run_path in run_paths:
         run, rows = _read_run(run_path, root)
         if config_keys:
             run["bindings"].update(_operative_values(run_path / "config.gin", config_keys))
@@ -74,11 +85,17 @@ def load_results(root: str | os.PathLike, expected: Iterable[ExpectedRun] = (),
     for exp in expected:
         if (exp.sweep, exp.run_id) in seen:
             continue
+        seen.add((exp.sweep, exp.run_id))
         point = ", ".join([*([f"variant {exp.variant}"] if exp.variant else []),
                            *(f"{k}={v!r}" for k, v in exp.bindings.items()), f"seed {exp.seed}"])
+        folder = exp.folder or root / exp.sweep / exp.run_id
+        if folder.is_dir():
+            status, reason = STATUS_PENDING, f"submitted, not started ({point})"
+        else:
+            status, reason = STATUS_MISSING, f"no run folder {folder} (not run yet: {point})"
         run = {"run_id": exp.run_id, "sweep": exp.sweep, "variant": exp.variant, "seed": exp.seed,
-               "status": STATUS_MISSING, "reason": f"no run folder under {root / exp.sweep} (not run yet: {point})",
-               "wall_s": None, "start": None, "end": None, "path": None, "bindings": _hashable(exp.bindings)}
+               "status": status, "reason": reason, "wall_s": None, "start": None, "end": None, "path": None,
+               "bindings": _hashable(exp.bindings)}
         binding_names.update(dict.fromkeys(run["bindings"]))
         records.extend(_flatten(run, []))
     columns = [*RUN_COLUMNS, *binding_names, *METRIC_COLUMNS]
@@ -109,18 +126,28 @@ def read_histograms(frame: pd.DataFrame) -> dict[tuple[str, str], dict[str, list
 
 
 # ------------------------------------------------------------------------------------------------------ reading
-def _run_folders(root: Path) -> Iterator[Path]:
-    """Folders holding meta.json or result.json, sorted; checkpoint and evals folders are not descended into."""
-    if not root.is_dir():
-        return
-    found: list[Path] = []
+def _walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """(run folders: holding meta.json or result.json, sorted; sweep records: sweep.json files, sorted).
+    Run folders are not descended into (checkpoints, evals); hidden folders (.submitit) are skipped."""
+    runs: list[Path] = []
+    sweeps: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         if "meta.json" in filenames or "result.json" in filenames:
-            found.append(Path(dirpath))
+            runs.append(Path(dirpath))
             dirnames.clear()  # a run folder does not hold other run folders
-        else:
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-    yield from sorted(found)
+            continue
+        if SWEEP_RECORD in filenames:
+            sweeps.append(Path(dirpath) / SWEEP_RECORD)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    return sorted(runs), sorted(sweeps)
+
+
+def _read_sweep_record(path: Path) -> list[ExpectedRun]:
+    record = _load_json(path) or {}
+    name = record.get("name") or path.parent.name
+    return [ExpectedRun(run_id=str(r["run_id"]), sweep=name, bindings=r.get("bindings") or {}, seed=r.get("seed"),
+                        variant=r.get("variant"), folder=path.parent / str(r["run_id"]))
+            for r in record.get("runs", []) if isinstance(r, dict) and "run_id" in r]
 
 
 def _load_json(path: Path) -> Any:
