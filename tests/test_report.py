@@ -290,7 +290,8 @@ def test_report_over_a_custom_sweep_file(tmp_path: Path, monkeypatch):
     sweep_file = tmp_path / "tau_sweep.gin"
     sweep_file.write_text("sweep.name = 'tau_sweep'\nsweep.grid = {'PIRLLoss.tau': [0.07, 0.2]}\n"
                           "sweep.seeds = [0, 1]\nsweep.seed_binding = None\n")
-    runs = load_sweep(sweep_file).runs
+    sweep = load_sweep(sweep_file)
+    runs = sweep.runs
     top1 = {0.07: [60.0, 62.0], 0.2: [50.0]}
     written = []
     for run in runs:
@@ -311,6 +312,15 @@ def test_report_over_a_custom_sweep_file(tmp_path: Path, monkeypatch):
     assert float(cells[("tau=0.07", "final/loss")]["mean"]) == 0.5
     flagged = [r for r in rows if r["kind"] == "missing"]
     assert [r["row"] for r in flagged] == missing
+
+    # once `pirl-ablate sweep` has written its record, the report takes the expected runs from there
+    from pirl_ablate.sweep.command import write_sweep_record
+
+    write_sweep_record(tmp_path / "runs" / "tau_sweep", sweep, "local")
+    frame = load_results(tmp_path / "runs")
+    assert frame[frame["run_id"] == missing[0]]["status"].tolist() == ["missing"]
+    assert report_command(_args(sweep=str(sweep_file), out=str(out), format="markdown")) == 0
+    assert missing[0] in (out / "tau_sweep.md").read_text()
 
 
 def test_per_layer_table_and_figures_with_log_axis(results: Path, tmp_path: Path):
