@@ -7,6 +7,7 @@ deterministically (Kornia's pattern), so the draws can be inspected, reused as l
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -63,8 +64,9 @@ class Transform:
     produces_patches = False
     num_classes: int | None = None
 
+    @torch.no_grad()
     def __call__(self, images: Tensor, generator: torch.Generator) -> View:
-        """images (B, C, H, W) float in [0, 1]; generator on images.device -> View."""
+        """images (B, C, H, W) float in [0, 1]; generator on images.device -> View (no gradient flows through)."""
         self.check(images)
         if generator.device.type != images.device.type:
             raise TransformInputError(
@@ -103,16 +105,29 @@ class Transform:
         return None
 
     def _apply_in_chunks(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """On the CPU: `apply` to CPU_CHUNK images at a time, chunks in parallel on torch.get_num_threads() Python
+        threads with one intra-op thread each (torch's threads meet at a barrier after every small op, which on a
+        busy machine made two threads slower than one; chunks need no synchronisation)."""
         batch = images.shape[0]
         if images.device.type != "cpu" or batch <= CPU_CHUNK:
             return self.apply(images, params)
-        out: Tensor | None = None
-        for start in range(0, batch, CPU_CHUNK):
+
+        def work(start: int) -> Tensor:
             part = slice(start, start + CPU_CHUNK)
-            chunk = self.apply(images[part], {k: v[part] for k, v in params.items()})
-            if out is None:
-                out = chunk.new_empty((batch, *chunk.shape[1:]))
-            out[part] = chunk
+            with torch.no_grad():  # grad mode is per thread
+                return self.apply(images[part], {k: v[part] for k, v in params.items()})
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(threads) as pool:
+                out: Tensor | None = None
+                for start, chunk in zip(range(0, batch, CPU_CHUNK), pool.map(work, range(0, batch, CPU_CHUNK))):
+                    if out is None:
+                        out = chunk.new_empty((batch, *chunk.shape[1:]))
+                    out[start:start + CPU_CHUNK] = chunk
+        finally:
+            torch.set_num_threads(threads)
         assert out is not None
         return out
 

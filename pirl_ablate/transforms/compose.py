@@ -20,7 +20,8 @@ class Compose:
     The result carries every part's parameters under "<part name>.<key>" (e.g. "rotation.rotation",
     "jigsaw.perm_index"). The label is the mixed-radix index of the parts' labels, first part most significant:
     for rotation+jigsaw, label = rotation * |T_jigsaw| + perm_index, and num_classes is the product of the parts'
-    (a part without a label counts as one class). num_classes is None when no part has a label.
+    (a part without a label counts as one class). num_classes is None when no part has a label. Each part's
+    parameters refer to its own input: the jigsaw boxes of rotation+jigsaw are in the rotated image's pixels.
     """
 
     def __init__(self, parts: Sequence[tuple[str, TransformFn]]):

@@ -58,6 +58,10 @@ class Jigsaw(Transform):
         grayscale (grayscale_p); flip: per-patch horizontal flip p = 0.5."""
         if grid < 1:
             raise TransformInputError(f"jigsaw: grid={grid} must be >= 1")
+        if num_permutations is None and grid * grid > 20:
+            raise TransformInputError(
+                f"jigsaw: grid={grid} with num_permutations=None labels {grid * grid}! permutations, more than a 64-bit"
+                f" index holds; set num_permutations")
         if crop_size is not None and crop_size % grid:
             raise TransformInputError(
                 f"jigsaw: grid={grid} does not divide crop_size={crop_size} (a {crop_size}x{crop_size} crop into "
