@@ -1,0 +1,110 @@
+"""The shipped sweep files expand, bind what their comments say, and a real tiny sweep trains and evaluates end to
+end through the local executor (pirl_ablate.train.run_training + pirl_ablate.evaluate.run_evaluations)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import gin
+import pytest
+from sweep_jobs import cli_command, worker_env
+
+from pirl_ablate import config
+from pirl_ablate.runs import read_json
+from pirl_ablate.sweep import load_sweep
+
+REPO = Path(__file__).resolve().parent.parent
+SWEEPS = sorted((REPO / "sweeps").glob("*.gin")) + sorted((REPO / "sweeps" / "paper").glob("*.gin"))
+
+# name, number of runs, swept bindings, variants (None: no variants)
+EXPECTED = {
+    "lambda": (5, {"PIRLLoss.lambda_": [0.0, 0.25, 0.5, 0.75, 1.0]}, None),
+    "num_permutations": (6, {"jigsaw.num_permutations": [10, 100, 1000]}, ["PIRL", "Jigsaw"]),
+    "negatives": (4, {"PIRLLoss.num_negatives": [256, 1024, 4096, 8192]}, None),
+    "pretext": (5, {}, ["Rotation", "Jigsaw", "PIRL (Rotation)", "PIRL (Jigsaw)", "PIRL (Rotation+Jigsaw)"]),
+    "layers": (4, {}, ["PIRL", "Jigsaw", "NPID++", "random init"]),
+    "loss_variants": (7, {}, ["NPID", "NPID++", "PIRL", "Jigsaw", "Rotation", "random init", "supervised"]),
+}
+# what each variant's config must bind (the loss it trains, and the transform where it has one)
+VARIANT_LOSS = {"NPID": "npid", "NPID++": "npid", "PIRL": "pirl", "Jigsaw": "jigsaw", "Rotation": "rotation",
+                "random init": "npid", "supervised": "supervised", "PIRL (Rotation)": "pirl",
+                "PIRL (Jigsaw)": "pirl", "PIRL (Rotation+Jigsaw)": "pirl"}
+VARIANT_TRANSFORM = {"PIRL": "jigsaw", "Jigsaw": "jigsaw", "Rotation": "rotation", "PIRL (Rotation)": "rotation",
+                     "PIRL (Jigsaw)": "jigsaw", "PIRL (Rotation+Jigsaw)": "rotation+jigsaw"}
+
+
+def test_every_figure_and_table_has_a_smoke_sweep_and_a_paper_twin():
+    names = {p.relative_to(REPO / "sweeps").as_posix() for p in SWEEPS}
+    for name in EXPECTED:
+        assert f"{name}.gin" in names and f"paper/{name}.gin" in names
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.relative_to(REPO).as_posix() for p in SWEEPS])
+def test_shipped_sweep_expands_and_each_run_binds_its_values(path):
+    sweep = load_sweep(path)
+    paper = path.parent.name == "paper"
+    base = path.stem
+    assert sweep.name == ("paper_" if paper else "") + base  # twins never share a run folder with smoke runs
+    count, axes, variants = EXPECTED[base]
+    if not paper:
+        assert len(sweep.runs) == count
+        assert {k: sorted({r.bindings[k] for r in sweep.runs}) for k in axes} == axes
+    assert sorted({r.variant for r in sweep.runs}, key=str) == sorted(variants or [None], key=str)
+    assert sweep.settings.executor == ("slurm" if paper else "local")
+    for run in sweep.runs:
+        config.parse_text(run.config, finalize=False)  # what the worker does
+        for key, value in run.bindings.items():
+            assert gin.query_parameter(key) == value
+        assert gin.query_parameter("train.seed") == run.seed
+        if run.variant is not None:
+            assert gin.query_parameter("build_loss.name") == VARIANT_LOSS[run.variant]
+            if run.variant in VARIANT_TRANSFORM:
+                assert gin.query_parameter("train.transform") == VARIANT_TRANSFORM[run.variant]
+        if run.variant == "random init":
+            assert gin.query_parameter("train.epochs") == 0
+        assert gin.query_parameter("train.dataset") == ("imagefolder" if paper else "fashion_mnist")
+    gin.clear_config()
+
+
+def test_paper_twins_run_on_32_gpus_and_the_smoke_sweeps_fit_this_machine():
+    smoke, paper = load_sweep(REPO / "sweeps" / "lambda.gin"), load_sweep(REPO / "sweeps" / "paper" / "lambda.gin")
+    assert (paper.slurm.nodes * paper.slurm.tasks_per_node, paper.slurm.gpus_per_node) == (32, 8)
+    assert (smoke.local.parallelism, smoke.local.threads_per_job) == (2, 1)
+    assert (smoke.slurm.partition, smoke.slurm.gpus_per_node, smoke.slurm.cpus_per_task) == ("debug", 0, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_real_tiny_sweep_trains_and_evaluates_through_the_local_executor(tmp_path):
+    """Two PIRL runs (lambda 0 and 0.5) on 256 Fashion-MNIST images, one epoch, two at a time: each run folder
+    gets the swept value in its config, a done result, and linear + kNN evaluations."""
+    sweep_file = tmp_path / "tiny_lambda.gin"
+    sweep_file.write_text("""
+include 'pirl_jigsaw.gin'
+fashion_mnist.subset = 256
+test/fashion_mnist.subset = 128
+train.epochs = 1
+train.batch_size = 64
+train.monitor_every = 0
+PIRLLoss.num_negatives = 64
+sweep.grid = {'PIRLLoss.lambda_': [0.0, 0.5]}
+sweep.evaluate = ['linear', 'knn']
+local.parallelism = 2
+local.threads_per_job = 1
+""")
+    out = tmp_path / "runs"
+    proc = subprocess.run(cli_command("sweep", str(sweep_file), "--out", str(out)), cwd=tmp_path, env=worker_env(),
+                          capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for run in load_sweep(sweep_file).runs:
+        run_dir = out / run.run_id
+        result, meta = read_json(run_dir / "result.json"), read_json(run_dir / "meta.json")
+        assert result["status"] == "done" and result["epochs"] == 1
+        assert meta["bindings"] == run.bindings and meta["sweep"] == "tiny_lambda" and meta["restarts"] == 0
+        config.parse_text((run_dir / "config.gin").read_text(), finalize=False)
+        assert gin.query_parameter("PIRLLoss.lambda_") == run.bindings["PIRLLoss.lambda_"]
+        for protocol in ("linear", "knn"):
+            evaluation = read_json(run_dir / "evals" / f"{protocol}-fashion_mnist.json")
+            assert 0.0 <= evaluation["metrics"]["res5"]["top1"] <= 100.0
+    gin.clear_config()
