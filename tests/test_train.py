@@ -25,9 +25,10 @@ from pirl_ablate.runs import RunDir, read_json
 from pirl_ablate.train import TrainingDiverged, knn_top1, load_network, lr_factor, parameter_groups, run_training
 
 REPO = Path(__file__).resolve().parent.parent
-SIZE, BATCH, NEGATIVES = 128, 32, 64
+SIZE, BATCH, NEGATIVES = 48, 16, 32
 
-# A tiny PIRL run on procedural images: 16 px, half-width ResNet-18, 4 steps per epoch.
+# A tiny PIRL run on procedural images: 16 px, half-width ResNet-18, 3 steps per epoch. One thread: on a shared
+# 2-core machine OpenMP threads of tiny ops wait on each other (5x slower than one thread).
 TINY = f"""
 include 'pirl_jigsaw.gin'
 train.dataset = "synthetic"
@@ -37,7 +38,7 @@ test/synthetic.size = 64
 train.image_size = 16
 image.size = 16
 train.batch_size = {BATCH}
-train.base_lr = 0.05
+train.base_lr = 0.03
 train.base_batch = {BATCH}
 PIRLLoss.num_negatives = {NEGATIVES}
 NPIDLoss.num_negatives = {NEGATIVES}
@@ -66,16 +67,19 @@ def _config(tmp_path: Path, extra: str = "", name: str = "tiny.gin") -> Path:
     return path
 
 
-def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+def _cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pirl_ablate.cli", "-q", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, **kw)
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(autouse=True)
-def _clean_gin():
+def _clean_gin_one_thread():
     gin.clear_config()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
     gin.clear_config()
 
 
@@ -116,34 +120,36 @@ def test_weighted_knn_known_answer():
 # ------------------------------------------------------------------------------------------ end-to-end runs
 @pytest.mark.slow
 def test_tiny_pirl_run_learns_and_writes_the_run_folder(tmp_path):
-    cfg = config.parse([_config(tmp_path, "train.epochs = 3\n")])
+    cfg = config.parse([_config(tmp_path, "train.epochs = 15\ntrain.monitor_every = 5\n")])
     result = run_training(cfg, tmp_path / "run")
     run = RunDir(tmp_path / "run")
     rows = run.metrics()
-    assert [r["epoch"] for r in rows] == [1, 2, 3] and result["status"] == "done"
-    for key in ("loss", "loss_image", "loss_transformed", "lr", "images_per_s", "knn_top1"):
+    assert [r["epoch"] for r in rows] == list(range(1, 16)) and result["status"] == "done"
+    for key in ("loss", "loss_image", "loss_transformed", "pos_sim_image", "lr", "images_per_s"):
         assert key in rows[-1]
+    assert [r["epoch"] for r in rows if "knn_top1" in r] == [5, 10, 15]
     chance = math.log(NEGATIVES + 1)  # InfoNCE with every score equal: -log(1 / (N + 1))
-    assert abs(rows[0]["loss"] - chance) < 0.6  # starts near chance (random bank, random network)
-    assert rows[-1]["loss"] < rows[0]["loss"] - 0.3 and rows[-1]["loss"] < chance - 0.5
-    assert rows[-1]["knn_top1"] > 0.4  # 4 balanced classes: chance is 0.25
-    assert "train.epochs = 3" in run.config_path.read_text()  # the operative config
+    # The first epoch sits above chance (bank entries written with still-collapsed embeddings are near-duplicate
+    # negatives); then the loss falls below chance.
+    assert rows[-1]["loss"] < rows[0]["loss"] - 1.0 and rows[-1]["loss"] < chance - 0.15
+    assert rows[-1]["knn_top1"] > 0.5  # 4 balanced classes: chance is 0.25
+    assert "train.epochs = 15" in run.config_path.read_text()  # the operative config
     assert run.meta()["seed"] == 0
-    assert checkpoint.load(checkpoint.last(run.checkpoint_dir))["epoch"] == 3
+    assert checkpoint.load(checkpoint.last(run.checkpoint_dir))["epoch"] == 15
     again = run_training(cfg, tmp_path / "run")  # complete: nothing is redone
     assert again["end"] == result["end"]
 
 
 @pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
-    cfg = _config(tmp_path, "train.epochs = 4\nsynthetic.size = 256\n")
+    cfg = _config(tmp_path, "train.epochs = 4\n")
     whole = _cli("train", str(cfg), "--out", str(tmp_path / "whole"))
     killed = _cli("train", str(cfg), "--out", str(tmp_path / "killed"))
     last = tmp_path / "killed" / "checkpoints" / "last.pt"
     deadline = time.time() + 240
     while not last.exists() and killed.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # into the next epoch
+    time.sleep(0.3)  # into the next epoch
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL
@@ -154,7 +160,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert whole.wait(timeout=300) == 0, whole.stderr.read()
     a = checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt")
     b = checkpoint.load(last)
-    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (4, 32)
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (4, 4 * SIZE // BATCH)
     for part in ("network", "loss"):
         assert a[part].keys() == b[part].keys()
         for key in a[part]:
@@ -204,7 +210,7 @@ def test_two_process_gloo_run_updates_every_bank_entry(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                            f"--master_port={port}", "--master_addr=127.0.0.1", "-m", "pirl_ablate.cli", "-q", "train",
                            str(cfg), "--out", str(tmp_path / "ddp")], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # 2 processes, 2 cores
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = read_json(tmp_path / "ddp" / "result.json")
     assert result["status"] == "done" and result["world_size"] == 2 and result["steps"] == SIZE // BATCH
