@@ -241,6 +241,17 @@ def test_local_job_that_dies_without_a_result_is_failed_with_its_reason(tmp_path
     printed = _status(out)
     assert "ended without a result" in printed and "RuntimeError: tiny job failed on purpose at step 1" in printed
 
+    # fixed (a later --bind wins over the variants' lines; run ids stay): both run again, resume and finish
+    proc = subprocess.run(cli_command("sweep", str(path), "--out", str(out), "--bind", "tiny_train.exit_at = None",
+                                      "--bind", "tiny_train.fail_at = None"),
+                          cwd=tmp_path, env=worker_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for variant, run_dir in runs.items():
+        assert read_json(run_dir / "result.json")["steps"] == 3
+        assert read_json(run_dir / "meta.json")["restarts"] == 1
+        assert starts(run_dir)[-1]["from_step"] == {"crash": 1, "boom": 0}[variant]
+    assert read_json(runs["boom"] / "result.previous.json")["status"] == "failed"  # the failure stays readable
+
 
 def test_worker_gets_the_thread_limit(tmp_path):
     """The local executor's per-job thread count reaches the worker's environment."""

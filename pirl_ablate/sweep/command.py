@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import shutil
 import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,7 +19,7 @@ from rich.table import Table
 
 from pirl_ablate.console import info, out
 from pirl_ablate.errors import UserError
-from pirl_ablate.runs import STATUS_DONE, atomic_write_json, now, read_json
+from pirl_ablate.runs import STATUS_DONE, RunDir, atomic_write_json, now, read_json
 from pirl_ablate.sweep.spec import Run, Sweep, load_sweep
 from pirl_ablate.sweep.state import RunState, run_states
 
@@ -39,6 +41,11 @@ def sweep_command(args: argparse.Namespace) -> int:
     submit = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and not s.live]
     watch = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and s.live]
     skipped = len(sweep.runs) - len(submit) - len(watch)
+    if kind == "slurm" and submit and not shutil.which("sbatch"):
+        raise UserError("--executor slurm: no `sbatch` on PATH (on one machine: `scripts/slurm-local.sh start` and "
+                        "export SLURM_CONF; or use --executor local)")
+    for run in submit:
+        retire_result(folder / run.run_id)
     write_sweep_record(folder, sweep, kind)
     info(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {folder}  ({skipped} done already, {len(submit)} to run "
          f"on {kind}{f', waiting for {len(watch)} still running' if watch else ''})")
@@ -63,6 +70,14 @@ def status_command(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     out.print(runs_table(f"{record['name']} ({record.get('executor')}): {summary}", record.get("axes", []), rows))
     return 0
+
+
+def retire_result(run_dir: Path) -> None:
+    """A failed run about to run again: its result.json moves to result.previous.json, so that the new attempt is
+    not taken for finished (the reason stays readable)."""
+    result = RunDir(run_dir).result_path
+    if result.exists():
+        os.replace(result, result.with_name("result.previous.json"))
 
 
 # ------------------------------------------------------------------------------------------------ sweep.json
