@@ -328,10 +328,7 @@ def _pretrain(run: RunDir, env: distributed.DistEnv, *, dataset: str, transform:
             recompute_bn(net, train_set, dev, image_size, precise_bn_batches, batch_size // env.world_size)
         if last is None:
             _save(run, env, net, loss, optimizer, scheduler, generators, 0, 0, len(train_set))
-        last_row = (run.metrics() or [{}])[-1]
-        if monitor and env.is_main and "knn_top1" not in last_row:
-            last_row = {**last_row, "knn_top1": _monitor(net, loss, train_set, test_set, dev, image_size,
-                                                         monitor_k, monitor_sigma)}
+        last_row = (run.metrics() or [{}])[-1]  # (a random bank has nothing to monitor)
     if not distributed.same_on_all_ranks(sum(p.double().sum() for p in net.parameters()), env):
         raise RuntimeError("the processes ended with different weights (DDP replicas out of sync)")
     result = {"epochs": epochs, "steps": step, "final": last_row, "wall_s": time.perf_counter() - started,

@@ -171,6 +171,11 @@ def test_imagefolder_classes_resize_and_corrupt_policy(tmp_path):
     loader.set_epoch(0)
     (images, index, labels), = list(loader)
     assert index.tolist() == [0, 1, 3] and labels.tolist() == [0, 0, 1] and images.shape == (3, 3, 16, 16)
+    workers = make_loader(skipping, 2, num_workers=2)  # decoding in worker processes gives the same batches
+    workers.set_epoch(0)
+    batches = list(workers)
+    assert torch.cat([i for _, i, _ in batches]).tolist() == [0, 1, 3]
+    assert torch.equal(torch.cat([im for im, _, _ in batches]), images)
 
 
 def test_imagefolder_flat_folder_is_unlabelled(tmp_path):

@@ -229,3 +229,21 @@ def test_cli_missing_gin_file_and_typo_binding_are_one_line_errors(tmp_path):
     typo = _cli("train", "gin/pirl_jigsaw.gin", "--bind", "train.epoch = 3", "--out", str(tmp_path / "x"))
     _, err = typo.communicate(timeout=120)
     assert typo.returncode == 2 and "epochs" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_precise_bn_recomputes_statistics_on_clean_images(tmp_path):
+    cfg = config.parse([_config(tmp_path, "train.epochs = 1\ntrain.precise_bn_batches = 2\n")])
+    result = run_training(cfg, tmp_path / "run")
+    assert result["bn"] == "precise"
+    net = load_network(tmp_path / "run")
+    # Independent expectation: bn1's running mean is the average over the first two clean batches (dataset order,
+    # BATCH images each) of the per-batch channel means of conv1's output on the normalised images.
+    from pirl_ablate.data import build_dataset, to_device_batch
+
+    images = build_dataset("synthetic", "train").images[:2 * BATCH]
+    x = to_device_batch(images, "cpu", 16)
+    b = net.backbone
+    with torch.no_grad():
+        out = b.conv1((x - b.mean) / b.std)
+    expected = torch.stack([out[:BATCH].mean((0, 2, 3)), out[BATCH:].mean((0, 2, 3))]).mean(0)
+    assert torch.allclose(b.bn1.running_mean, expected, atol=1e-5)
