@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -98,13 +99,24 @@ def _include_dirs(files: Sequence[Path]) -> list[Path]:
 
 @contextlib.contextmanager
 def _search_paths(dirs: Sequence[Path]) -> Iterator[None]:
+    """gin's include search folders set to `dirs`, gin/ and the current directory for the duration.
+
+    gin logs an ERROR for every search folder that lacks an included file, even when a later one has it: those
+    records are dropped while we search.
+    """
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Path not found")
+
     prefixes = gin.config._LOCATION_PREFIXES
     saved = list(prefixes)
     prefixes[:] = [*(str(d) for d in dirs), *(str(d) for d in gin_search_dirs()), ""]
+    root = logging.getLogger()
+    root.addFilter(keep)
     try:
         yield
     finally:
         prefixes[:] = saved
+        root.removeFilter(keep)
 
 
 def parse(files: Sequence[str | os.PathLike] = (), bindings: Sequence[str] = (), *,
