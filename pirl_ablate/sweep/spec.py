@@ -199,7 +199,7 @@ def _load(files: list[Path], bindings: Sequence[str]) -> Sweep:
         try:
             text = config.parse([*files, *includes], [*run_lines, *bindings], finalize=False)
         except ConfigError as e:
-            where = _where(files, repr(variant)[1:-1]) if variant else _where(files, "sweep.")
+            where = _where(files, variant, after="sweep.variants") if variant else _where(files, "sweep.")
             raise ConfigError(f"{where}: {'variant ' + repr(variant) + ': ' if variant else ''}{e}") from None
         runs.append(Run(run_id(swept, seed, variant), variant, swept, int(seed), text))
     gin.clear_config()
