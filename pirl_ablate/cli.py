@@ -102,14 +102,24 @@ def _bind(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from rich.markup import escape
-
-    from pirl_ablate.console import console, set_quiet
-    from pirl_ablate.errors import UserError
+    from pirl_ablate.console import quiet, set_quiet
 
     args = build_parser().parse_args(argv)
+    was_quiet = quiet()
     if args.quiet:
         set_quiet(True)
+    try:
+        return _dispatch(args)
+    finally:  # main() called in-process (tests, notebooks) leaves the environment as it found it
+        set_quiet(was_quiet)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from pirl_ablate.console import console
+    from pirl_ablate.errors import UserError
+
     module, func, issue = HANDLERS[args.command]
     try:
         handler = getattr(importlib.import_module(module), func)
