@@ -146,7 +146,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     whole = _cli("train", str(cfg), "--out", str(tmp_path / "whole"))
     killed = _cli("train", str(cfg), "--out", str(tmp_path / "killed"))
     last = tmp_path / "killed" / "checkpoints" / "last.pt"
-    deadline = time.time() + 240
+    deadline = time.time() + 600
     while not last.exists() and killed.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)  # into the next epoch
