@@ -222,6 +222,7 @@ def test_two_process_gloo_run_updates_every_bank_entry(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_missing_gin_file_and_typo_binding_are_one_line_errors(tmp_path):
     missing = _cli("train", str(tmp_path / "nope.gin"))
     _, err = missing.communicate(timeout=120)
