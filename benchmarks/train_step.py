@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--bind", action="append", default=[])
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dataset-size", type=int, default=5000, help="memory bank entries (smoke: 5,000)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     config.parse([args.config], args.bind)
@@ -37,7 +38,7 @@ def main() -> None:
 
     dev = torch.device(args.device)
     size = gin.query_parameter("train.image_size")
-    dataset_size = 4 * args.batch
+    dataset_size = args.dataset_size
     gen = torch.Generator(device=dev).manual_seed(0)
     torch.manual_seed(0)
     net = build_network().to(dev).train()
