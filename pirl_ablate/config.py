@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -128,11 +129,13 @@ def parse(files: Sequence[str | os.PathLike] = (), bindings: Sequence[str] = (),
     paths = [resolve_config_file(f) for f in files]
     gin.clear_config()
     import_configurables()
-    with _search_paths(_include_dirs(paths)):
+    dirs = _include_dirs(paths)
+    _add_import_paths([Path.cwd(), *dirs])
+    with _search_paths(dirs):
         try:
             gin.parse_config_files_and_bindings([str(p) for p in paths], list(bindings),
                                                 finalize_config=False)
-        except (ValueError, SyntaxError, OSError, TypeError, KeyError) as e:
+        except (ValueError, SyntaxError, OSError, TypeError, KeyError, ImportError) as e:
             gin.clear_config()
             raise ConfigError(format_gin_error(e, bindings)) from None
     text = gin.config_str()
@@ -147,11 +150,26 @@ def parse_text(config: str, *, finalize: bool = True) -> None:
     import_configurables()
     try:
         gin.parse_config(config)
-    except (ValueError, SyntaxError, OSError, TypeError, KeyError) as e:
+    except (ValueError, SyntaxError, OSError, TypeError, KeyError, ImportError) as e:
         gin.clear_config()
         raise ConfigError(format_gin_error(e, ())) from None
     if finalize:
         gin.finalize()
+
+
+def _add_import_paths(dirs: Sequence[Path]) -> None:
+    """Let `import my_module` in a gin file find modules beside the gin files or in the current directory.
+
+    The folders go on sys.path and on PYTHONPATH, so sweep workers (local processes, SLURM jobs) that re-parse the
+    config import the same modules.
+    """
+    python_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    for d in map(str, dirs):
+        if d not in sys.path:
+            sys.path.append(d)
+        if d not in python_path:
+            python_path.append(d)
+    os.environ["PYTHONPATH"] = os.pathsep.join(python_path)
 
 
 def format_gin_error(e: BaseException, bindings: Sequence[str] = ()) -> str:
@@ -174,7 +192,11 @@ def format_gin_error(e: BaseException, bindings: Sequence[str] = ()) -> str:
         i = int(loc.group("bline")) - 1
         where = f"--bind {lines[i].strip()!r}" if 0 <= i < len(lines) else "--bind"
     hint = ""
-    if m := _NO_PARAM.search(msg):
+    if isinstance(e, ImportError):
+        m = re.search(r"No module named '([^']+)'", msg)
+        name = m.group(1) if m else first
+        first = f"cannot import `{name}` (put the folder that holds it on PYTHONPATH)"
+    elif m := _NO_PARAM.search(msg):
         hint = did_you_mean(m.group("param"), _configurable_params(m.group("cfg")))
         first = f"`{m.group('cfg')}` has no parameter `{m.group('param')}`"
     elif m := _NO_CONFIGURABLE.search(msg):

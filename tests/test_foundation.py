@@ -200,3 +200,20 @@ def test_cli_list_shows_registered_entries():
     r = _cli("list", "losses")
     assert r.returncode == 0, r.stderr
     assert "pirl" in r.stdout and "npid" in r.stdout and "PIRLLoss" in r.stdout
+
+
+def test_gin_import_finds_modules_beside_the_gin_file_and_names_missing_ones(tmp_path, monkeypatch):
+    _write(tmp_path / "cfg" / "beside_gin_module.py",
+           "import gin\n\n@gin.configurable\ndef beside_gin_fn(x=1):\n    return x\n")
+    f = _write(tmp_path / "cfg" / "uses.gin", "import beside_gin_module\nbeside_gin_fn.x = 4\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "")
+    config.parse([f])
+    import beside_gin_module
+
+    assert beside_gin_module.beside_gin_fn() == 4
+    assert str(tmp_path / "cfg") in os.environ["PYTHONPATH"].split(os.pathsep)  # sweep workers inherit it
+    g = _write(tmp_path / "bad.gin", "\nimport no_such_module_xyz\n")
+    with pytest.raises(ConfigError, match=r"bad\.gin:2: cannot import `no_such_module_xyz`"):
+        config.parse([g])
