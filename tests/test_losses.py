@@ -35,14 +35,6 @@ from pirl_ablate.transforms.jigsaw import Jigsaw
 D, N, B, P = 40, 16, 6, 4  # dataset size, negatives, batch, patches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions are dominated by thread synchronisation on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def net() -> PIRLNet:

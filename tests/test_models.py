@@ -13,15 +13,6 @@ from pirl_ablate.models import Backbone, PIRLNet
 from pirl_ablate.transforms import View
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions are dominated by thread synchronisation on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("arch, width, small_stem, size, expected", [
     # torchvision's ResNet: stem stride 2 + max-pool 2, stages /1 /2 /2 /2; channels 64w, 64w*e .. 512w*e
     ("resnet18", 1, False, 64, {"conv1": (64, 32), "res2": (64, 16), "res3": (128, 8), "res4": (256, 4),
