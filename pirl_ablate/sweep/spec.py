@@ -23,15 +23,13 @@ any other value is written as a Python literal.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import itertools
 import json
-import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,11 +165,6 @@ def load_sweep(path: str | os.PathLike, bindings: Sequence[str] = (), gin_files:
     """Parse, validate and expand a sweep file. Any mistake raises ConfigError (file:line: reason) before anything
     is submitted."""
     files = [config.resolve_config_file(path), *(config.resolve_config_file(f) for f in gin_files)]
-    with _quiet_include_search():
-        return _load(files, bindings)
-
-
-def _load(files: list[Path], bindings: Sequence[str]) -> Sweep:
     config.parse(files, bindings, finalize=False)
     settings, local, slurm = sweep_settings(), local_settings(), slurm_settings()
     sweep_file = files[0]
@@ -209,20 +202,6 @@ def _load(files: list[Path], bindings: Sequence[str]) -> Sweep:
                           "(a repeated value?)")
     return Sweep(name=settings.name or sweep_file.stem, path=sweep_file, settings=settings, local=local,
                  slurm=slurm, runs=runs, axes=[*zipped, *grid])
-
-
-@contextlib.contextmanager
-def _quiet_include_search() -> Iterator[None]:
-    """gin logs an ERROR for every search folder that lacks an included file, even when a later one has it."""
-    def keep(record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Path not found")
-
-    root = logging.getLogger()
-    root.addFilter(keep)
-    try:
-        yield
-    finally:
-        root.removeFilter(keep)
 
 
 # ------------------------------------------------------------------------------------------------- validation
