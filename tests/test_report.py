@@ -350,3 +350,18 @@ def test_per_layer_table_and_figures_with_log_axis(results: Path, tmp_path: Path
 
     png, data = save_figure(figure7.plot, figure7.title, tmp_path / "figure7")
     assert png.stat().st_size > 1000 and len(data.read_text().splitlines()) == 1 + 6
+
+
+def test_a_sweeps_own_random_init_baseline_is_preferred_and_not_a_problem(tmp_path: Path):
+    root = tmp_path / "runs"
+    for lam, top1 in ((0.0, 60.0), (0.5, 70.0)):
+        _run(root, "lambda", f"lam{lam}", 0, {"PIRLLoss.lambda_": lam}, evals={"linear-fashion_mnist": _linear(top1)})
+    _run(root, "lambda", "rand", 0, variant="random init", evals={"linear-fashion_mnist": _linear(50.0)})
+    _run(root, "loss_variants", "rand-other", 0, variant="random init", evals={"linear-fashion_mnist": _linear(99.0)})
+    report = TABLES.get("figure6")(load_results(root))
+    cells = _csv_cells(to_csv(report))
+    baseline = [c for key, c in cells.items() if key[1] == "random init"]
+    assert baseline and all(float(c["mean"]) == 50.0 for c in baseline)  # the sweep's own, not the other sweep's
+    assert not report.problems
+    assert ("random init", 50.0) in report.plot.baselines
+    assert {s.label for s in report.plot.series} == {"PIRL"}

@@ -60,6 +60,24 @@ sweep.seeds = [7, 8]
     assert sweep.axes == ["tiny_train.steps", "tiny_train.name", "tiny_train.lr"]
 
 
+def test_baselines_run_once_per_seed_beside_the_grid(tmp_path):
+    path = write_sweep(tmp_path, """
+sweep.grid = {'tiny_train.lr': [0.1, 0.2, 0.3]}
+sweep.baselines = {'random init': ['tiny_train.steps = 0']}
+sweep.seeds = [0, 1]
+""")
+    sweep = load_sweep(path)
+    assert len(sweep.runs) == 3 * 2 + 1 * 2
+    base = [r for r in sweep.runs if r.variant == "random init"]
+    assert sorted(r.seed for r in base) == [0, 1] and all(r.bindings == {} for r in base)
+    config.parse_text(base[0].config)
+    from sweep_jobs import tiny_train
+
+    assert tiny_train()["steps"] == 0
+    grid_lrs = sorted(r.bindings["tiny_train.lr"] for r in sweep.runs if r.variant is None)
+    assert grid_lrs == [0.1, 0.1, 0.2, 0.2, 0.3, 0.3]
+
+
 def test_run_ids_are_stable_and_distinguish_seed_variant_and_values(tmp_path):
     assert run_id({"A.x": 1, "B.y": 2}, 0, None) == run_id({"B.y": 2, "A.x": 1}, 0, None)
     ids = {run_id({"A.x": 1}, 0, None), run_id({"A.x": 1}, 1, None), run_id({"A.x": 1}, 0, "v"),

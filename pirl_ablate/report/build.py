@@ -159,8 +159,11 @@ def problems(sweep_frame: pd.DataFrame, used: set[str], need: str) -> list[Probl
 
 
 def random_init_rows(frame: pd.DataFrame, sweep: str) -> pd.DataFrame:
-    """Done random-init runs from any other sweep (the honesty baseline shown beside smoke-scale results)."""
-    return frame[(frame["method"] == RANDOM_INIT) & (frame["sweep"] != sweep) & (frame["status"] == STATUS_DONE)]
+    """Done random-init runs (the honesty baseline shown beside smoke-scale results): the sweep's own (a variant or
+    a `sweep.baselines` entry) when it has them, else those of any other sweep."""
+    done = frame[(frame["method"] == RANDOM_INIT) & (frame["status"] == STATUS_DONE)]
+    own = done[done["sweep"] == sweep]
+    return own if not own.empty else done
 
 
 def random_init_note() -> str:

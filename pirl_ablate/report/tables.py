@@ -30,15 +30,17 @@ from pirl_ablate.report.build import (
 from pirl_ablate.report.model import Block, Plot, Report, Series
 from pirl_ablate.report.registry import register_table
 from pirl_ablate.report.results import read_histograms
+from pirl_ablate.runs import STATUS_DONE
 
 TABLE2_ORDER = ("NPID", "NPID++", "Jigsaw", "Rotation", "PIRL", RANDOM_INIT, "supervised")
 TABLE5_ORDER = ("Rotation", "Jigsaw", "PIRL (Rotation)", "PIRL (Jigsaw)", "PIRL (Rotation+Jigsaw)")
 
 
 def _prepare(frame: pd.DataFrame, sweep: str, default: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(all runs with methods, this sweep's rows, random-init rows from other sweeps)."""
+    """(all runs with methods, this sweep's method rows, random-init rows: the sweep's own, else other sweeps')."""
     frame = with_methods(frame, default)
-    return frame, frame[frame["sweep"] == sweep], random_init_rows(frame, sweep)
+    mine = frame[frame["sweep"] == sweep]
+    return frame, mine[mine["method"] != RANDOM_INIT], random_init_rows(frame, sweep)
 
 
 def _per_dataset_blocks(report: Report, sweep_rows: pd.DataFrame, baseline: pd.DataFrame, protocol: str,
@@ -70,7 +72,9 @@ def _per_dataset_group_blocks(report: Report, sweep_rows: pd.DataFrame, baseline
 
 
 def _finish(report: Report, frame: pd.DataFrame, sweep_rows: pd.DataFrame, used: set[str], need: str) -> Report:
-    report.problems = problems(sweep_rows, used, need)
+    own_baseline = frame[frame["sweep"].isin(set(sweep_rows["sweep"])) & (frame["method"] == RANDOM_INIT)]
+    used = used | set(own_baseline.loc[own_baseline["status"] == STATUS_DONE, "run_id"])
+    report.problems = problems(pd.concat([sweep_rows, own_baseline]), used, need)
     report.runs_used = len(used)
     if report.has_results and not (frame["method"] == RANDOM_INIT).any():
         report.notes.append(random_init_note())

@@ -51,6 +51,7 @@ class SweepSettings:
     grid: dict[str, list] | None
     zip: dict[str, list] | None
     variants: dict[str, list[str]] | None
+    baselines: dict[str, list[str]] | None
     seeds: tuple[int, ...]
     evaluate: tuple[str, ...]
     eval_layers: tuple[str, ...]
@@ -61,7 +62,8 @@ class SweepSettings:
 
 @gin.configurable("sweep")
 def sweep_settings(name: str | None = None, grid: dict | None = None, zip: dict | None = None,
-                   variants: dict | None = None, seeds: Sequence[int] = (0,), evaluate: Sequence[str] = (),
+                   variants: dict | None = None, baselines: dict | None = None, seeds: Sequence[int] = (0,),
+                   evaluate: Sequence[str] = (),
                    eval_layers: Sequence[str] = ("res5",), executor: str = "local",
                    job: str = "pirl_ablate.train.run_training", seed_binding: str | None = "train.seed"
                    ) -> SweepSettings:
@@ -69,12 +71,14 @@ def sweep_settings(name: str | None = None, grid: dict | None = None, zip: dict 
 
     name: folder name under runs/ (default: the sweep file's stem). grid: {binding: values}, Cartesian product.
     zip: {binding: values}, all lists of one length, taken element-wise. variants: {name: gin line or lines}.
+    baselines: {name: gin lines} run once per seed beside the sweep, not crossed with its axes (e.g.
+    {'random init': ["include 'random_init.gin'"]}: smoke results are always reported beside random init).
     seeds: one run per seed, bound through `seed_binding` (train.seed). evaluate: protocols run after
     pre-training (pirl_ablate.evaluate.run_evaluations: linear, knn, invariance, semisup), the linear probe on
     `eval_layers` (conv1, res2 ... res5). executor: local | slurm | debug (`--executor` overrides).
     job: dotted path of `fn(config_str, run_dir) -> dict` that trains one run (pirl_ablate.train.run_training).
     """
-    return SweepSettings(name=name, grid=grid, zip=zip, variants=variants, seeds=tuple(seeds),
+    return SweepSettings(name=name, grid=grid, zip=zip, variants=variants, baselines=baselines, seeds=tuple(seeds),
                          evaluate=tuple(evaluate), eval_layers=tuple(eval_layers), executor=executor, job=job,
                          seed_binding=seed_binding)
 
@@ -179,12 +183,14 @@ def load_sweep(path: str | os.PathLike, bindings: Sequence[str] = (), gin_files:
     if overlap := sorted(set(grid) & set(zipped)):
         raise ConfigError(f"{_where(files, overlap[0])}: {overlap[0]} is in both sweep.grid and sweep.zip")
     variants = _variants(settings.variants, files)
+    baselines = _variants(settings.baselines, files, what="baselines") if settings.baselines is not None else []
 
     grid_points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     zip_points = [dict(zip(zipped, combo)) for combo in zip(*zipped.values())] if zipped else [{}]
+    points = [*itertools.product(variants, zip_points, grid_points, settings.seeds),
+              *itertools.product(baselines, [{}], [{}], settings.seeds)]
     runs = []
-    for (variant, includes, lines), zip_point, grid_point, seed in itertools.product(
-            variants, zip_points, grid_points, settings.seeds):
+    for (variant, includes, lines), zip_point, grid_point, seed in points:
         swept = {**zip_point, **grid_point}
         run_lines = [*lines, *(f"{k} = {gin_value(v)}" for k, v in swept.items())]
         if settings.seed_binding:
@@ -192,7 +198,8 @@ def load_sweep(path: str | os.PathLike, bindings: Sequence[str] = (), gin_files:
         try:
             text = config.parse([*files, *includes], [*run_lines, *bindings], finalize=False)
         except ConfigError as e:
-            where = _where(files, variant, after="sweep.variants") if variant else _where(files, "sweep.")
+            after = "sweep.baselines" if variant in (settings.baselines or {}) else "sweep.variants"
+            where = _where(files, variant, after=after) if variant else _where(files, "sweep.")
             raise ConfigError(f"{where}: {'variant ' + repr(variant) + ': ' if variant else ''}{e}") from None
         runs.append(Run(run_id(swept, seed, variant), variant, swept, int(seed), text))
     gin.clear_config()
@@ -293,22 +300,24 @@ def _check_type(key: str, value: Any, expected: Any, where: str, what: str) -> N
                           f"expected {type(expected).__name__} (like {expected!r})")
 
 
-def _variants(variants: dict | None, files: Sequence[Path]) -> list[tuple[str | None, list[Path], list[str]]]:
-    """[(name, gin files it includes, its other gin lines)]; includes resolve against the sweep file's folder,
-    gin/ and the current directory, and are parsed as files (so their own includes resolve against them)."""
+def _variants(variants: dict | None, files: Sequence[Path], what: str = "variants"
+              ) -> list[tuple[str | None, list[Path], list[str]]]:
+    """[(name, gin files it includes, its other gin lines)] of `sweep.variants` (or `sweep.baselines`); includes
+    resolve against the sweep file's folder, gin/ and the current directory, and are parsed as files (so their own
+    includes resolve against them)."""
     if variants is None:
         return [(None, [], [])]
-    if not variants:
-        raise ConfigError(f"{_where(files, 'sweep.variants')}: sweep.variants is empty: give at least one "
+    if not isinstance(variants, dict) or not variants:
+        raise ConfigError(f"{_where(files, 'sweep.' + what)}: sweep.{what} must be a non-empty dict "
                           "{'name': [gin lines]}")
     out = []
     for name, lines in variants.items():
-        where = _where(files, str(name), after="sweep.variants")
+        where = _where(files, str(name), after=f"sweep.{what}")
         if isinstance(lines, str):
             lines = [lines]
         if not isinstance(name, str) or not isinstance(lines, (list, tuple)) or not all(
                 isinstance(x, str) for x in lines):
-            raise ConfigError(f"{where}: sweep.variants[{name!r}] must map a name to gin lines, e.g. "
+            raise ConfigError(f"{where}: sweep.{what}[{name!r}] must map a name to gin lines, e.g. "
                               "{'PIRL': [\"include 'pirl_jigsaw.gin'\", 'PIRLLoss.lambda_ = 0.5']}")
         includes, bindings = [], []
         for line in lines:
