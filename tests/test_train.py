@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import gin
 import pytest
 import torch
 import torch.nn.functional as F
@@ -71,16 +70,6 @@ def _cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pirl_ablate.cli", "-q", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-@pytest.fixture(autouse=True)
-def _clean_gin_one_thread():
-    gin.clear_config()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    gin.clear_config()
 
 
 # ------------------------------------------------------------------------------------- schedule, groups, kNN
