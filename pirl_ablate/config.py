@@ -2,7 +2,9 @@
 
 gin resolves `include 'x.gin'` against its global search paths only (by default the current directory). Here an
 include is looked up, in order, in the including file's folder, the repository's `gin/` folder (plus any folders
-in `PIRL_ABLATE_GIN_PATH`) and the current directory. Every module that registers configurables is imported
+in `PIRL_ABLATE_GIN_PATH`) and the current directory. Each file is read once per config: a file included again
+(e.g. `scale/smoke.gin` through a sweep file and again through a variant's `random_init.gin`) is skipped, so it
+cannot undo the bindings made after its first inclusion. Every module that registers configurables is imported
 before the config is parsed and locked, so nothing registers after the lock.
 """
 
@@ -10,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import gin
 
@@ -99,30 +101,38 @@ def _include_dirs(files: Sequence[Path]) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _search_paths(dirs: Sequence[Path]) -> Iterator[None]:
-    """gin's include search folders set to `dirs`, gin/ and the current directory for the duration.
+def _includes_resolved_once() -> Iterator[None]:
+    """gin's file parser wrapped for the duration: an include is resolved as `resolve_config_file` does (the
+    including file's folder, then the folders of the files that included it, gin/, the current directory; gin
+    itself would search one global list of folders) and a file already parsed is skipped."""
+    original = gin.config.parse_config_file
+    seen: set[Path] = set()
+    chain: list[Path] = []  # folders of the files being parsed, innermost last
 
-    gin logs an ERROR for every search folder that lacks an included file, even when a later one has it: those
-    records are dropped while we search.
-    """
-    def keep(record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Path not found")
+    def parse_once(config_file: str, skip_unknown: bool | Sequence[str] = False,
+                   print_includes_and_imports: bool = False) -> Any:
+        path = resolve_config_file(config_file, base=list(reversed(chain)) if chain else None)
+        if path in seen:
+            return gin.config.ParsedConfigFileIncludesAndImports(filename=config_file, imports=[], includes=[])
+        seen.add(path)
+        chain.append(path.parent)
+        try:
+            return original(str(path), skip_unknown, print_includes_and_imports)
+        finally:
+            chain.pop()
 
-    prefixes = gin.config._LOCATION_PREFIXES
-    saved = list(prefixes)
-    prefixes[:] = [*(str(d) for d in dirs), *(str(d) for d in gin_search_dirs()), ""]
-    root = logging.getLogger()
-    root.addFilter(keep)
+    gin.config.parse_config_file = parse_once
     try:
         yield
     finally:
-        prefixes[:] = saved
-        root.removeFilter(keep)
+        gin.config.parse_config_file = original
 
 
 def parse(files: Sequence[str | os.PathLike] = (), bindings: Sequence[str] = (), *,
           finalize: bool = True) -> str:
     """Clear gin, import the configurables, parse `files` then `bindings`; return `gin.config_str()`.
+
+    Every file is parsed once: a later include of a file already parsed is skipped.
 
     Raises ConfigError with a one-line message (file:line, the bad name, close matches) on any gin error.
     """
@@ -131,7 +141,7 @@ def parse(files: Sequence[str | os.PathLike] = (), bindings: Sequence[str] = (),
     import_configurables()
     dirs = _include_dirs(paths)
     _add_import_paths([Path.cwd(), *dirs])
-    with _search_paths(dirs):
+    with _includes_resolved_once():
         try:
             gin.parse_config_files_and_bindings([str(p) for p in paths], list(bindings),
                                                 finalize_config=False)

@@ -50,6 +50,24 @@ def test_include_resolves_against_including_folder_from_another_cwd(tmp_path, mo
     assert (w.lambda_, w.size) == (0.25, 9)  # later binding wins
 
 
+def test_nested_include_prefers_the_including_files_folder_to_the_top_files(tmp_path):
+    # the paper twins' layout: top/npid.gin and top/lib/npid.gin both exist; lib/child.gin means its neighbour
+    _write(tmp_path / "top" / "npid.gin", "FoundationWidget.size = 1\n")
+    _write(tmp_path / "top" / "lib" / "npid.gin", "FoundationWidget.size = 2\n")
+    _write(tmp_path / "top" / "lib" / "child.gin", "include 'npid.gin'\n")
+    config.parse([_write(tmp_path / "top" / "run.gin", "include 'lib/child.gin'\n")])
+    assert FoundationWidget().size == 2
+
+
+def test_a_file_included_again_is_skipped_so_later_bindings_stand(tmp_path):
+    _write(tmp_path / "scale.gin", "FoundationWidget.size = 1\nFoundationWidget.lambda_ = 0.1\n")
+    _write(tmp_path / "method.gin", "include 'scale.gin'\nFoundationWidget.lambda_ = 0.9\n")
+    top = _write(tmp_path / "sweep.gin", "include 'scale.gin'\nFoundationWidget.size = 5\ninclude 'method.gin'\n")
+    config.parse([top, tmp_path / "scale.gin"])  # named again on the command line: skipped too
+    w = FoundationWidget()
+    assert (w.size, w.lambda_) == (5, 0.9)
+
+
 def test_include_resolves_against_repository_gin_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("PIRL_ABLATE_GIN_PATH", str(tmp_path / "shared"))
     _write(tmp_path / "shared" / "preset.gin", "FoundationWidget.size = 11\n")

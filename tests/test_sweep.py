@@ -78,6 +78,27 @@ sweep.seeds = [0, 1]
     assert grid_lrs == [0.1, 0.1, 0.2, 0.2, 0.3, 0.3]
 
 
+def test_a_variant_including_a_file_the_sweep_file_included_keeps_the_sweep_files_bindings(tmp_path):
+    # common.gin plays the scale file: the sweep file includes it and overrides its lr; each variant's base config
+    # includes it again (skipped: every file is read once), adds its own binding, and a variant line still wins
+    (tmp_path / "common.gin").write_text("tiny_train.lr = 0.1\ntiny_train.steps = 5\n")
+    (tmp_path / "base.gin").write_text("include 'common.gin'\ntiny_train.name = 'base'\n")
+    path = write_sweep(tmp_path, """
+include 'common.gin'
+tiny_train.lr = 0.7
+sweep.variants = {'base': ["include 'base.gin'"], 'base, own lr': ["include 'base.gin'", 'tiny_train.lr = 0.3'],
+                  'plain': []}
+""")
+    from sweep_jobs import tiny_train
+
+    seen = {}
+    for run in load_sweep(path).runs:
+        config.parse_text(run.config)
+        p = tiny_train()
+        seen[run.variant] = (p["lr"], p["steps"], p["name"])
+    assert seen == {"base": (0.7, 5, "base"), "base, own lr": (0.3, 5, "base"), "plain": (0.7, 5, "tiny")}
+
+
 def test_run_ids_are_stable_and_distinguish_seed_variant_and_values(tmp_path):
     assert run_id({"A.x": 1, "B.y": 2}, 0, None) == run_id({"B.y": 2, "A.x": 1}, 0, None)
     ids = {run_id({"A.x": 1}, 0, None), run_id({"A.x": 1}, 1, None), run_id({"A.x": 1}, 0, "v"),

@@ -12,7 +12,8 @@ A sweep file, e.g. sweeps/lambda.gin (Figure 6)::
     sweep.evaluate = ['linear', 'knn']
 
 Runs = variants x zip points x grid points x seeds. Each run's config is the sweep file, then the `--gin` files,
-then the files its variant includes, then its lines (the variant's bindings, `key = value` for every swept key, the
+then the files its variant includes (any file already read, e.g. the scale they include, is skipped: see
+pirl_ablate.config), then its lines (the variant's bindings, `key = value` for every swept key, the
 seed binding, `--bind` overrides; a later binding wins), flattened with `gin.config_str()`. That text travels
 with the job and is re-parsed in the worker: gin bindings live in a process-global registry that pickling does not
 carry.
