@@ -32,11 +32,11 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pirl_ablate import checkpoint, config, distributed
-from pirl_ablate.console import info, progress
+from pirl_ablate.console import info, progress, track
 from pirl_ablate.data import ImageDataset, build_dataset, make_loader, to_device_batch
 from pirl_ablate.errors import ConfigError, UserError
-from pirl_ablate.losses import build_loss
-from pirl_ablate.models import Backbone, PIRLNet, build_network
+from pirl_ablate.losses import MemoryBank, build_loss
+from pirl_ablate.models import Backbone, PIRLNet, build_network, frozen_bn_stats
 from pirl_ablate.runs import RunDir, atomic_torch_save, atomic_write_text
 from pirl_ablate.transforms.registry import build_transform
 
@@ -111,6 +111,23 @@ def knn_top1(bank: Tensor, bank_labels: Tensor, queries: Tensor, query_labels: T
         votes.scatter_add_(1, bank_labels[idx], (sims.double() / sigma).exp())
         correct += int((votes.argmax(1) == query_labels[i:i + chunk].to(bank.device)).sum())
     return correct / len(queries)
+
+
+@torch.no_grad()
+def fill_bank(net: PIRLNet, bank: MemoryBank, dataset: ImageDataset, env: distributed.DistEnv, image_size: int,
+              batch_size: int, autocast: torch.autocast) -> None:
+    """`MemoryBank.init = "features"`: every entry <- f(v_I) of its clean image under the current network, before
+    the first step. The network runs as in the loss (training mode, batch statistics) but its BN running statistics
+    are left untouched; each process embeds its share of the images and the bank gathers all of them."""
+    loader = make_loader(dataset, batch_size, shuffle=False, drop_last=False, rank=env.rank,
+                         world_size=env.world_size)
+    loader.set_epoch(0)
+    was_training = net.training
+    with frozen_bn_stats(net.backbone), autocast:
+        for images, index, _ in track(loader, "memory bank <- f(images)", total=len(loader)):
+            net.train(len(images) > 1)  # batch statistics of one image are undefined where res5 is 1x1
+            bank.fill(index.to(env.device), net.embed_image(to_device_batch(images, env.device, image_size)))
+    net.train(was_training)
 
 
 @torch.no_grad()
@@ -277,6 +294,9 @@ def _pretrain(run: RunDir, env: distributed.DistEnv, *, dataset: str, transform:
     started = time.perf_counter()
     last_row: dict[str, Any] = {}
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    bank = loss.memory_bank
+    if last is None and epochs > 0 and bank is not None and bank.init == "features":
+        fill_bank(net, bank, train_set, env, image_size, batch_size // env.world_size, autocast)
     net.train()
     for epoch in range(start_epoch, epochs):
         loader.set_epoch(epoch)

@@ -221,6 +221,8 @@ def test_bad_settings_are_one_line_config_errors(net):
         PIRLLoss(estimator="infoNCE")
     with pytest.raises(UnknownNameError, match="did you mean `pirl`"):
         build_loss("pirll")
+    with pytest.raises(ConfigError, match="MemoryBank.init = 'feature': must be one of random, features"):
+        MemoryBank(4, 2, torch.Generator(), init="feature")
 
 
 def test_build_loss_follows_gin_bindings(net):

@@ -30,6 +30,11 @@ WORKER = textwrap.dedent("""
     loss.bind(30, net, None, torch.Generator().manual_seed(100 + rank))  # rank-specific draws
     record = {"init": loss.memory_bank.bank.clone(), "index": [], "f": [], "Z": []}
     data = torch.Generator().manual_seed(200 + rank)
+    # the "features" initialisation: each rank fills its share (index 4 in both), unnormalised rows
+    record["fill_index"] = torch.arange(0, 5) if rank == 0 else torch.arange(4, 9)
+    record["fill"] = 3 * torch.randn(5, 128, generator=data)
+    loss.memory_bank.fill(record["fill_index"], record["fill"])
+    record["filled"] = loss.memory_bank.bank.clone()
     for step in range(3):
         # different batch sizes; index step + 3 is in both ranks' batches
         index = torch.tensor([step, step + 1, step + 2, step + 3] if rank == 0 else [step + 3, 10 + step, 20 + step])
@@ -58,10 +63,15 @@ def test_two_gloo_ranks_keep_identical_banks(tmp_path):
         assert p.returncode == 0, err
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert torch.equal(r0["init"], r1["init"])  # rank 0's initialisation, broadcast
-    assert torch.equal(r0["bank"], r1["bank"])  # bitwise identical after 3 steps
+    assert torch.equal(r0["filled"], r1["filled"]) and torch.equal(r0["bank"], r1["bank"])  # bitwise identical
     assert all(torch.equal(a, b) for a, b in zip(r0["Z"], r1["Z"]))
-    # the expected bank: every step applies both ranks' rows, rank 0 then rank 1; a repeated index takes the last
+    # fill: both ranks' rows replace the entries outright, normalised; index 4 takes rank 1's (the last) row
     bank = r0["init"].double().numpy()
+    for record in (r0, r1):
+        for i, row in zip(record["fill_index"].tolist(), record["fill"].double().numpy()):
+            bank[i] = row / np.linalg.norm(row)
+    np.testing.assert_allclose(r0["filled"].numpy(), bank, atol=1e-6)
+    # then every step applies both ranks' rows, rank 0 then rank 1; a repeated index takes the last
     for step in range(3):
         latest = {}
         for record in (r0, r1):

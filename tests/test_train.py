@@ -21,7 +21,15 @@ from pirl_ablate.cli import main as cli_main
 from pirl_ablate.losses import PIRLLoss
 from pirl_ablate.losses.registry import register_loss
 from pirl_ablate.runs import RunDir, read_json
-from pirl_ablate.train import TrainingDiverged, knn_top1, load_network, lr_factor, parameter_groups, run_training
+from pirl_ablate.train import (
+    TrainingDiverged,
+    fill_bank,
+    knn_top1,
+    load_network,
+    lr_factor,
+    parameter_groups,
+    run_training,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE, BATCH, NEGATIVES = 48, 16, 32
@@ -106,6 +114,36 @@ def test_weighted_knn_known_answer():
     assert knn_top1(bank, labels, q, torch.tensor([1]), 2, k=4, sigma=0.07) == 0.0
 
 
+def test_features_bank_init_holds_each_images_embedding_and_leaves_bn_statistics():
+    from pirl_ablate.data.arrays import ArrayDataset
+    from pirl_ablate.distributed import DistEnv
+    from pirl_ablate.losses import MemoryBank
+    from pirl_ablate.models import Backbone, PIRLNet
+
+    torch.manual_seed(0)
+    net = PIRLNet(Backbone("resnet18", width_multiplier=0.5, small_stem=False), num_patches=4).train()
+    images = torch.randint(0, 256, (7, 1, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    dataset = ArrayDataset(images, torch.zeros(7), name="t", split="train", num_classes=None)
+    bank = MemoryBank(7, 128, torch.Generator().manual_seed(0), init="features")
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    fill_bank(net, bank, dataset, DistEnv(0, 1, 0, torch.device("cpu")), 16, 3, torch.autocast("cpu", enabled=False))
+    for key, value in net.state_dict().items():  # BN running statistics (and everything else) untouched
+        assert torch.equal(value, state[key]), key
+    assert net.training
+    # Independent expectation: a copy of the initial network embeds the clean images batch by batch in dataset
+    # order (3, 3, 1) with batch statistics, as the loss's f(v_I) would; the lone last image in eval mode (batch
+    # statistics of one image are undefined at res5's 1x1).
+    reference = PIRLNet(Backbone("resnet18", width_multiplier=0.5, small_stem=False), num_patches=4)
+    reference.load_state_dict(state)
+    x = images.float().div(255).expand(-1, 3, -1, -1)
+    x = F.interpolate(x, size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
+    with torch.no_grad():
+        lone = reference.eval().embed_image(x[6:7])  # before the training-mode passes move its running stats
+        expected = torch.cat([reference.train().embed_image(x[0:3]), reference.embed_image(x[3:6]), lone])
+    torch.testing.assert_close(bank.bank, expected, atol=1e-5, rtol=0)
+    assert torch.allclose(bank.bank.norm(dim=1), torch.ones(7))
+
+
 # ------------------------------------------------------------------------------------------ end-to-end runs
 @pytest.mark.slow
 def test_tiny_pirl_run_learns_and_writes_the_run_folder(tmp_path):
@@ -118,8 +156,8 @@ def test_tiny_pirl_run_learns_and_writes_the_run_folder(tmp_path):
         assert key in rows[-1]
     assert [r["epoch"] for r in rows if "knn_top1" in r] == [5, 10, 15]
     chance = math.log(NEGATIVES + 1)  # InfoNCE with every score equal: -log(1 / (N + 1))
-    # The first epoch sits above chance (bank entries written with still-collapsed embeddings are near-duplicate
-    # negatives); then the loss falls below chance.
+    # The bank starts from the initial network's embeddings (smoke scale's MemoryBank.init), so the loss starts
+    # near chance and falls well below it.
     assert rows[-1]["loss"] < rows[0]["loss"] - 1.0 and rows[-1]["loss"] < chance - 0.15
     assert rows[-1]["knn_top1"] > 0.5  # 4 balanced classes: chance is 0.25
     assert "train.epochs = 15" in run.config_path.read_text()  # the operative config

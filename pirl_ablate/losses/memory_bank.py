@@ -20,6 +20,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pirl_ablate.errors import ConfigError
+
+BANK_INITS = ("random", "features")
+
 
 def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -53,14 +57,23 @@ class MemoryBank(nn.Module):
         momentum: mu of the update rule (0.5, Section 3.2 / NPID).
         exclude_positive: negatives of a sample never include its own entry (the paper and VISSL draw from the
             whole bank, so the default is False).
+        init: "random" (uniform on the sphere: NPID, the paper, VISSL) or "features": the training loop then
+            overwrites the random entries, before the first step, with f(v_I) of every image under the initial
+            network (`fill`), so that from the first step the positive m_I is an embedding of image I instead
+            of noise. With a random bank the first epoch scores every query against a random positive while the
+            entries already written hold near-identical embeddings of a barely trained network, so the loss
+            climbs far above chance before it falls; short (smoke-scale) runs never recover from it.
         device: where the bank lives (the network's device).
     """
 
     def __init__(self, size: int, dim: int, generator: torch.Generator, momentum: float = 0.5,
-                 exclude_positive: bool = False, device: torch.device | str | None = None):
+                 exclude_positive: bool = False, init: str = "random", device: torch.device | str | None = None):
         super().__init__()
+        if init not in BANK_INITS:
+            raise ConfigError(f"MemoryBank.init = {init!r}: must be one of {', '.join(BANK_INITS)}")
         self.momentum = momentum
         self.exclude_positive = exclude_positive
+        self.init = init
         bank = torch.randn(size, dim, generator=generator, device=device)
         self.register_buffer("bank", F.normalize(bank, dim=1))
         if distributed():
@@ -83,8 +96,15 @@ class MemoryBank(nn.Module):
         return draw + (draw >= index[:, None]).long()
 
     @torch.no_grad()
-    def update(self, index: Tensor, embeddings: Tensor) -> None:
-        """m[index] <- normalise(mu * m[index] + (1 - mu) * embeddings); `index` (B,), `embeddings` (B, dim).
+    def fill(self, index: Tensor, embeddings: Tensor) -> None:
+        """m[index] <- normalise(embeddings): entries replaced outright (the "features" initialisation); gathered
+        over ranks like `update`."""
+        self.update(index, embeddings, momentum=0.0)
+
+    @torch.no_grad()
+    def update(self, index: Tensor, embeddings: Tensor, momentum: float | None = None) -> None:
+        """m[index] <- normalise(mu * m[index] + (1 - mu) * embeddings); `index` (B,), `embeddings` (B, dim);
+        mu is `momentum`, by default the bank's.
 
         Under torch.distributed all ranks' rows are gathered first. An index that occurs more than once (e.g. the
         padding of DistributedSampler) takes its last occurrence in (rank, batch position) order, so the result
@@ -96,5 +116,6 @@ class MemoryBank(nn.Module):
         unique, inverse = torch.unique(index, return_inverse=True)
         position = torch.arange(index.shape[0], device=index.device)
         last = torch.full_like(unique, -1).scatter_reduce_(0, inverse, position, reduce="amax")
-        mixed = self.momentum * self.bank[unique] + (1 - self.momentum) * embeddings[last]
+        mu = self.momentum if momentum is None else momentum
+        mixed = mu * self.bank[unique] + (1 - mu) * embeddings[last]
         self.bank[unique] = F.normalize(mixed, dim=1)

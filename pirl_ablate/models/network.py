@@ -91,21 +91,27 @@ class PIRLNet(nn.Module):
         per_patch = self.patch_head(feats)  # (B, P, embed_dim)
         return F.normalize(self.patch_mix(per_patch.flatten(1)), dim=1)
 
-    @contextlib.contextmanager
-    def _patch_bn_context(self) -> Iterator[None]:
+    def _patch_bn_context(self) -> contextlib.AbstractContextManager:
         if self.patch_bn_stats or not self.training:
-            yield
-            return
-        norms = [m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
-        for m in norms:
-            m.momentum = 0.0
-        try:
-            yield
-        finally:
-            for m, (momentum, tracked) in zip(norms, saved):
-                m.momentum = momentum
-                m.num_batches_tracked.copy_(tracked)
+            return contextlib.nullcontext()
+        return frozen_bn_stats(self.backbone)
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Inside: every BatchNorm of `module` in training mode still normalises with batch statistics, but its running
+    statistics (and num_batches_tracked) are left as they are; BN momentum is 0 for the duration (in PyTorch
+    running = (1 - momentum) * running + momentum * batch)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
 
 
 @gin.configurable
