@@ -146,3 +146,49 @@ tiny_train.step_s = 0.5
     after = [row["step"] for row in rows[rows.index(second) + 1:]]
     assert after == list(range(second["from_step"] + 1, 13))  # the second start continued where the first stopped
     assert read_json(run_dir / "meta.json")["restarts"] == 1
+
+
+@pytest.mark.timeout(300)
+def test_slurm_job_with_two_tasks_trains_one_ddp_run_and_evaluates_once(slurm_cluster, tmp_path):
+    """tasks_per_node = 2: SLURM starts two processes; rank and world size come from submitit's JobEnvironment
+    (no torchrun), they train one PIRL run with gloo DDP, and rank 0 alone writes the run folder and evaluates."""
+    path = tmp_path / "ddp.gin"
+    path.write_text("""
+include 'pirl_jigsaw.gin'
+train.dataset = "synthetic"
+synthetic.size = 48
+synthetic.image_size = 16
+test/synthetic.size = 64
+train.image_size = 16
+image.size = 16
+train.epochs = 1
+train.batch_size = 16
+train.base_batch = 16
+train.base_lr = 0.03
+PIRLLoss.num_negatives = 32
+sweep.name = 'ddp'
+sweep.evaluate = ['knn']
+slurm.partition = 'debug'
+slurm.time_min = 10
+slurm.tasks_per_node = 2
+slurm.cpus_per_task = 1
+""")
+    out = tmp_path / "runs"
+    run_dir = out / load_sweep(path).runs[0].run_id
+    proc = _sweep(path, out)
+    stdout, _ = proc.communicate(timeout=280)
+    assert proc.returncode == 0, stdout
+    result = read_json(run_dir / "result.json")
+    # 48 images, global batch 16 split over the two tasks: 3 steps, each process 8 images a step
+    assert (result["status"], result["world_size"], result["steps"], result["batch_size"]) == ("done", 2, 3, 16)
+    assert read_json(run_dir / "meta.json")["restarts"] == 0  # one start recorded, by rank 0
+    assert [r["epoch"] for r in RunDir(run_dir).metrics()] == [1]
+    knn = read_json(run_dir / "evals" / "knn-synthetic.json")
+    assert 0.0 <= knn["metrics"]["res5"]["top1"] <= 100.0
+    job_id = read_json(run_dir / "job.json")["job_id"]
+    deadline = time.time() + 120  # rank 0's result ends the sweep; the job ends when both tasks have exited 0
+    while (state := slurm_states([job_id])[job_id]) in ("RUNNING", "COMPLETING") and time.time() < deadline:
+        time.sleep(1)
+    assert state == "COMPLETED"
+    logs = [(out / ".submitit" / job_id / f"{job_id}_{task}_log.err").read_text() for task in (0, 1)]
+    assert "knn on synthetic" in logs[0] and "knn on synthetic" not in logs[1]  # evaluated by rank 0 only

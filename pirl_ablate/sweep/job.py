@@ -71,7 +71,7 @@ class SweepJob(submitit.helpers.Checkpointable):
             target = import_target(self.target)
             self._limit_threads()  # again: the target's import may have loaded torch
             result = target(self.run.config, run_dir.path)
-            if self.evaluate and (run_dir.result() or {}).get("status") == "done":
+            if self.evaluate and rank0 and (run_dir.result() or {}).get("status") == "done":  # once per run
                 from pirl_ablate.evaluate import run_evaluations
 
                 run_evaluations(run_dir.path, list(self.evaluate), layers=self.eval_layers)
