@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from sweep_jobs import cli_command, starts, worker_env, write_sweep
+from tiny_pirl import TINY
 
 from pirl_ablate.runs import RunDir, read_json
 from pirl_ablate.sweep import load_sweep
@@ -153,19 +154,8 @@ def test_slurm_job_with_two_tasks_trains_one_ddp_run_and_evaluates_once(slurm_cl
     """tasks_per_node = 2: SLURM starts two processes; rank and world size come from submitit's JobEnvironment
     (no torchrun), they train one PIRL run with gloo DDP, and rank 0 alone writes the run folder and evaluates."""
     path = tmp_path / "ddp.gin"
-    path.write_text("""
-include 'pirl_jigsaw.gin'
-train.dataset = "synthetic"
-synthetic.size = 48
-synthetic.image_size = 16
-test/synthetic.size = 64
-train.image_size = 16
-image.size = 16
+    path.write_text(TINY + """
 train.epochs = 1
-train.batch_size = 16
-train.base_batch = 16
-train.base_lr = 0.03
-PIRLLoss.num_negatives = 32
 sweep.name = 'ddp'
 sweep.evaluate = ['knn']
 slurm.partition = 'debug'

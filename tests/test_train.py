@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from tiny_pirl import BATCH, NEGATIVES, SIZE, TINY
 
 from pirl_ablate import checkpoint, config
 from pirl_ablate.cli import main as cli_main
@@ -32,24 +33,6 @@ from pirl_ablate.train import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-SIZE, BATCH, NEGATIVES = 48, 16, 32
-
-# A tiny PIRL run on procedural images: 16 px, half-width ResNet-18, 3 steps per epoch. One thread: on a shared
-# 2-core machine OpenMP threads of tiny ops wait on each other (5x slower than one thread).
-TINY = f"""
-include 'pirl_jigsaw.gin'
-train.dataset = "synthetic"
-synthetic.size = {SIZE}
-synthetic.image_size = 16
-test/synthetic.size = 64
-train.image_size = 16
-image.size = 16
-train.batch_size = {BATCH}
-train.base_lr = 0.03
-train.base_batch = {BATCH}
-PIRLLoss.num_negatives = {NEGATIVES}
-NPIDLoss.num_negatives = {NEGATIVES}
-"""
 
 
 @register_loss("nan_after_test", gin_name="NaNAfterTest")

@@ -1,0 +1,20 @@
+"""The tiny PIRL config the training tests and the SLURM DDP test share (gin text to write into a file)."""
+
+SIZE, BATCH, NEGATIVES = 48, 16, 32
+
+# A tiny PIRL run on procedural images: 16 px, half-width ResNet-18, 3 steps per epoch. One thread: on a shared
+# 2-core machine OpenMP threads of tiny ops wait on each other (5x slower than one thread).
+TINY = f"""
+include 'pirl_jigsaw.gin'
+train.dataset = "synthetic"
+synthetic.size = {SIZE}
+synthetic.image_size = 16
+test/synthetic.size = 64
+train.image_size = 16
+image.size = 16
+train.batch_size = {BATCH}
+train.base_lr = 0.03
+train.base_batch = {BATCH}
+PIRLLoss.num_negatives = {NEGATIVES}
+NPIDLoss.num_negatives = {NEGATIVES}
+"""
