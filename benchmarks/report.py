@@ -30,12 +30,12 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from pirl_ablate.layers import LAYERS
 from pirl_ablate.report.registry import TABLES
 from pirl_ablate.report.render import to_markdown, to_rich
 from pirl_ablate.report.results import load_results
 from pirl_ablate.runs import RunDir, iter_run_dirs
 
-LAYERS = ("conv1", "res2", "res3", "res4", "res5")
 VARIANTS = ("pirl", "npid", "npid++", "jigsaw", "rotation", "random_init", "supervised")
 
 

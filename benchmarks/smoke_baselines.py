@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from pirl_ablate import config
+from pirl_ablate.build import run_training
 from pirl_ablate.evaluate import run_evaluations
 from pirl_ablate.runs import RunDir
-from pirl_ablate.train import run_training
 
 METHODS = {"PIRL (jigsaw)": "gin/pirl_jigsaw.gin", "NPID": "gin/npid.gin", "random init": "gin/random_init.gin"}
 PROTOCOLS = ("linear", "knn")

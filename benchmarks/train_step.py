@@ -17,11 +17,9 @@ import time
 import torch
 
 from pirl_ablate import config
+from pirl_ablate.build import configured_method
 from pirl_ablate.data import to_device_batch
-from pirl_ablate.losses import build_loss
-from pirl_ablate.models import build_network
 from pirl_ablate.train import parameter_groups
-from pirl_ablate.transforms.registry import build_transform
 
 
 def main() -> None:
@@ -34,19 +32,14 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     config.parse([args.config], args.bind)
-    import gin
-
+    train = config.bound_kwargs("train")
     dev = torch.device(args.device)
-    size = gin.query_parameter("train.image_size")
-    dataset_size = args.dataset_size
+    size = train.get("image_size", 32)
     gen = torch.Generator(device=dev).manual_seed(0)
     torch.manual_seed(0)
-    net = build_network().to(dev).train()
-    loss = build_loss().to(dev)
-    loss.bind(dataset_size, net, None, gen)
-    pretext = build_transform(gin.query_parameter("train.transform"))
-    augment = build_transform("image")
-    opt = torch.optim.SGD(parameter_groups([net, loss], 1e-4), lr=1e-3, momentum=0.9)
+    method = configured_method(train.get("method", "pirl"), args.dataset_size, None, train.get("transform", "jigsaw"),
+                               "image", gen, dev).train()
+    opt = torch.optim.SGD(parameter_groups([method], 1e-4), lr=1e-3, momentum=0.9)
     images = torch.randint(0, 256, (args.batch, 1, 28, 28), dtype=torch.uint8)
     index = torch.arange(args.batch, device=dev)
 
@@ -56,14 +49,14 @@ def main() -> None:
 
     def pirl_step() -> None:
         x = to_device_batch(images, dev, size)
-        out = loss(net, augment(x, gen).data, pretext(x, gen), index)
+        loss, _ = method(x, index, index, gen)
         opt.zero_grad(set_to_none=True)
-        out.total.backward()
+        loss.backward()
         opt.step()
 
     def backbone_step() -> None:
         x = to_device_batch(images, dev, size)
-        feats = net.pooled(x)
+        feats = method.pooled(x)
         opt.zero_grad(set_to_none=True)
         feats.square().mean().backward()
         opt.step()
@@ -80,7 +73,7 @@ def main() -> None:
     pirl = args.batch / min(timings["pirl"])
     bare = args.batch / min(timings["backbone"])
     print(f"device {dev} ({torch.get_num_threads()} threads) | config {args.config} {' '.join(args.bind)} | "
-          f"batch {args.batch} | {size} px | {type(loss).__name__}")
+          f"batch {args.batch} | {size} px | {type(method).__name__}")
     print(f"{'step':<34}{'images/s':>10}")
     print(f"{'bare backbone fwd/bwd + SGD':<34}{bare:>10.1f}")
     print(f"{'PIRL step (views, heads, loss)':<34}{pirl:>10.1f}")

@@ -3,11 +3,14 @@
 A checkpoint is a dict of tensors and plain values only (RNG states are the uint8 tensors torch returns), so
 `torch.load(weights_only=True)` reads it without unpickling arbitrary objects from a shared file system::
 
-    {"version": 1, "epoch": completed epochs, "step": optimiser steps,
-     "network": PIRLNet state_dict, "network_config": {constructor arguments}, "loss": loss state_dict (bank, Z,
-     classifier heads), "optimizer": ..., "scheduler": ..., "rng": {"transform": ..., "loss": ..., "torch": ...,
-     "cuda": [...]}, "world_size": int, "dataset_size": int}
+    {"version": 2, "epoch": completed epochs, "step": optimiser steps,
+     "method": the method's state_dict (trunk, heads, memory bank, Z), "optimizer": ..., "scheduler": ...,
+     "rng": {"view": ..., "method": ..., "torch": ..., "cuda": [...]}, "world_size": int, "dataset_size": int,
+     "record": {"method": {"name", "config"}, "backbone": {...}, "transform": {"name", "kwargs"} | None,
+                "image_transform": ... | None, "dataset": {"name", "kwargs": {split: {...}}}, "image_size": int,
+                "dataset_size": int}}
 
+The record is what evaluation needs (`load_method`, `run_record`), so nothing re-parses the run's gin config.
 The data order needs no state: it is a function of (seed, epoch) (pirl_ablate.data.loader).
 """
 
@@ -15,14 +18,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pirl_ablate.errors import UserError
-from pirl_ablate.runs import atomic_torch_save
+from pirl_ablate.runs import RunDir, atomic_torch_save
 
-VERSION = 1
+if TYPE_CHECKING:
+    from pirl_ablate.methods import Method
+
+VERSION = 2
 LAST = "last.pt"
 
 
@@ -55,6 +61,9 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     except (OSError, RuntimeError, EOFError, ValueError) as e:
         raise UserError(f"{path}: not a readable pirl-ablate checkpoint ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if isinstance(state, dict) and state.get("version") == 1:
+        raise UserError(f"{path}: a checkpoint of format 1 (network + loss state, before methods/), which this "
+                        f"version cannot load: retrain the run into a new folder")
     if not isinstance(state, dict) or state.get("version") != VERSION:
         raise UserError(f"{path}: not a pirl-ablate checkpoint of version {VERSION}")
     return state
@@ -64,3 +73,51 @@ def last(checkpoint_dir: str | os.PathLike) -> Path | None:
     """checkpoint_dir/last.pt if it exists."""
     path = Path(checkpoint_dir) / LAST
     return path if path.is_file() else None
+
+
+def method_record(method: Method) -> dict[str, Any]:
+    """What rebuilds `method` without gin: its registered name and hyperparameters, the backbone's arguments and
+    the transforms' specs (`build_transform(**spec)`; None for a callable not made by `build_transform`)."""
+    from pirl_ablate.methods import METHODS
+
+    name = next((e.name for e in METHODS.describe() if e.obj is type(method)), None)
+    if name is None:
+        raise UserError(f"{type(method).__name__} is not a registered method: decorate it with @register_method")
+    return {"method": {"name": name, "config": method.config()}, "backbone": method.backbone.config(),
+            "transform": getattr(method.transform, "spec", None),
+            "image_transform": getattr(method.image_transform, "spec", None)}
+
+
+def _last_state(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    run = RunDir(run_dir)
+    path = last(run.checkpoint_dir)
+    if path is None:
+        raise UserError(f"{run.checkpoint_dir}: no checkpoint (last.pt); train the run first")
+    return load(path, map_location=map_location)
+
+
+def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The record of a run's last checkpoint (see the module docstring)."""
+    return _last_state(run_dir)["record"]
+
+
+def load_method(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> Method:
+    """The trained method (trunk + heads) of a run folder's last checkpoint, in eval mode; no gin needed."""
+    from pirl_ablate.losses import MemoryBank
+    from pirl_ablate.methods import METHODS, build_method
+    from pirl_ablate.models import Backbone
+    from pirl_ablate.transforms import build_transform
+
+    state = _last_state(run_dir)
+    record = state["record"]
+    name, config = record["method"]["name"], record["method"]["config"]
+    params = METHODS.entry(name).params
+    parts: dict[str, Any] = {"backbone": Backbone(**record["backbone"]), "generator": torch.Generator()}
+    if "memory_bank" in params:
+        parts["memory_bank"] = MemoryBank(record["dataset_size"], config["embed_dim"], torch.Generator())
+    for key in ("transform", "image_transform"):
+        if key in params and record[key] is not None:
+            parts[key] = build_transform(record[key]["name"], **record[key]["kwargs"])
+    method = build_method(name, **parts, **config)
+    method.load_state_dict(state["method"])
+    return method.to(map_location).eval()

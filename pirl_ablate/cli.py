@@ -9,16 +9,16 @@ from collections.abc import Sequence
 
 from pirl_ablate import __version__
 
-# subcommand -> (module, function, issue that builds it)
+# subcommand -> (module, function)
 HANDLERS = {
-    "train": ("pirl_ablate.train", "train_command", 5),
-    "export": ("pirl_ablate.train", "export_command", 5),
-    "sweep": ("pirl_ablate.sweep.command", "sweep_command", 7),
-    "status": ("pirl_ablate.sweep.command", "status_command", 7),
-    "report": ("pirl_ablate.report.command", "report_command", 8),
-    "eval": ("pirl_ablate.evaluate.command", "eval_command", 6),
-    "show-transform": ("pirl_ablate.transforms.show", "show_transform_command", 3),
-    "list": ("pirl_ablate.listing", "list_command", 2),
+    "train": ("pirl_ablate.build", "train_command"),
+    "export": ("pirl_ablate.build", "export_command"),
+    "sweep": ("pirl_ablate.sweep.command", "sweep_command"),
+    "status": ("pirl_ablate.sweep.command", "status_command"),
+    "report": ("pirl_ablate.report.command", "report_command"),
+    "eval": ("pirl_ablate.evaluate.command", "eval_command"),
+    "show-transform": ("pirl_ablate.transforms.show", "show_transform_command"),
+    "list": ("pirl_ablate.listing", "list_command"),
 }
 
 
@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="FILE.png", required=True)
     _bind(s)
 
-    s = sub.add_parser("list", help="list registered transforms, losses, datasets or tables")
-    s.add_argument("what", choices=("transforms", "losses", "datasets", "tables"))
+    s = sub.add_parser("list", help="list registered transforms, methods, datasets or tables")
+    s.add_argument("what", choices=("transforms", "methods", "datasets", "tables"))
     return p
 
 
@@ -120,18 +120,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pirl_ablate.console import console
     from pirl_ablate.errors import UserError
 
-    module, func, issue = HANDLERS[args.command]
-    try:
-        handler = getattr(importlib.import_module(module), func)
-    except ModuleNotFoundError as e:
-        if e.name is None or not module.startswith(e.name):
-            raise
-        handler = None
-    except AttributeError:
-        handler = None
-    if handler is None:
-        console.print(f"pirl-ablate {args.command}: not built yet (issue #{issue})")
-        return 2
+    module, func = HANDLERS[args.command]
+    handler = getattr(importlib.import_module(module), func)
     try:
         return int(handler(args) or 0)
     except UserError as e:

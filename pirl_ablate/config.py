@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,12 @@ from pirl_ablate.errors import ConfigError, did_you_mean
 
 GIN_DIR = Path(__file__).resolve().parent.parent / "gin"
 
-# Modules whose import registers gin configurables (transforms, losses, models, datasets, training, ...).
+# Modules whose import registers gin configurables (transforms, methods, datasets, the training builder, ...).
 CONFIGURABLE_MODULES = (
     "pirl_ablate.transforms",
-    "pirl_ablate.losses",
-    "pirl_ablate.models",
+    "pirl_ablate.methods",
     "pirl_ablate.data",
-    "pirl_ablate.train",
+    "pirl_ablate.build",
     "pirl_ablate.evaluate",
     "pirl_ablate.sweep",
 )
@@ -51,11 +51,7 @@ def gin_search_dirs() -> list[Path]:
 def import_configurables() -> None:
     """Import every module of the package that registers gin configurables."""
     for name in CONFIGURABLE_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:  # a capability not built yet; a broken import inside one is not hidden
-            if e.name != name:
-                raise
+        importlib.import_module(name)
 
 
 def resolve_config_file(path: str | os.PathLike, base: Path | Sequence[Path] | None = None) -> Path:
@@ -210,29 +206,38 @@ def format_gin_error(e: BaseException, bindings: Sequence[str] = ()) -> str:
         hint = did_you_mean(m.group("param"), _configurable_params(m.group("cfg")))
         first = f"`{m.group('cfg')}` has no parameter `{m.group('param')}`"
     elif m := _NO_CONFIGURABLE.search(msg):
-        hint = did_you_mean(m.group("name"), _configurable_names())
+        hint = did_you_mean(m.group("name"), configurable_names())
         first = f"unknown configurable `{m.group('name')}`"
     first = first.rstrip(".")
     return f"{where}: {first}{hint}" if where else f"{first}{hint}"
 
 
-def _configurable_names() -> set[str]:
-    names = set()
-    for selector, _ in gin.config._REGISTRY.items():
-        names.add(selector.rsplit(".", 1)[-1])
-    return names
+def configurable_names() -> set[str]:
+    """The short names of every registered gin configurable."""
+    return {selector.rsplit(".", 1)[-1] for selector, _ in gin.config._REGISTRY.items()}
 
 
-def _configurable_params(name: str) -> list[str]:
+def configurable_target(name: str) -> Callable | None:
+    """The function or class registered with gin as `name` (None if none is), as written (not gin's wrapper).
+
+    This and `configurable_names` are the only code that reads gin's registry (a private API)."""
     try:
         cfg = gin.config._REGISTRY.get_match(name)
     except (KeyError, ValueError):
-        return []
-    if cfg is None:
-        return []
-    import inspect
+        return None
+    return None if cfg is None else cfg.wrapped
 
-    fn = cfg.wrapped
+
+def bound_kwargs(name: str, scope: str | None = None) -> dict[str, Any]:
+    """The keyword arguments the current config binds for configurable `name` (inside gin scope `scope`)."""
+    with gin.config_scope(scope) if scope else contextlib.nullcontext():
+        return dict(gin.get_bindings(name))
+
+
+def _configurable_params(name: str) -> list[str]:
+    fn = configurable_target(name)
+    if fn is None:
+        return []
     target = fn.__init__ if inspect.isclass(fn) else fn
     try:
         return [p for p in inspect.signature(target).parameters if p not in ("self", "cls")]

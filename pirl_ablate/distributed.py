@@ -67,6 +67,16 @@ def setup(device: str | None = None) -> DistEnv:
     return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
+def initialized_world() -> int:
+    """The size of the initialised default process group; 1 without one (single process, or not set up)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def single_process(device: torch.device | str) -> DistEnv:
+    """The DistEnv of one process on `device` (training called from Python without a launcher)."""
+    return DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device(device))
+
+
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         dist.barrier()

@@ -1,4 +1,4 @@
-"""`pirl-ablate list transforms|losses|datasets|tables`: what the registries hold."""
+"""`pirl-ablate list transforms|methods|datasets|tables`: what the registries hold."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pirl_ablate.registry import Registry
 
 REGISTRIES = {
     "transforms": ("pirl_ablate.transforms.registry", "TRANSFORMS"),
-    "losses": ("pirl_ablate.losses.registry", "LOSSES"),
+    "methods": ("pirl_ablate.methods.base", "METHODS"),
     "datasets": ("pirl_ablate.data.registry", "DATASETS"),
     "tables": ("pirl_ablate.report.registry", "TABLES"),
 }

@@ -5,7 +5,7 @@ Layout of a run folder::
     config.gin        operative gin config (what was actually used)
     meta.json         run id, seed, bindings, git revision, package versions, host, start/end time
     metrics.jsonl     one JSON object per line (per epoch), appended
-    checkpoints/      last.pt (and epoch_XXXX.pt), written atomically
+    checkpoints/      last.pt, written atomically
     evals/<name>.json evaluation results, one file per protocol (and dataset)
     result.json       written last: {"status": "done"|"failed", ...}
 

@@ -19,9 +19,11 @@ from pirl_ablate.evaluate.features import (
 from pirl_ablate.evaluate.invariance import invariance_distances, plot_invariance_histograms, summarise
 from pirl_ablate.evaluate.knn import knn_scores
 from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
-from pirl_ablate.evaluate.precise_bn import precise_bn
 from pirl_ablate.evaluate.semisup import balanced_subset, fraction_name
-from pirl_ablate.models import Backbone, PIRLNet
+from pirl_ablate.losses import MemoryBank
+from pirl_ablate.methods import PIRL
+from pirl_ablate.models import Backbone
+from pirl_ablate.models.precise_bn import precise_bn
 from pirl_ablate.transforms import Jigsaw, View
 
 
@@ -158,7 +160,8 @@ def test_precise_bn_equals_average_of_batch_statistics():
 
 # -------------------------------------------------------------------------------------------------- invariance
 def test_invariance_zero_for_identity_and_positive_for_jigsaw():
-    net = PIRLNet(tiny_backbone()).eval()
+    net = PIRL(tiny_backbone(), MemoryBank(4, 128, torch.Generator()), Jigsaw(crop_size=None, patch_size=None),
+               generator=torch.Generator(), num_negatives=2).eval()
     images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(0)
     identity = invariance_distances(net, images, lambda x, g: View(data=x.clone()), gen, "pooled")

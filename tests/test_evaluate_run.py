@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from pirl_ablate import config
+from pirl_ablate.build import run_training
 from pirl_ablate.cli import main
 from pirl_ablate.runs import RunDir, read_json
-from pirl_ablate.train import run_training
 
 TINY = """
 train.dataset = "synthetic"
@@ -40,7 +40,7 @@ def train_tiny(folder: Path, extra: str) -> Path:
 
 @pytest.fixture(scope="module")
 def pirl_run(tmp_path_factory) -> Path:
-    return train_tiny(tmp_path_factory.mktemp("pirl"), 'build_loss.name = "pirl"\ntrain.epochs = 1\n')
+    return train_tiny(tmp_path_factory.mktemp("pirl"), 'train.method = "pirl"\ntrain.epochs = 1\n')
 
 
 @pytest.mark.slow
@@ -84,7 +84,7 @@ def test_eval_command_writes_every_protocol(pirl_run, capsys):
 
 @pytest.mark.slow
 def test_random_init_baseline_takes_the_same_path(tmp_path):
-    run_dir = train_tiny(tmp_path, 'build_loss.name = "npid"\ntrain.epochs = 0\n')  # gin/random_init.gin's recipe
+    run_dir = train_tiny(tmp_path, 'train.method = "npid"\ntrain.epochs = 0\n')  # gin/random_init.gin's recipe
     assert main(["-q", "eval", str(run_dir), "--protocol", "invariance", *FAST,
                  "--bind", "invariance_eval.num_images = 8", "--bind", "evaluation.precise_bn_batches = 0"]) == 0
     inv = read_json(RunDir(run_dir).evals_dir / "invariance-synthetic.json")
@@ -93,7 +93,7 @@ def test_random_init_baseline_takes_the_same_path(tmp_path):
 
 def test_eval_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", str(tmp_path), "--protocol", "knn"]) == 2
-    assert "config.gin" in capsys.readouterr().err
+    assert "no checkpoint (last.pt)" in capsys.readouterr().err
     assert main(["eval", str(tmp_path), "--protocol", "linear", "--layers", "res6"]) == 2
     err = capsys.readouterr().err
     assert "res6" in err and "res5" in err

@@ -215,7 +215,7 @@ def test_cli_typo_binding_names_file_line_and_suggestion(tmp_path):
 
 
 def test_cli_list_shows_registered_entries():
-    r = _cli("list", "losses")
+    r = _cli("list", "methods")
     assert r.returncode == 0, r.stderr
     assert "pirl" in r.stdout and "npid" in r.stdout and "PIRLLoss" in r.stdout
 

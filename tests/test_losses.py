@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import io
 import math
-from functools import partial
 
 import numpy as np
 import pytest
@@ -14,38 +12,53 @@ from scipy.stats import chisquare
 from torch import Tensor
 
 from pirl_ablate import config
+from pirl_ablate.build import configured_method
 from pirl_ablate.errors import ConfigError, UnknownNameError
-from pirl_ablate.losses import (
-    JigsawLoss,
-    MemoryBank,
-    NPIDLoss,
-    PIRLLoss,
-    RotationLoss,
-    SupervisedLoss,
-    bank_contrast,
-    build_loss,
-    infonce_loss,
-    nce,
-    nce_loss,
-)
-from pirl_ablate.models import Backbone, PIRLNet
+from pirl_ablate.losses import MemoryBank, nce
+from pirl_ablate.methods import NPID, PIRL, Jigsaw, Method, Rotation, Supervised, build_method
+from pirl_ablate.models import Backbone
 from pirl_ablate.transforms import View, build_transform
-from pirl_ablate.transforms.jigsaw import Jigsaw
+from pirl_ablate.transforms.jigsaw import Jigsaw as JigsawTransform
 
 D, N, B, P = 40, 16, 6, 4  # dataset size, negatives, batch, patches
 
 
+class GivenView:
+    """A transform that returns the view the test hands it (`self.view`), to feed a method chosen patches."""
 
-@pytest.fixture(scope="module")
-def net() -> PIRLNet:
+    produces_patches = True
+
+    def __init__(self, num_classes: int | None = None):
+        self.num_classes, self.view = num_classes, None
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> View:
+        return self.view
+
+
+def tiny_backbone() -> Backbone:
     torch.manual_seed(0)
-    return PIRLNet(Backbone("resnet18", width_multiplier=0.5, small_stem=True), num_patches=P)
+    return Backbone("resnet18", width_multiplier=0.5, small_stem=True)
+
+
+def make(cls: type[Method], transform=None, bank_seed: int = 1, **kw) -> Method:
+    """`cls` (PIRL or NPID) on the tiny trunk, a D-entry bank and its own generator (seed 1)."""
+    bank = MemoryBank(D, 128, torch.Generator().manual_seed(bank_seed))
+    generator = torch.Generator().manual_seed(1)
+    if cls is NPID:
+        return NPID(tiny_backbone(), bank, generator=generator, **kw)
+    return PIRL(tiny_backbone(), bank, transform or GivenView(), generator=generator, num_patches=P, **kw)
 
 
 def batch(step: int) -> tuple[Tensor, View, Tensor]:
     g = torch.Generator().manual_seed(1000 + step)
     index = torch.randperm(D, generator=g)[:B]
     return torch.rand(B, 3, 8, 8, generator=g), View(torch.rand(B, P, 3, 8, 8, generator=g)), index
+
+
+def step(method: Method, x: Tensor, view: View, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    if method.transform is not None:
+        method.transform.view = view
+    return method(x, index, index, torch.Generator())
 
 
 # ---------------------------------------------------------------------------------- the paper's equations, float64
@@ -83,83 +96,77 @@ def paper_update(bank, index, f, mu=0.5):
         bank[i] = m / np.linalg.norm(m)
 
 
-@pytest.mark.parametrize("make, estimator, z", [
-    (partial(PIRLLoss, num_negatives=N), "nce", "fixed"),
-    (partial(PIRLLoss, num_negatives=N, z_momentum=0.9), "nce", "ema"),
-    (partial(PIRLLoss, num_negatives=N), "infonce", "fixed"),
-    (partial(PIRLLoss, lambda_=0.0, num_negatives=N), "nce", "fixed"),
-    (partial(NPIDLoss, num_negatives=N), "nce", "fixed"),
-    (partial(NPIDLoss, num_negatives=N, z_momentum=0.9), "nce", "ema"),
+@pytest.mark.parametrize("cls, kw, estimator, z", [
+    (PIRL, {}, "nce", "fixed"),
+    (PIRL, {"z_momentum": 0.9}, "nce", "ema"),
+    (PIRL, {}, "infonce", "fixed"),
+    (PIRL, {"lambda_": 0.0}, "nce", "fixed"),
+    (NPID, {}, "nce", "fixed"),
+    (NPID, {"z_momentum": 0.9}, "nce", "ema"),
 ], ids=["pirl-nce", "pirl-nce-ema", "pirl-infonce", "pirl-lambda0", "npid", "npid-ema"])
-def test_loss_matches_float64_transcription_of_the_paper(net, monkeypatch, make, estimator, z):
+def test_loss_matches_float64_transcription_of_the_paper(monkeypatch, cls, kw, estimator, z):
     monkeypatch.setattr(nce, "CHUNK_BYTES", 4 * N * 128 * 4)  # chunks of 4 samples: 4 + 2 for B = 6
-    net = net.eval()  # deterministic embeddings, recomputed below for the transcription
-    loss = make(estimator=estimator, z=z)
-    loss.bind(D, net, None, torch.Generator().manual_seed(1))
-    bank = loss.memory_bank.bank.double().numpy().copy()
+    method = make(cls, num_negatives=N, estimator=estimator, z=z, **kw).eval()  # deterministic embeddings
+    bank = method.memory_bank.bank.double().numpy().copy()
     z_state = None
-    for step in range(2):
-        x, view, index = batch(step)
-        replay = torch.Generator().set_state(loss.generator.get_state())
-        out = loss(net, x, view, index)
-        negatives = loss.memory_bank.sample_negatives(index, N, replay).numpy()  # the draws the loss used
+    for i in range(2):
+        x, view, index = batch(i)
+        replay = torch.Generator().set_state(method.generator.get_state())
+        loss, parts = step(method, x, view, index)
+        negatives = method.memory_bank.sample_negatives(index, N, replay).numpy()  # the draws the method used
         with torch.no_grad():
-            f = net.embed_image(x).double().numpy()
-            g = net.embed_transformed(view).double().numpy()
-        expected, z_batch = paper_loss(f, g, bank, index.numpy(), negatives, loss.lambda_, 0.07, estimator,
+            f = method.embed_image(x).double().numpy()
+            g = method.embed_transformed(view).double().numpy() if method.lambda_ > 0 else None
+        expected, z_batch = paper_loss(f, g, bank, index.numpy(), negatives, method.lambda_, 0.07, estimator,
                                        z_state)
-        assert out.total.item() == pytest.approx(expected, rel=1e-5)
+        assert loss.item() == pytest.approx(expected, rel=1e-5)
+        assert parts["mean_exp"].item() == pytest.approx(z_batch / D, rel=1e-5)
+        neg_f = np.mean([f[b] @ bank[j] for b in range(B) for j in negatives[b]])
+        assert parts["neg_sim_image"].item() == pytest.approx(neg_f, rel=1e-4, abs=1e-6)
+        assert parts["pos_sim_image"].item() == pytest.approx(np.mean([f[b] @ bank[index[b]] for b in range(B)]),
+                                                              rel=1e-4, abs=1e-6)
         if estimator == "nce":
             z_used = z_batch if z_state is None else z_state
-            assert out.parts["Z"].item() == pytest.approx(z_used, rel=1e-5)
+            assert parts["Z"].item() == pytest.approx(z_used, rel=1e-5)
             z_state = z_used if z == "fixed" else 0.9 * z_used + 0.1 * z_batch
-            assert loss.Z.item() == pytest.approx(z_state, rel=1e-5)
+            assert method.partition.Z.item() == pytest.approx(z_state, rel=1e-5)
         paper_update(bank, index.numpy(), f)
-        np.testing.assert_allclose(loss.memory_bank.bank.numpy(), bank, atol=1e-6)
-    assert ("loss_transformed" in out.parts) == (loss.lambda_ > 0)
-    assert {"loss_image", "pos_sim_image"} <= set(out.parts)
+        np.testing.assert_allclose(method.memory_bank.bank.numpy(), bank, atol=1e-6)
+    assert ("loss_transformed" in parts) == ("neg_sim_transformed" in parts) == (method.lambda_ > 0)
+    assert {"loss_image", "pos_sim_image"} <= set(parts)
 
 
-def test_npid_never_computes_the_transformed_view(net):
-    loss = NPIDLoss(num_negatives=N)
-    loss.bind(D, net, None, torch.Generator().manual_seed(1))
-    assert not loss.needs_transformed_view and loss.needs_image_view
+def test_npid_never_makes_or_embeds_the_transformed_view():
+    method = make(NPID, num_negatives=N)
+    assert method.views == ("image",) and method.transform is None
+    assert set(dict(method.named_children())) == {"backbone", "f", "memory_bank", "partition"}  # no g
     x, _, index = batch(0)
-    out = loss(net, x, None, index)
-    assert set(out.parts) == {"Z", "loss_image", "pos_sim_image"}
+    _, parts = method(x, index, index, torch.Generator())
+    assert set(parts) == {"Z", "loss_image", "pos_sim_image", "neg_sim_image", "mean_exp"}
 
 
-def test_gradients_reach_both_heads_and_never_the_bank(net):
-    net = copy.deepcopy(net).train()
-    loss = PIRLLoss(num_negatives=N)
-    loss.bind(D, net, None, torch.Generator().manual_seed(1))
+def test_gradients_reach_both_heads_and_never_the_bank():
+    jigsaw = JigsawTransform(crop_size=None, grid=2, patch_size=None)  # the real transform: 2 x 2 patches of 8 px
+    method = make(PIRL, transform=jigsaw, num_negatives=N).train()
     x, _, index = batch(0)
-    jigsaw = Jigsaw(crop_size=None, grid=2, patch_size=None)  # the real transform: 2 x 2 patches of 8 px images
-    view = jigsaw(x, torch.Generator().manual_seed(2))
-    assert view.data.shape[:2] == (B, P)
-    loss(net, x, view, index).total.backward()  # the bank was updated inside; backward must not need it
-    for head in (net.image_head, net.patch_head, net.patch_mix, net.backbone.conv1):
+    loss, _ = method(x, index, index, torch.Generator().manual_seed(2))
+    loss.backward()  # the bank was updated inside; backward must not need it
+    for head in (method.f, method.g.patch, method.g.mix, method.backbone.conv1):
         assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
-    assert net.transformed_image_head.weight.grad is None  # image-view head: unused by patch views
-    assert not loss.memory_bank.bank.requires_grad and loss.memory_bank.bank.grad is None
-    assert list(loss.parameters()) == []
-    assert set(loss.state_dict()) == {"Z", "memory_bank.bank"}
+    assert set(dict(method.named_children())) == {"backbone", "f", "g", "memory_bank", "partition"}  # only its heads
+    assert all(p.grad is not None for p in method.parameters())  # every parameter used: DDP needs no unused check
+    assert not method.memory_bank.bank.requires_grad and method.memory_bank.bank.grad is None
+    outside = {k for k in method.state_dict() if not k.startswith(("backbone.", "f.", "g."))}
+    assert outside == {"partition.Z", "memory_bank.bank"}
 
 
-@pytest.mark.parametrize("estimator", ["nce", "infonce"])
-def test_chunked_gradient_matches_finite_differences(estimator):
-    g = torch.Generator().manual_seed(0)
-    bank = torch.nn.functional.normalize(torch.randn(30, 8, generator=g, dtype=torch.float64), dim=1)
-    queries = torch.nn.functional.normalize(torch.randn(5, 2, 8, generator=g, dtype=torch.float64), dim=2)
-    positive, negatives = torch.randint(0, 30, (5,), generator=g), torch.randint(0, 30, (5, 7), generator=g)
-    loss_fn = (partial(nce_loss, tau=0.2, log_z=math.log(3.0), dataset_size=30) if estimator == "nce"
-               else partial(infonce_loss, tau=0.2))
-    chunk = 2 * 7 * 8 * 8  # two samples per chunk
-
-    def fn(q):
-        return bank_contrast(q, bank, positive, negatives, loss_fn, 0.2, chunk_bytes=chunk).loss
-
-    assert torch.autograd.gradcheck(fn, (queries.requires_grad_(),))
+def test_pirl_with_an_image_transform_builds_an_image_head_for_g():
+    method = PIRL(tiny_backbone(), MemoryBank(D, 16, torch.Generator()), build_transform("rotation"),
+                  generator=torch.Generator(), num_negatives=N, embed_dim=16)
+    assert isinstance(method.g, torch.nn.Linear) and method.g.in_features == method.feature_dim
+    x, _, index = batch(0)
+    loss, parts = method(x, index, index, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and method.embed_transformed(View(x)).shape == (B, 16)
 
 
 # ------------------------------------------------------------------------------------------------- memory bank
@@ -194,60 +201,64 @@ def test_negatives_are_in_range_and_uniform(exclude_positive):
     assert chisquare(counts).pvalue > 1e-3
 
 
-def test_checkpoint_round_trip_restores_bank_and_z(net):
-    net = net.eval()
-    loss = PIRLLoss(num_negatives=N, z="ema")
-    loss.bind(D, net, None, torch.Generator().manual_seed(1))
-    for step in range(2):
-        loss(net, *batch(step))
+def test_checkpoint_round_trip_restores_bank_and_z():
+    method = make(PIRL, num_negatives=N, z="ema").eval()
+    for i in range(2):
+        step(method, *batch(i))
     buffer = io.BytesIO()
-    torch.save(loss.state_dict(), buffer)
+    torch.save(method.state_dict(), buffer)
     buffer.seek(0)
-    restored = PIRLLoss(num_negatives=N, z="ema")
-    restored.bind(D, net, None, torch.Generator().manual_seed(99))  # a different initial bank
+    restored = make(PIRL, bank_seed=99, num_negatives=N, z="ema").eval()  # a different initial bank
     restored.load_state_dict(torch.load(buffer, weights_only=True))
-    assert torch.equal(restored.memory_bank.bank, loss.memory_bank.bank) and torch.equal(restored.Z, loss.Z)
-    restored.generator.set_state(loss.generator.get_state())
-    a, b = loss(net, *batch(2)), restored(net, *batch(2))  # training continues as if never interrupted
-    assert a.total.item() == b.total.item()
-    assert torch.equal(restored.memory_bank.bank, loss.memory_bank.bank)
+    assert torch.equal(restored.memory_bank.bank, method.memory_bank.bank)
+    assert torch.equal(restored.partition.Z, method.partition.Z)
+    restored.generator.set_state(method.generator.get_state())
+    a, b = step(method, *batch(2))[0], step(restored, *batch(2))[0]  # training continues as if never interrupted
+    assert a.item() == b.item()
+    assert torch.equal(restored.memory_bank.bank, method.memory_bank.bank)
 
 
 # ------------------------------------------------------------------------------------------- errors and gin
-def test_bad_settings_are_one_line_config_errors(net):
+def test_bad_settings_are_one_line_config_errors():
     with pytest.raises(ConfigError, match="num_negatives <= 40"):
-        PIRLLoss(num_negatives=41).bind(D, net, None, torch.Generator())
+        make(PIRL, num_negatives=41)
     with pytest.raises(ConfigError, match="infonce"):
-        PIRLLoss(estimator="infoNCE")
+        make(PIRL, estimator="infoNCE")
     with pytest.raises(UnknownNameError, match="did you mean `pirl`"):
-        build_loss("pirll")
+        build_method("pirll")
     with pytest.raises(ConfigError, match="MemoryBank.init = 'feature': must be one of random, features"):
         MemoryBank(4, 2, torch.Generator(), init="feature")
+    with pytest.raises(ConfigError, match="patch views with a label"):
+        Jigsaw(tiny_backbone(), build_transform("rotation"), generator=torch.Generator())
 
 
-def test_build_loss_follows_gin_bindings(net):
-    config.parse([], ["build_loss.name = 'npid'", "NPIDLoss.num_negatives = 12", "MemoryBank.momentum = 0.8"])
-    loss = build_loss()
-    assert isinstance(loss, NPIDLoss) and loss.num_negatives == 12
-    loss.bind(D, net, None, torch.Generator())
-    assert loss.memory_bank.momentum == 0.8
+def test_configured_method_follows_gin_bindings():
+    config.parse([], ["train.method = 'npid'", "NPIDLoss.num_negatives = 12", "MemoryBank.momentum = 0.8",
+                      "Backbone.arch = 'resnet18'", "Backbone.width_multiplier = 0.5", "PIRLNet.embed_dim = 32"])
+    method = configured_method(config.bound_kwargs("train")["method"], D, None, "jigsaw", None, torch.Generator(),
+                               torch.device("cpu"))
+    assert type(method) is NPID and method.num_negatives == 12 and method.embed_dim == 32
+    assert method.memory_bank.momentum == 0.8 and method.memory_bank.bank.shape == (D, 32)
+    assert method.backbone.arch == "resnet18" and method.transform is None
     config.parse([], [])
 
 
-def test_npid_pp_is_the_npid_loss_with_more_negatives_as_a_gin_preset():
+def test_npid_pp_is_the_npid_method_with_more_negatives_as_a_gin_preset():
     for preset, negatives in (("npid_pp.gin", 8192), ("paper/npid_pp.gin", 32000)):
         config.parse([preset])
-        loss = build_loss()
-        assert type(loss) is NPIDLoss and loss.num_negatives == negatives
+        assert config.bound_kwargs("train")["method"] == "npid"
+        assert config.bound_kwargs("NPIDLoss")["num_negatives"] == negatives
+    method = configured_method("npid", 32000, None, None, None, torch.Generator(), torch.device("cpu"))
+    assert type(method) is NPID and method.num_negatives == 32000  # (the last preset parsed)
     config.parse([], [])
 
 
 # ----------------------------------------------------------------------------- learnable covariant / supervised
 def rotation_batch(g: torch.Generator, size: int = 16):
-    """Noise with one bright quadrant, through the real rotation transform: the quarter turn is visible."""
+    """Noise with one bright quadrant, for the real rotation transform: the quarter turn is visible."""
     x = torch.rand(size, 3, 8, 8, generator=g) * 0.3
     x[:, :, :4, :4] += 0.7
-    return None, build_transform("rotation")(x, g), None
+    return x, None, None
 
 
 def jigsaw_batch(g: torch.Generator, size: int = 16):
@@ -256,7 +267,7 @@ def jigsaw_batch(g: torch.Generator, size: int = 16):
     label = torch.randint(0, 6, (size,), generator=g)
     level = torch.tensor([0.1, 0.4, 0.7, 1.0])[perms[label]]  # (size, P): patch at position j
     patches = level[:, :, None, None, None] * 0.8 + torch.rand(size, P, 3, 4, 4, generator=g) * 0.2
-    return None, View(patches, {"perm": perms[label]}, label, 6), None
+    return torch.rand(size, 3, 8, 8, generator=g), View(patches, {"perm": perms[label]}, label, 6), None
 
 
 def supervised_batch(g: torch.Generator, size: int = 16):
@@ -267,23 +278,33 @@ def supervised_batch(g: torch.Generator, size: int = 16):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("make, make_batch, classes", [
-    (RotationLoss, rotation_batch, 4), (JigsawLoss, jigsaw_batch, 6), (SupervisedLoss, supervised_batch, 4),
+@pytest.mark.parametrize("build, make_batch, classes", [
+    (lambda: Rotation(tiny_backbone(), build_transform("rotation"), generator=torch.Generator().manual_seed(0)),
+     rotation_batch, 4),
+    (lambda: Jigsaw(tiny_backbone(), GivenView(num_classes=6), generator=torch.Generator().manual_seed(0),
+                    num_patches=P), jigsaw_batch, 6),
+    (lambda: Supervised(tiny_backbone(), generator=torch.Generator().manual_seed(0), num_classes=4),
+     supervised_batch, 4),
 ], ids=["rotation", "jigsaw", "supervised"])
-def test_classifier_losses_learn_a_tiny_problem_above_chance(net, make, make_batch, classes):
+def test_classifier_methods_learn_a_tiny_problem_above_chance(build, make_batch, classes):
     """The classifier alone learns on a frozen random trunk (training the trunk too costs 30 s here)."""
-    net = copy.deepcopy(net).train().requires_grad_(False)
-    loss = make()
-    loss.bind(D, net, classes, torch.Generator().manual_seed(0))
-    optimizer = torch.optim.Adam(loss.parameters(), lr=3e-2)
+    method = build().train()
+    method.backbone.requires_grad_(False)
+    assert [name for name, _ in method.named_children()] == ["backbone", "classifier"]
+    optimizer = torch.optim.Adam(method.classifier.parameters(), lr=3e-2)
     g = torch.Generator().manual_seed(1)
+
+    def run(size: int):
+        x, view, labels = make_batch(g, size)
+        if isinstance(method.transform, GivenView):
+            method.transform.view = view
+        return method(x, torch.arange(size), labels, g)
+
     for _ in range(20):
-        x, view, labels = make_batch(g)
-        out = loss(net, x, view, torch.arange(16), labels)
+        loss, _ = run(16)
         optimizer.zero_grad()
-        out.total.backward()
+        loss.backward()
         optimizer.step()
     with torch.no_grad():
-        x, view, labels = make_batch(g, 64)
-        acc = loss(net, x, view, torch.arange(64), labels).parts["acc"].item()
+        acc = run(64)[1]["acc"].item()
     assert acc > 2 / classes  # twice chance

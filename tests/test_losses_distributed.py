@@ -17,36 +17,48 @@ WORKER = textwrap.dedent("""
     import torch
     import torch.distributed as dist
 
-    from pirl_ablate.losses import PIRLLoss
-    from pirl_ablate.models import Backbone, PIRLNet
+    from pirl_ablate.losses import MemoryBank
+    from pirl_ablate.methods import PIRL
+    from pirl_ablate.models import Backbone
     from pirl_ablate.transforms import View
+
+
+    class GivenView:  # hands the method the patches of this step
+        produces_patches = True
+        view = None
+
+        def __call__(self, images, generator):
+            return self.view
+
 
     rank, init, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     torch.manual_seed(0)
-    net = PIRLNet(Backbone("resnet18", width_multiplier=0.5, small_stem=True), num_patches=4)
-    loss = PIRLLoss(num_negatives=8)
-    loss.bind(30, net, None, torch.Generator().manual_seed(100 + rank))  # rank-specific draws
-    record = {"init": loss.memory_bank.bank.clone(), "index": [], "f": [], "Z": []}
+    draws = torch.Generator().manual_seed(100 + rank)  # rank-specific draws
+    given = GivenView()
+    method = PIRL(Backbone("resnet18", width_multiplier=0.5, small_stem=True), MemoryBank(30, 128, draws), given,
+                  generator=draws, num_negatives=8, num_patches=4)
+    record = {"init": method.memory_bank.bank.clone(), "index": [], "f": [], "Z": []}
     data = torch.Generator().manual_seed(200 + rank)
     # the "features" initialisation: each rank fills its share (index 4 in both), unnormalised rows
     record["fill_index"] = torch.arange(0, 5) if rank == 0 else torch.arange(4, 9)
     record["fill"] = 3 * torch.randn(5, 128, generator=data)
-    loss.memory_bank.fill(record["fill_index"], record["fill"])
-    record["filled"] = loss.memory_bank.bank.clone()
+    method.memory_bank.fill(record["fill_index"], record["fill"])
+    record["filled"] = method.memory_bank.bank.clone()
     for step in range(3):
         # different batch sizes; index step + 3 is in both ranks' batches
         index = torch.tensor([step, step + 1, step + 2, step + 3] if rank == 0 else [step + 3, 10 + step, 20 + step])
         x = torch.rand(len(index), 3, 8, 8, generator=data)
         patches = torch.rand(len(index), 4, 3, 8, 8, generator=data)
         with torch.no_grad():
-            f = net.embed_image(x)  # train-mode BN: the same f the loss computes
-        loss(net, x, View(patches), index).total.backward()
+            f = method.embed_image(x)  # train-mode BN: the same f the loss computes
+        given.view = View(patches)
+        method(x, index, index, torch.Generator())[0].backward()
         record["index"].append(index)
         record["f"].append(f)
-        record["Z"].append(loss.Z.clone())
-    record["bank"] = loss.memory_bank.bank.clone()
+        record["Z"].append(method.partition.Z.clone())
+    record["bank"] = method.memory_bank.bank.clone()
     torch.save(record, out)
     dist.destroy_process_group()
 """)

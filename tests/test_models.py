@@ -9,8 +9,10 @@ import torchvision
 from torch import nn
 
 from pirl_ablate.errors import ConfigError
-from pirl_ablate.models import Backbone, PIRLNet
-from pirl_ablate.transforms import View
+from pirl_ablate.losses import MemoryBank
+from pirl_ablate.methods import PIRL
+from pirl_ablate.models import Backbone
+from pirl_ablate.transforms import View, build_transform
 
 
 @pytest.mark.parametrize("arch, width, small_stem, size, expected", [
@@ -74,17 +76,21 @@ def test_small_stem_export_loads_into_torchvision_with_the_documented_stem():
         torchvision.models.resnet18().load_state_dict(ours.torchvision_state_dict(), strict=True)
 
 
-def tiny_net(**kw) -> PIRLNet:
+def tiny_net(transform: str = "jigsaw", **kw) -> PIRL:
+    """PIRL's f and g on a tiny trunk; g is a patch head for jigsaw (2 x 2 patches), an image head for rotation."""
     torch.manual_seed(0)
-    return PIRLNet(Backbone("resnet18", width_multiplier=0.5, small_stem=True), num_patches=4, **kw)
+    t = build_transform("jigsaw", grid=2, crop_size=None, patch_size=None) if transform == "jigsaw" \
+        else build_transform(transform)
+    return PIRL(Backbone("resnet18", width_multiplier=0.5, small_stem=True), MemoryBank(8, 128, torch.Generator()),
+                t, generator=torch.Generator(), num_negatives=4, num_patches=4, **kw)
 
 
 def test_embeddings_are_unit_vectors_of_embed_dim():
     net = tiny_net(mlp_heads=True)
-    assert [m.out_features for m in net.image_head if isinstance(m, nn.Linear)] == [256, 128]
+    assert [m.out_features for m in net.f if isinstance(m, nn.Linear)] == [256, 128]
     f = net.embed_image(torch.rand(3, 3, 16, 16))
     g_patch = net.embed_transformed(View(torch.rand(3, 4, 3, 8, 8)))
-    g_image = net.embed_transformed(View(torch.rand(3, 3, 16, 16)))
+    g_image = tiny_net("rotation", mlp_heads=True).embed_transformed(View(torch.rand(3, 3, 16, 16)))
     for e in (f, g_patch, g_image):
         assert e.shape == (3, 128)
         torch.testing.assert_close(e.norm(dim=1), torch.ones(3))
@@ -99,8 +105,8 @@ def test_patch_view_is_one_batched_pass_concatenated_in_the_given_order():
         g = net.embed_transformed(View(patches))
     assert calls == [(8, 3, 8, 8)]  # B * P patches, one forward
     with torch.no_grad():  # independent composition: patch j alone -> pool -> linear, concatenated j = 0..P-1
-        per_patch = [net.patch_head(net.backbone(patches[:, j])["res5"].mean(dim=(2, 3))) for j in range(4)]
-        expected = F.normalize(net.patch_mix(torch.cat(per_patch, dim=1)), dim=1)
+        per_patch = [net.g.patch(net.backbone(patches[:, j])["res5"].mean(dim=(2, 3))) for j in range(4)]
+        expected = F.normalize(net.g.mix(torch.cat(per_patch, dim=1)), dim=1)
         swapped = net.embed_transformed(View(patches[:, [1, 0, 2, 3]]))
     torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(g, swapped, atol=1e-3)  # the order of the patches matters

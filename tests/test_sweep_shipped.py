@@ -1,5 +1,5 @@
 """The shipped sweep files expand, bind what their comments say, and a real tiny sweep trains and evaluates end to
-end through the local executor (pirl_ablate.train.run_training + pirl_ablate.evaluate.run_evaluations)."""
+end through the local executor (pirl_ablate.build.run_training + pirl_ablate.evaluate.run_evaluations)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ EXPECTED = {
     "layers": (4, {}, ["PIRL", "Jigsaw", "NPID++", "random init"]),
     "loss_variants": (7, {}, ["NPID", "NPID++", "PIRL", "Jigsaw", "Rotation", "random init", "supervised"]),
 }
-# what each variant's config must bind (the loss it trains, and the transform where it has one)
+# what each variant's config must bind (the method it trains, and the transform where it has one)
 VARIANT_LOSS = {"NPID": "npid", "NPID++": "npid", "PIRL": "pirl", "Jigsaw": "jigsaw", "Rotation": "rotation",
                 "random init": "npid", "supervised": "supervised", "PIRL (Rotation)": "pirl",
                 "PIRL (Jigsaw)": "pirl", "PIRL (Rotation+Jigsaw)": "pirl"}
@@ -58,7 +58,7 @@ def test_shipped_sweep_expands_and_each_run_binds_its_values(path):
             assert gin.query_parameter(key) == value
         assert gin.query_parameter("train.seed") == run.seed
         if run.variant is not None:
-            assert gin.query_parameter("build_loss.name") == VARIANT_LOSS[run.variant]
+            assert gin.query_parameter("train.method") == VARIANT_LOSS[run.variant]
             if run.variant in VARIANT_TRANSFORM:
                 assert gin.query_parameter("train.transform") == VARIANT_TRANSFORM[run.variant]
         if run.variant == "random init":

@@ -18,37 +18,29 @@ import torchvision
 from tiny_pirl import BATCH, NEGATIVES, SIZE, TINY
 
 from pirl_ablate import checkpoint, config
+from pirl_ablate.build import run_training
+from pirl_ablate.checkpoint import load_method
 from pirl_ablate.cli import main as cli_main
-from pirl_ablate.losses import PIRLLoss
-from pirl_ablate.losses.registry import register_loss
+from pirl_ablate.evaluate.knn import knn_top1
+from pirl_ablate.methods import PIRL, register_method
 from pirl_ablate.runs import RunDir, read_json
-from pirl_ablate.train import (
-    TrainingDiverged,
-    fill_bank,
-    knn_top1,
-    load_network,
-    lr_factor,
-    parameter_groups,
-    run_training,
-)
+from pirl_ablate.train import TrainingDiverged, fill_bank, lr_factor, parameter_groups
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@register_loss("nan_after_test", gin_name="NaNAfterTest")
-class NaNAfterTest(PIRLLoss):
+@register_method("nan_after_test", gin_name="NaNAfterTest")
+class NaNAfterTest(PIRL):
     """PIRL whose loss becomes NaN from call `steps + 1` on (to test divergence handling)."""
 
-    def __init__(self, steps: int = 5, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, backbone, memory_bank, transform=None, image_transform=None, *, steps: int = 5, **kwargs):
+        super().__init__(backbone, memory_bank, transform, image_transform, **kwargs)
         self.steps, self.calls = steps, 0
 
     def forward(self, *args, **kwargs):
-        out = super().forward(*args, **kwargs)
+        loss, parts = super().forward(*args, **kwargs)
         self.calls += 1
-        if self.calls > self.steps:
-            out.total = out.total * float("nan")
-        return out
+        return (loss * float("nan") if self.calls > self.steps else loss), parts
 
 
 def _config(tmp_path: Path, extra: str = "", name: str = "tiny.gin") -> Path:
@@ -94,30 +86,36 @@ def test_weighted_knn_known_answer():
     q = F.normalize(torch.tensor([[1.0, 1.0]]), dim=1)
     assert knn_top1(bank, labels, q, torch.tensor([0]), 2, k=4, sigma=0.07) == 1.0
     assert knn_top1(bank, labels, q, torch.tensor([1]), 2, k=1, sigma=0.07) == 1.0
-    assert knn_top1(bank, labels, q, torch.tensor([1]), 2, k=4, sigma=0.07) == 0.0
+    assert knn_top1(bank, labels, q, torch.tensor([1]), 2, k=4, sigma=0.07) == 0.0  # (the monitor's kNN)
 
 
 def test_features_bank_init_holds_each_images_embedding_and_leaves_bn_statistics():
     from pirl_ablate.data.arrays import ArrayDataset
     from pirl_ablate.distributed import DistEnv
     from pirl_ablate.losses import MemoryBank
-    from pirl_ablate.models import Backbone, PIRLNet
+    from pirl_ablate.methods import NPID
+    from pirl_ablate.models import Backbone
+
+    def npid() -> NPID:
+        bank = MemoryBank(7, 128, torch.Generator().manual_seed(0), init="features")
+        return NPID(Backbone("resnet18", width_multiplier=0.5, small_stem=False), bank, generator=torch.Generator(),
+                    num_negatives=4)
 
     torch.manual_seed(0)
-    net = PIRLNet(Backbone("resnet18", width_multiplier=0.5, small_stem=False), num_patches=4).train()
+    net = npid().train()
     images = torch.randint(0, 256, (7, 1, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     dataset = ArrayDataset(images, torch.zeros(7), name="t", split="train", num_classes=None)
-    bank = MemoryBank(7, 128, torch.Generator().manual_seed(0), init="features")
-    state = {k: v.clone() for k, v in net.state_dict().items()}
-    fill_bank(net, bank, dataset, DistEnv(0, 1, 0, torch.device("cpu")), 16, 3, torch.autocast("cpu", enabled=False))
-    for key, value in net.state_dict().items():  # BN running statistics (and everything else) untouched
-        assert torch.equal(value, state[key]), key
+    state = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith("memory_bank.")}
+    fill_bank(net, dataset, DistEnv(0, 1, 0, torch.device("cpu")), 16, 3, torch.autocast("cpu", enabled=False))
+    for key, value in state.items():  # BN running statistics (and everything but the bank) untouched
+        assert torch.equal(net.state_dict()[key], value), key
     assert net.training
+    bank = net.memory_bank
     # Independent expectation: a copy of the initial network embeds the clean images batch by batch in dataset
     # order (3, 3, 1) with batch statistics, as the loss's f(v_I) would; the lone last image in eval mode (batch
     # statistics of one image are undefined at res5's 1x1).
-    reference = PIRLNet(Backbone("resnet18", width_multiplier=0.5, small_stem=False), num_patches=4)
-    reference.load_state_dict(state)
+    reference = npid()
+    reference.load_state_dict(state, strict=False)  # all but the bank
     x = images.float().div(255).expand(-1, 3, -1, -1)
     x = F.interpolate(x, size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
     with torch.no_grad():
@@ -171,10 +169,9 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     a = checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt")
     b = checkpoint.load(last)
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (4, 4 * SIZE // BATCH)
-    for part in ("network", "loss"):
-        assert a[part].keys() == b[part].keys()
-        for key in a[part]:
-            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
+    assert a["method"].keys() == b["method"].keys() and "memory_bank.bank" in a["method"]
+    for key in a["method"]:  # trunk, heads, memory bank, Z
+        assert torch.equal(a["method"][key], b["method"][key]), f"{key} differs"
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
     assert [r["epoch"] for r in RunDir(tmp_path / "killed").metrics()] == [1, 2, 3, 4]
@@ -182,7 +179,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
 
 
 def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_fails_the_run(tmp_path):
-    extra = "train.epochs = 3\nbuild_loss.name = 'nan_after_test'\nNaNAfterTest.steps = 5\n" \
+    extra = "train.epochs = 3\ntrain.method = 'nan_after_test'\nNaNAfterTest.steps = 5\n" \
             f"NaNAfterTest.num_negatives = {NEGATIVES}\nNaNAfterTest.estimator = 'infonce'\n"
     cfg = config.parse([_config(tmp_path, extra)])
     with pytest.raises(TrainingDiverged, match="step 6"):
@@ -190,7 +187,7 @@ def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_fails_the_run(tmp_pat
     result = read_json(tmp_path / "run" / "result.json")
     assert result["status"] == "failed" and result["step"] == 6 and "nan" in result["reason"]
     kept = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["network"].values()
+    assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["method"].values()
                                       if v.is_floating_point())
 
 
@@ -204,7 +201,7 @@ def test_random_init_baseline_and_export_load_strictly_into_torchvision(tmp_path
     model = torchvision.models.resnet18()
     model.load_state_dict(state, strict=True)  # every key, every shape
     model.eval()
-    net = load_network(tmp_path / "run")
+    net = load_method(tmp_path / "run")
     x = torch.rand(2, 3, 32, 32)
     normalised = torchvision.transforms.functional.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     trunk = torch.nn.Sequential(*list(model.children())[:-2])  # torchvision's own modules up to layer4
@@ -227,7 +224,7 @@ def test_two_process_gloo_run_updates_every_bank_entry(tmp_path):
     # Each rank saw half of the images; the bank (rank 0's copy) must hold updates for all of them, so the
     # all-gather worked. Initial bank: rank 0's loss generator, seeded seed * 1000 + 1, normalised Gaussian rows.
     initial = F.normalize(torch.randn(SIZE, 128, generator=torch.Generator().manual_seed(1)), dim=1)
-    bank = checkpoint.load(tmp_path / "ddp" / "checkpoints" / "last.pt")["loss"]["memory_bank.bank"]
+    bank = checkpoint.load(tmp_path / "ddp" / "checkpoints" / "last.pt")["method"]["memory_bank.bank"]
     assert (bank - initial).abs().amax(dim=1).gt(1e-3).all()
 
 
@@ -246,7 +243,7 @@ def test_precise_bn_recomputes_statistics_on_clean_images(tmp_path):
     cfg = config.parse([_config(tmp_path, "train.epochs = 1\ntrain.precise_bn_batches = 2\n")])
     result = run_training(cfg, tmp_path / "run")
     assert result["bn"] == "precise"
-    net = load_network(tmp_path / "run")
+    net = load_method(tmp_path / "run")
     # Independent expectation: bn1's running mean is the average over the first two clean batches (dataset order,
     # BATCH images each) of the per-batch channel means of conv1's output on the normalised images.
     from pirl_ablate.data import build_dataset, to_device_batch

@@ -8,9 +8,9 @@ from pirl_ablate.evaluate.features import LAYERS, FeatureCache, cached_features,
 from pirl_ablate.evaluate.invariance import invariance_distances, plot_invariance_histograms
 from pirl_ablate.evaluate.knn import knn_scores
 from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
-from pirl_ablate.evaluate.precise_bn import precise_bn
 from pirl_ablate.evaluate.protocols import PROTOCOLS, EvalSettings, run_evaluations
 from pirl_ablate.evaluate.semisup import balanced_subset, finetune
+from pirl_ablate.models.precise_bn import precise_bn
 
 __all__ = ["LAYERS", "PROTOCOLS", "EvalSettings", "FeatureCache", "balanced_subset", "cached_features",
            "extract_features", "finetune", "invariance_distances", "knn_scores", "plot_invariance_histograms",

@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pirl_ablate.errors import ConfigError, did_you_mean
+from pirl_ablate.layers import LAYERS
 from pirl_ablate.runs import atomic_torch_save
 
-LAYERS = ("conv1", "res2", "res3", "res4", "res5")
 TARGET_DIMS = 9000  # "about 9k dimensions" per layer (paper Section 5.1)
 
 

@@ -33,3 +33,10 @@ def knn_scores(train_x: Tensor, train_y: Tensor, test_x: Tensor, num_classes: in
         votes.scatter_add_(1, train_y[idx], (sims / sigma).exp())
         out.append(votes)
     return torch.cat(out)
+
+
+def knn_top1(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, num_classes: int, *, k: int = 200,
+             sigma: float = 0.07) -> float:
+    """Top-1 accuracy (a fraction) of the weighted kNN vote of `knn_scores` (the training loop's kNN monitor)."""
+    scores = knn_scores(train_x, train_y, test_x, num_classes, k=k, sigma=sigma)
+    return float((scores.argmax(dim=1) == test_y.to(scores.device)).float().mean())

@@ -8,11 +8,13 @@ Each protocol writes `RunDir.write_eval(f"{protocol}-{dataset}", result)` with t
 
 Accuracies are in percent. The evaluation dataset is any registered dataset (default: the one the run pre-trained
 on); its train split trains the probes (and feeds precise-BN), its test split is held out. The network comes from
-the run's last checkpoint (`pirl_ablate.train.load_network`), so the baselines take the same path: a supervised
+the run's last checkpoint (`pirl_ablate.checkpoint.load_method`), so the baselines take the same path: a supervised
 run (`gin/supervised.gin`) is loaded like any other, and the random-init baseline is a run trained with
 `train.epochs = 0` (`gin/random_init.gin`), whose checkpoint holds the freshly initialised network.
 
-gin bindings (all optional): `evaluation.*` (batch size, image size, precise-BN batches, device, cache dtype),
+The checkpoint's record says what the run trained on (dataset and its per-split arguments, image size, pretext
+transform), so the run's gin config is never parsed; gin files and bindings given to `run_evaluations` configure the
+evaluation only (all optional): `evaluation.*` (batch size, image size, precise-BN batches, device, cache dtype),
 `linear_probe.*`, `knn_eval.*`, `invariance_eval.*`, `semisup_eval.*`.
 """
 
@@ -31,7 +33,7 @@ import gin
 import torch
 from torch import Tensor
 
-from pirl_ablate import config
+from pirl_ablate import checkpoint, config
 from pirl_ablate.console import info, track
 from pirl_ablate.data import ArrayDataset, ImageDataset, build_dataset, make_loader, to_device_batch
 from pirl_ablate.errors import ConfigError, DataError, UserError, did_you_mean
@@ -39,11 +41,9 @@ from pirl_ablate.evaluate.features import FeatureCache, cached_features, check_l
 from pirl_ablate.evaluate.invariance import REPRESENTATIONS, invariance_distances, summarise
 from pirl_ablate.evaluate.knn import knn_scores
 from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
-from pirl_ablate.evaluate.precise_bn import precise_bn
 from pirl_ablate.evaluate.semisup import balanced_subset, finetune, fraction_name
-from pirl_ablate.losses import build_loss
+from pirl_ablate.models.precise_bn import precise_bn
 from pirl_ablate.runs import RunDir
-from pirl_ablate.train import load_network, pretrain
 
 PROTOCOLS = ("linear", "knn", "invariance", "semisup")
 
@@ -77,7 +77,8 @@ class EvalContext:
     """One loaded run and evaluation dataset, shared by the protocols of one `run_evaluations` call."""
 
     run: RunDir
-    net: torch.nn.Module  # PIRLNet on `device`, eval mode
+    net: torch.nn.Module  # the run's Method on `device`, eval mode
+    record: dict[str, Any]  # the checkpoint's record (pirl_ablate.checkpoint)
     dataset: str
     image_size: int
     device: torch.device
@@ -87,7 +88,9 @@ class EvalContext:
 
     def split(self, name: str) -> ImageDataset:
         if name not in self._splits:
-            self._splits[name] = build_dataset(self.dataset, name)
+            kwargs = self.record["dataset"].get("kwargs", {}) if self.dataset == self.record["dataset"]["name"] \
+                else {}
+            self._splits[name] = build_dataset(self.dataset, name, **kwargs.get(name, {}))
             if self._splits[name].num_classes is None:
                 raise DataError(f"evaluation dataset `{self.dataset}` ({name}) has no labels")
         return self._splits[name]
@@ -160,13 +163,16 @@ def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_imag
     """
     from pirl_ablate.transforms import build_transform
 
-    name = transform or _train_setting("transform")
+    pretext = ctx.record.get("pretext_transform") or ctx.record["transform"] or {"name": None, "kwargs": {}}
+    name = transform or pretext["name"]
+    if name is None:
+        raise ConfigError("the run records no pretext transform: bind invariance_eval.transform (e.g. 'jigsaw')")
     if representation == "auto":
-        representation = "heads" if _loss_trains_both_heads() else "pooled"
+        representation = "heads" if {"image", "transformed"} <= set(ctx.net.views) else "pooled"
     if representation not in REPRESENTATIONS:
         raise ConfigError(f"invariance_eval.representation = {representation!r}"
                           f"{did_you_mean(representation, (*REPRESENTATIONS, 'auto'))}")
-    t = build_transform(name)
+    t = build_transform(name, **(pretext["kwargs"] if name == pretext["name"] else {}))
     test = ctx.split("test")
     subset = _subset(test, torch.arange(min(num_images, len(test))))
     gen = torch.Generator(device=ctx.device).manual_seed(ctx.settings.seed)
@@ -209,18 +215,18 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
     """Evaluate the run in `run_dir` with each of `protocols`; returns {eval name: result} and writes each result
     atomically to `run_dir/evals/<protocol>-<dataset>.json` as soon as it is done.
 
-    The run's operative config (config.gin) is parsed, then `gin_files` and `bindings` (evaluation settings or
-    overrides); `dataset` defaults to the pre-training dataset; `layers` are those of the linear probe.
+    `gin_files` and `bindings` configure the evaluation; the run itself is described by its checkpoint's record.
+    `dataset` defaults to the pre-training dataset; `layers` are those of the linear probe.
     """
     run = RunDir(run_dir)
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise ConfigError(f"unknown protocol `{unknown[0]}`{did_you_mean(unknown[0], PROTOCOLS)}")
     layers = check_layers(layers)
-    if not run.config_path.is_file():
-        raise UserError(f"{run.config_path}: no such file (is {run.path} a run folder written by `pirl-ablate "
-                        f"train` or a sweep?)")
-    config.parse([str(run.config_path), *gin_files], bindings)
+    if checkpoint.last(run.checkpoint_dir) is None:
+        raise UserError(f"{run.checkpoint_dir}: no checkpoint (last.pt); is {run.path} a run folder written by "
+                        f"`pirl-ablate train` or a sweep?")
+    config.parse(gin_files, bindings)
     ctx = _load(run, dataset)
     evaluate: dict[str, Callable[[EvalContext], dict]] = {
         "linear": lambda c: linear_protocol(c, layers), "knn": knn_protocol, "invariance": invariance_protocol,
@@ -242,9 +248,10 @@ def _load(run: RunDir, dataset: str | None) -> EvalContext:
     """The run's network on the evaluation device (eval mode, precise-BN applied if configured) and its context."""
     settings = EvalSettings()
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    net = load_network(run.path, map_location=device)
-    ctx = EvalContext(run=run, net=net, dataset=dataset or _train_setting("dataset"),
-                      image_size=settings.image_size or _train_setting("image_size"), device=device,
+    net = checkpoint.load_method(run.path, map_location=device)
+    record = checkpoint.run_record(run.path)
+    ctx = EvalContext(run=run, net=net, record=record, dataset=dataset or record["dataset"]["name"],
+                      image_size=settings.image_size or record["image_size"], device=device,
                       settings=settings, bn=(run.result() or {}).get("bn", "train"))
     if settings.precise_bn_batches > 0:
         train = ctx.split("train")
@@ -262,20 +269,6 @@ def _subset(dataset: ImageDataset, idx: Tensor) -> ImageDataset | torch.utils.da
         return ArrayDataset(dataset.images[idx], dataset.labels[idx], name=dataset.name, split=dataset.split,
                             num_classes=dataset.num_classes)
     return torch.utils.data.Subset(dataset, idx.tolist())
-
-
-def _train_setting(name: str) -> Any:
-    """`train.<name>` as the run's gin config binds it, else `pretrain`'s default."""
-    try:
-        return gin.query_parameter(f"train.{name}")
-    except ValueError:
-        return inspect.signature(pretrain).parameters[name].default
-
-
-def _loss_trains_both_heads() -> bool:
-    """Whether the run's loss (gin `build_loss`) embeds both the image view (f) and the transformed view (g)."""
-    loss = build_loss()
-    return bool(loss.needs_image_view and loss.needs_transformed_view)
 
 
 def _bound(name: str, fn: Any) -> dict:

@@ -1,12 +1,11 @@
-"""losses: PIRL and NPID against a memory bank, covariant Jigsaw / Rotation, and the supervised baseline."""
+"""losses: pure functions of embeddings (NCE / InfoNCE against a memory bank, PIRL's Eq. 5, cross-entropy), the
+memory bank and the partition estimate Z."""
 
-from pirl_ablate.losses.base import LossOutput
-from pirl_ablate.losses.covariant import JigsawLoss, RotationLoss
+from pirl_ablate.losses.classification import classification_loss
 from pirl_ablate.losses.memory_bank import MemoryBank
-from pirl_ablate.losses.nce import bank_contrast, infonce_loss, nce_loss
-from pirl_ablate.losses.pirl import NPIDLoss, PIRLLoss
-from pirl_ablate.losses.registry import LOSSES, build_loss, register_loss
-from pirl_ablate.losses.supervised import SupervisedLoss
+from pirl_ablate.losses.nce import ESTIMATORS, bank_contrast, estimator, infonce_loss, mean_exp_score, nce_loss
+from pirl_ablate.losses.partition import PartitionEstimate
+from pirl_ablate.losses.pirl import pirl_loss
 
-__all__ = ["LOSSES", "JigsawLoss", "LossOutput", "MemoryBank", "NPIDLoss", "PIRLLoss", "RotationLoss",
-           "SupervisedLoss", "bank_contrast", "build_loss", "infonce_loss", "nce_loss", "register_loss"]
+__all__ = ["ESTIMATORS", "MemoryBank", "PartitionEstimate", "bank_contrast", "classification_loss", "estimator",
+           "infonce_loss", "mean_exp_score", "nce_loss", "pirl_loss"]

@@ -8,25 +8,22 @@ and supplies the positive m_I and the N negatives m_I' of every NCE term.
 
 Distributed training: every rank holds the whole bank. It is initialised on rank 0 and broadcast; each update
 all-gathers the embeddings and indices of all ranks first, so every rank applies the same update and the banks stay
-bitwise identical. The bank is a buffer of the loss module, which is not wrapped in DistributedDataParallel, so DDP
-never broadcasts or synchronises it; it is saved with `loss.state_dict()`.
+bitwise identical. The bank is a submodule of the method that uses it; DDP wraps the method with
+`broadcast_buffers=False`, so it never broadcasts or synchronises the bank, which is saved with the method's
+state_dict ("memory_bank.bank").
 """
 
 from __future__ import annotations
 
-import gin
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pirl_ablate.distributed import initialized_world
 from pirl_ablate.errors import ConfigError
 
 BANK_INITS = ("random", "features")
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def all_gather_rows(*tensors: Tensor) -> list[Tensor]:
@@ -46,7 +43,6 @@ def all_gather_rows(*tensors: Tensor) -> list[Tensor]:
     return gathered
 
 
-@gin.configurable
 class MemoryBank(nn.Module):
     """(size, dim) bank of L2-normalised vectors, one per training image.
 
@@ -76,7 +72,7 @@ class MemoryBank(nn.Module):
         self.init = init
         bank = torch.randn(size, dim, generator=generator, device=device)
         self.register_buffer("bank", F.normalize(bank, dim=1))
-        if distributed():
+        if initialized_world() > 1:
             dist.broadcast(self.bank, src=0)
 
     @property
@@ -111,7 +107,7 @@ class MemoryBank(nn.Module):
         does not depend on the order in which the device writes.
         """
         embeddings = embeddings.detach().to(self.bank.dtype)
-        if distributed():
+        if initialized_world() > 1:
             index, embeddings = all_gather_rows(index, embeddings)
         unique, inverse = torch.unique(index, return_inverse=True)
         position = torch.arange(index.shape[0], device=index.device)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -49,13 +50,23 @@ def infonce_loss(s_pos: Tensor, s_neg: Tensor, tau: float) -> Tensor:
     return torch.logsumexp(logits, dim=-1) - s_pos / tau
 
 
+def estimator(name: str, tau: float, log_z: Tensor | float | None = None, dataset_size: int | None = None
+              ) -> Callable[[Tensor, Tensor], Tensor]:
+    """`loss_fn(s_pos, s_neg) -> (...,)` of the estimator `name` ("nce" needs log Z and |D|, "infonce" neither)."""
+    if name == "nce":
+        return partial(nce_loss, tau=tau, log_z=log_z, dataset_size=dataset_size)
+    return partial(infonce_loss, tau=tau)
+
+
 @dataclass
 class Contrast:
-    """Result of `bank_contrast`: `loss` (B, K) differentiable in the queries; `pos_sim` (B, K) and `mean_exp`
-    (scalar, mean of exp(s / tau) over all positive and negative scores; None unless tau was given) detached."""
+    """Result of `bank_contrast`: `loss` (B, K) differentiable in the queries; detached: `pos_sim` (B, K), the
+    positive's score, `neg_sim` (B, K), the mean score of the N negatives, and `mean_exp` (scalar, the mean of
+    exp(s / tau) over every positive and negative score; None unless tau was given)."""
 
     loss: Tensor
     pos_sim: Tensor
+    neg_sim: Tensor
     mean_exp: Tensor | None
 
 
@@ -117,6 +128,7 @@ def bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Te
     values = torch.empty(q.shape[:2], dtype=q.dtype, device=q.device)
     grad = torch.empty_like(q)
     pos_sim = torch.empty_like(values)
+    neg_sim = torch.empty_like(values)
     exp_sum = q.new_zeros(())
     for rows, pos, neg in _chunks(bank, positive, negatives, chunk_bytes):
         with torch.enable_grad(), torch.autocast(q.device.type, enabled=False):  # scores in the bank's dtype
@@ -127,7 +139,8 @@ def bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Te
             (grad[rows],) = torch.autograd.grad(loss.sum(), q_rows)
         values[rows] = loss.detach()
         pos_sim[rows] = s_pos.detach()
+        neg_sim[rows] = s_neg.detach().mean(-1)
         if tau is not None:
             exp_sum += torch.exp(s_pos.detach() / tau).sum() + torch.exp(s_neg.detach() / tau).sum()
     mean_exp = exp_sum / (q.shape[0] * q.shape[1] * (negatives.shape[1] + 1)) if tau is not None else None
-    return Contrast(_KnownGradient.apply(queries, values, grad), pos_sim, mean_exp)
+    return Contrast(_KnownGradient.apply(queries, values, grad), pos_sim, neg_sim, mean_exp)

@@ -9,23 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import gin
 import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from pirl_ablate.errors import ConfigError, did_you_mean
+from pirl_ablate.layers import LAYERS
 
 ARCHS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet50": (Bottleneck, [3, 4, 6, 3]),
 }
-LAYERS = ("conv1", "res2", "res3", "res4", "res5")  # paper Table 7 / Figure 5 naming
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@gin.configurable
 class Backbone(ResNet):
     """ResNet-18/50 trunk returning the feature maps of conv1, res2, res3, res4 and res5.
 
@@ -98,6 +96,11 @@ class Backbone(ResNet):
             x = stage(x)
             maps[name] = x
         return {name: maps[name] for name in layers}
+
+    def config(self) -> dict:
+        """The constructor arguments, as plain values (recorded in checkpoints: `Backbone(**config)`)."""
+        return {"arch": self.arch, "width_multiplier": self.width_multiplier, "small_stem": self.small_stem,
+                "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
 
     def torchvision_state_dict(self) -> dict[str, Tensor]:
         """A state_dict that loads with strict=True into `torchvision.models.resnet50()` / `resnet18()`.

@@ -39,7 +39,6 @@ TABLE5: dict[str, tuple[float, ...]] = {
 }
 
 # Table 7 / Figure 5: ImageNet linear top-1 per layer.
-LAYERS = ("conv1", "res2", "res3", "res4", "res5")
 TABLE7: dict[str, tuple[float, ...]] = {
     "random init": (9.6, 13.7, 12.0, 8.0, 5.6),
     "Jigsaw": (12.4, 28.0, 39.9, 45.7, 34.2),

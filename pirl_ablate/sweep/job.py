@@ -25,7 +25,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 
 
 def import_target(path: str) -> Callable[[str, Path], dict]:
-    """`package.module.function` -> the function (the sweep's `job`, e.g. pirl_ablate.train.run_training)."""
+    """`package.module.function` -> the function (the sweep's `job`, e.g. pirl_ablate.build.run_training)."""
     module, _, name = path.rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)

@@ -66,7 +66,7 @@ def sweep_settings(name: str | None = None, grid: dict | None = None, zip: dict 
                    variants: dict | None = None, baselines: dict | None = None, seeds: Sequence[int] = (0,),
                    evaluate: Sequence[str] = (),
                    eval_layers: Sequence[str] = ("res5",), executor: str = "local",
-                   job: str = "pirl_ablate.train.run_training", seed_binding: str | None = "train.seed"
+                   job: str = "pirl_ablate.build.run_training", seed_binding: str | None = "train.seed"
                    ) -> SweepSettings:
     """The sweep a gin file binds.
 
@@ -77,7 +77,7 @@ def sweep_settings(name: str | None = None, grid: dict | None = None, zip: dict 
     seeds: one run per seed, bound through `seed_binding` (train.seed). evaluate: protocols run after
     pre-training (pirl_ablate.evaluate.run_evaluations: linear, knn, invariance, semisup), the linear probe on
     `eval_layers` (conv1, res2 ... res5). executor: local | slurm | debug (`--executor` overrides).
-    job: dotted path of `fn(config_str, run_dir) -> dict` that trains one run (pirl_ablate.train.run_training).
+    job: dotted path of `fn(config_str, run_dir) -> dict` that trains one run (pirl_ablate.build.run_training).
     """
     return SweepSettings(name=name, grid=grid, zip=zip, variants=variants, baselines=baselines, seeds=tuple(seeds),
                          evaluate=tuple(evaluate), eval_layers=tuple(eval_layers), executor=executor, job=job,
@@ -263,11 +263,10 @@ def _check_binding(key: str, where: str) -> Any:
             raise ConfigError(f"{where}: macro `{selector}` is not defined in the config "
                               f"(define `{selector} = ...` before sweeping it)") from None
     name, param = selector.rsplit(".", 1)
-    configurable = gin.config._REGISTRY.get_match(name)
-    if configurable is None:
-        names = {selector.rsplit(".", 1)[-1] for selector, _ in gin.config._REGISTRY.items()}
-        raise ConfigError(f"{where}: unknown configurable `{name}` in `{key}`{did_you_mean(name, names)}")
-    fn = configurable.wrapped
+    fn = config.configurable_target(name)
+    if fn is None:
+        raise ConfigError(f"{where}: unknown configurable `{name}` in `{key}`"
+                          f"{did_you_mean(name, config.configurable_names())}")
     try:
         signature = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn)
     except (TypeError, ValueError):

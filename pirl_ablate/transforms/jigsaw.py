@@ -6,7 +6,8 @@ uniform integer offset inside each cell ("patch jitter", 0..21 px). Each patch t
 augmentation: colour jitter 0.4/0.4/0.4, hue 0.2, grayscale p = 0.2, horizontal flip p = 0.5.
 
 The crop, the cell and the jitter compose into one box per patch in input pixels, so all B x P patches come from
-one `resample_boxes` call (bilinear, one affine_grid + grid_sample) without building the 255 px intermediate.
+one `resample_boxes` call (bilinear sampling with torchvision's `roi_align`) without building the 255 px
+intermediate.
 
 Order convention: `data[:, j]` is the patch of grid cell `perm[:, j]` (cells numbered row-major), i.e. patches are
 returned already shuffled and the g head concatenates them in the order given. `boxes[:, j]` and `flip[:, j]` describe

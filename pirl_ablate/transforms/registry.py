@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from typing import Any
 
 from pirl_ablate.errors import ConfigError
 from pirl_ablate.registry import Registry
@@ -12,11 +13,14 @@ TRANSFORMS = Registry("transform")
 register_transform = TRANSFORMS.register
 
 
-def build_transform(spec: str) -> Callable:
+def build_transform(spec: str, **kwargs: Any) -> Callable:
     """A transform from a registered name ("jigsaw") or a chain of them ("rotation+jigsaw", applied left to right).
 
-    Each part is built with no arguments, so gin bindings apply (`jigsaw.num_permutations = 100`). A single name
-    returns that transform; a chain returns a `Compose`. Unknown names raise UnknownNameError with close matches.
+    A single name is built with `kwargs` (`build_transform("jigsaw", grid=2, crop_size=None)`); a chain takes
+    one dict of keyword arguments per part (`build_transform("rotation+jigsaw", jigsaw={"grid": 2})`) and returns
+    a `Compose`. gin bindings fill the arguments not given (`jigsaw.num_permutations = 100`). The transform
+    carries `spec = {"name": spec, "kwargs": kwargs}`, what a checkpoint records to build it again. Unknown names
+    raise UnknownNameError with close matches.
     """
     importlib.import_module("pirl_ablate.transforms")  # registers the built-ins
     from pirl_ablate.transforms.compose import Compose
@@ -26,5 +30,12 @@ def build_transform(spec: str) -> Callable:
         raise ConfigError(f"transform `{spec}`: expected a name or names joined by `+`, e.g. rotation+jigsaw")
     factories = [TRANSFORMS.get(name) for name in names]
     if len(names) == 1:
-        return factories[0]()
-    return Compose([(name, factory()) for name, factory in zip(names, factories)])
+        transform = factories[0](**kwargs)
+    else:
+        unknown = set(kwargs) - set(names)
+        if unknown:
+            raise ConfigError(f"transform `{spec}`: keyword arguments go by part name ({', '.join(names)}), "
+                              f"not {sorted(unknown)[0]!r}")
+        transform = Compose([(name, factory(**kwargs.get(name, {}))) for name, factory in zip(names, factories)])
+    transform.spec = {"name": spec, "kwargs": kwargs}
+    return transform

@@ -1,0 +1,178 @@
+"""The gin edge of training: `train.*` (and the part configurables) -> the plain objects `pretrain` takes.
+
+`pirl-ablate train CONFIG.gin` and every sweep run go through `run_training(config_str, run_dir)`, which re-creates
+the config, starts the run folder and calls `train(run_dir)`: it builds the datasets, the trunk (`Backbone.*`), the
+memory bank (`MemoryBank.*`), the transforms (`jigsaw.*`, `image.*`, ...), the method (`train.method`, its
+hyperparameters under its gin name, e.g. `PIRLLoss.lambda_`, the shared head settings under `PIRLNet.*`), the SGD
+optimiser and the cosine schedule, records what evaluation needs, and trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gin
+import torch
+
+from pirl_ablate import config, distributed
+from pirl_ablate.console import info
+from pirl_ablate.data import build_dataset
+from pirl_ablate.losses import MemoryBank
+from pirl_ablate.methods import METHODS, Method, build_method
+from pirl_ablate.models import Backbone
+from pirl_ablate.runs import RunDir, atomic_torch_save
+from pirl_ablate.train import TrainingDiverged, cosine, parameter_groups, pretrain
+from pirl_ablate.transforms import build_transform
+
+configured_backbone = gin.external_configurable(Backbone, "Backbone")
+configured_bank = gin.external_configurable(MemoryBank, "MemoryBank", denylist=["size", "dim", "generator"])
+
+
+@gin.configurable("PIRLNet")
+def head_settings(embed_dim: int = 128, mlp_heads: bool = False, num_patches: int = 9,
+                  patch_bn_stats: bool = True) -> dict[str, Any]:
+    """Settings of the heads every method builds on the trunk (gin: `PIRLNet.*`); each method takes those it has.
+
+    embed_dim: size of f, g and the bank entries (128, Section 3.2); mlp_heads: two-layer projections; num_patches:
+    P of a patch view (9, the 3x3 Jigsaw grid); patch_bn_stats: whether the patch pass updates BN running statistics.
+    """
+    return {"embed_dim": embed_dim, "mlp_heads": mlp_heads, "num_patches": num_patches,
+            "patch_bn_stats": patch_bn_stats}
+
+
+def transform_spec(spec: str) -> dict[str, Any]:
+    """{"name": spec, "kwargs": the gin bindings of its parts}: `build_transform(name, **kwargs)` builds it."""
+    parts = [p.strip() for p in spec.split("+")]
+    kwargs = config.bound_kwargs(spec) if len(parts) == 1 else {p: config.bound_kwargs(p) for p in parts}
+    return {"name": spec, "kwargs": kwargs}
+
+
+def configured_transform(spec: str) -> Any:
+    """The transform `spec` ("jigsaw", "rotation+jigsaw") with its gin bindings passed as keyword arguments."""
+    recorded = transform_spec(spec)
+    return build_transform(recorded["name"], **recorded["kwargs"])
+
+
+def configured_method(method: str, dataset_size: int, num_classes: int | None, transform: str | None,
+                      image_transform: str | None, generator: torch.Generator, device: torch.device) -> Method:
+    """The method `method` of the current gin config for a dataset of `dataset_size` images in `num_classes`
+    classes, with the parts its constructor takes (trunk, memory bank, transforms, generator, head settings)."""
+    params = METHODS.entry(method).params
+    heads = head_settings()
+    kwargs: dict[str, Any] = {"backbone": configured_backbone().to(device), "generator": generator,
+                              **{k: v for k, v in heads.items() if k in params}}
+    if "memory_bank" in params:
+        kwargs["memory_bank"] = configured_bank(dataset_size, heads["embed_dim"], generator, device=device)
+    if "transform" in params and transform:
+        kwargs["transform"] = configured_transform(transform)
+    if "image_transform" in params and image_transform:
+        kwargs["image_transform"] = configured_transform(image_transform)
+    if "num_classes" in params:
+        kwargs["num_classes"] = num_classes
+    return build_method(method, **kwargs).to(device)
+
+
+@gin.configurable("train", denylist=["run_dir"])
+def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_mnist", transform: str = "jigsaw",
+          image_transform: str | None = "image", epochs: int = 800, batch_size: int = 1024, base_lr: float = 0.12,
+          base_batch: int = 1024, final_lr_fraction: float = 1e-3, warmup_epochs: float = 0.0, momentum: float = 0.9,
+          weight_decay: float = 1e-4, image_size: int = 32, seed: int = 0, checkpoint_every: int = 1,
+          monitor_every: int = 1, monitor_k: int = 200, monitor_sigma: float = 0.07, precise_bn_batches: int = 0,
+          precision: str = "auto", channels_last: bool = False, device: str | None = None) -> dict:
+    """Build the run's objects from gin and `pretrain` them into `run_dir` (resuming if possible).
+
+    Args:
+        method: registered method ("pirl", "npid", "jigsaw", "rotation", "supervised"; `pirl-ablate list methods`).
+        dataset: registered dataset name; its "train" split is trained on, its "test" split feeds the kNN monitor.
+        transform: pretext transform name or chain ("jigsaw", "rotation", "rotation+jigsaw"), for methods that
+            use a transformed view.
+        image_transform: the augmentation of the image view f embeds ("image"); None uses the plain images.
+        base_lr, base_batch: peak lr = base_lr * batch_size / base_batch (paper: 0.12 at 1024).
+        final_lr_fraction: the cosine ends at peak * this (paper: 0.12 -> 1.2e-4, i.e. 1e-3).
+        warmup_epochs: linear warm-up from 0 (not in the paper; 0 disables).
+        momentum, weight_decay: SGD (0.9, 1e-4 on conv/linear weights; none on BN and biases).
+        seed: network init (torch.manual_seed), the method's generator (seed * 1000 + 2 * rank + 1: the memory
+            bank, negatives, classifier initialisation), views and data order.
+        device: None picks cuda:LOCAL_RANK when available, else the CPU.
+        epochs, batch_size, image_size, checkpoint_every, monitor_every, monitor_k, monitor_sigma,
+        precise_bn_batches, precision, channels_last: as `pirl_ablate.train.pretrain`.
+    Returns the result dict also written to result.json.
+    """
+    env = distributed.setup(device)
+    run = RunDir(run_dir)
+    try:
+        try:
+            train_set = build_dataset(dataset, "train")
+            torch.manual_seed(seed)
+            generator = torch.Generator(device=env.device).manual_seed(seed * 1000 + 2 * env.rank + 1)
+            net = configured_method(method, len(train_set), train_set.num_classes, transform, image_transform,
+                                    generator, env.device)
+            optimizer = torch.optim.SGD(parameter_groups([net], weight_decay), lr=base_lr * batch_size / base_batch,
+                                        momentum=momentum)
+            schedule = partial(cosine, epochs=epochs, warmup_epochs=warmup_epochs, final_fraction=final_lr_fraction)
+            monitor = monitor_every > 0 and net.memory_bank is not None and train_set.num_classes is not None
+            test_set = build_dataset(dataset, "test") if monitor else None
+            record = {"dataset": {"name": dataset, "kwargs": {s: config.bound_kwargs(dataset, s)
+                                                              for s in ("train", "test", "unlabeled")}},
+                      "pretext_transform": transform_spec(transform) if transform else None}
+            # operative values first, then every binding as given: a binding training never read (e.g. the test
+            # split's `fashion_mnist.subset` when no kNN monitor ran) is kept for whoever reads the config
+            config_text = gin.operative_config_str() + "\n# All bindings as given\n" + gin.config_str()
+        except Exception as e:
+            if env.is_main:
+                run.fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            raise
+        return pretrain(net, train_set, optimizer, run_dir, epochs=epochs, batch_size=batch_size,
+                        image_size=image_size, schedule=schedule, seed=seed, test_dataset=test_set,
+                        checkpoint_every=checkpoint_every, monitor_every=monitor_every, monitor_k=monitor_k,
+                        monitor_sigma=monitor_sigma, precise_bn_batches=precise_bn_batches, precision=precision,
+                        channels_last=channels_last, env=env, record=record, config_text=config_text)
+    finally:
+        distributed.teardown(env)
+
+
+# ------------------------------------------------------------------------------------------- entry points
+def run_training(config_str: str, run_dir: str | Path) -> dict:
+    """Re-create the gin config `config_str` in this process, record it, and pre-train into `run_dir`.
+
+    Used by sweeps (one call per run, in a worker) and by `pirl-ablate train`. Resumes from the run folder's last
+    checkpoint; a complete run returns its result.json without training.
+    """
+    config.parse_text(config_str)
+    run = RunDir(run_dir)
+    if run.is_done():
+        info(f"{run.path}: already done")
+        return run.result()
+    seed = config.bound_kwargs("train").get("seed", 0)
+    if distributed.launcher_rank() == 0:
+        run.start(config_str, seed=seed)
+    return train(run_dir)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """`pirl-ablate train CONFIG.gin [--gin F] [--bind K=V] [--out DIR]`."""
+    config_str = config.parse([args.config, *args.gin], args.bind)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    result = run_training(config_str, out)
+    final = result.get("final", {})
+    info(f"done: {out} | loss {final.get('loss', float('nan')):.4f}"
+         + (f" | kNN top-1 {final['knn_top1']:.3f}" if "knn_top1" in final else ""))
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """`pirl-ablate export RUN_DIR --out FILE.pth`: the trunk as a plain torchvision ResNet state_dict."""
+    from pirl_ablate.checkpoint import load_method
+
+    backbone = load_method(args.run_dir).backbone
+    path = atomic_torch_save(backbone.torchvision_state_dict(), args.out)
+    info(f"wrote {path} (torchvision {backbone.arch}; fc is zeros: replace it before fine-tuning"
+         + ("; small stem: set conv1 to 3x3 stride 1 and maxpool to Identity" if backbone.small_stem else "")
+         + ")")
+    return 0
+
+
+__all__ = ["TrainingDiverged", "export_command", "head_settings", "run_training", "train", "train_command"]

@@ -1,0 +1,97 @@
+"""What a pre-training method is: the shared trunk, the heads it owns, the views it makes, its loss; the registry.
+
+    method = build_method("npid", backbone=Backbone("resnet18"), memory_bank=MemoryBank(len(data), 128, g),
+                          image_transform=build_transform("image", size=32), generator=g, num_negatives=4096)
+    loss, parts = method(images, index, labels, generator)      images (B, 3, s, s) float in [0, 1]
+
+A method is one file: a `Method` subclass with `@register_method("name")` that builds only the heads it uses in
+`__init__`, names in `views` what it makes from a batch ("image": f's augmented view, "transformed": the pretext
+view, "labels": the dataset's labels), and implements `forward`: the batch in, the scalar loss and a dict of
+detached named parts (each term, similarities, accuracy, Z) out. Views are drawn from the `generator` given to
+`forward`; anything else random (negatives, head initialisation) from the method's own `generator`, whose state the
+training loop checkpoints. A method keeps each keyword argument of its constructor under the same name (`config`
+records them, `pirl_ablate.checkpoint.load_method` rebuilds the method from them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pirl_ablate.losses import MemoryBank
+from pirl_ablate.models import Backbone, frozen_bn_stats
+from pirl_ablate.registry import Registry
+from pirl_ablate.transforms import View
+
+METHODS = Registry("method")
+register_method = METHODS.register
+
+# Constructor arguments that are objects (built by the caller), not hyperparameters recorded by `Method.config`.
+PARTS = ("backbone", "memory_bank", "transform", "image_transform", "generator")
+
+
+def build_method(name: str, **kwargs: Any) -> Method:
+    """The method registered as `name`, built with `kwargs` (gin bindings fill the ones not given)."""
+    return METHODS.get(name)(**kwargs)
+
+
+class Method(nn.Module):
+    """The trunk plus a method's heads and loss; `forward(images, index, labels, generator) -> (loss, parts)`.
+
+    Args:
+        backbone: the shared trunk.
+        transform: the pretext transform making v_It (`transform(images, generator) -> View`), if the method uses it.
+        image_transform: the augmentation making f's view v_I; None uses the images as they are.
+        generator: the method's own random draws (on the trunk's device).
+        patch_bn_stats: when False, the batched patch forward normalises with the patches' batch statistics but
+            leaves the BatchNorm running statistics untouched (so they describe full images only).
+    """
+
+    views: tuple[str, ...] = ()
+
+    def __init__(self, backbone: Backbone, *, transform: Any = None, image_transform: Any = None,
+                 generator: torch.Generator | None = None, patch_bn_stats: bool = True):
+        super().__init__()
+        self.backbone = backbone
+        self.transform, self.image_transform, self.generator = transform, image_transform, generator
+        self.patch_bn_stats = patch_bn_stats
+        self.memory_bank: MemoryBank | None = None  # a memory-bank method's bank (the kNN monitor reads it)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.backbone.feature_dim
+
+    def forward(self, images: Tensor, index: Tensor, labels: Tensor, generator: torch.Generator
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of a batch: `images` (B, 3, s, s) in [0, 1], dataset `index` (B,), `labels` (B,) long."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's hyperparameters (every keyword argument except the objects in PARTS), as stored."""
+        params = inspect.signature(type(self).__init__).parameters.values()
+        return {p.name: getattr(self, p.name) for p in params
+                if p.name not in ("self", *PARTS) and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+    # --------------------------------------------------------------------------------------------- the trunk
+    def pooled(self, x: Tensor) -> Tensor:
+        """Globally average-pooled res5 features (N, feature_dim) of images `x` (N, 3, H, W) in [0, 1]."""
+        return self.backbone(x, ("res5",))["res5"].mean(dim=(2, 3))
+
+    def pooled_view(self, view: View) -> Tensor:
+        """Pooled res5 features of a transformed view: (B, P, feature_dim) for patch views (one batched trunk
+        pass over the B*P patches, in the view's permuted order), (B, feature_dim) for image views."""
+        if not view.is_patches:
+            return self.pooled(view.data)
+        b, p = view.data.shape[:2]
+        frozen = not self.patch_bn_stats and self.training
+        with frozen_bn_stats(self.backbone) if frozen else contextlib.nullcontext():
+            feats = self.pooled(view.data.flatten(0, 1))
+        return feats.view(b, p, -1)
+
+    def image_view(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """v_I (B, 3, h, w): `image_transform`'s view of the images, or the images themselves."""
+        return self.image_transform(images, generator).data if self.image_transform is not None else images
