@@ -4,7 +4,9 @@ Paper scale (Section 4): |D| = 1,281,167 entries of d = 128, N = 32,000 negative
 terms (g(v_It) and f(v_I)) per sample, NCE with a fixed Z, then the bank update.
 
     straightforward: negatives = bank[idx] as one (B, N, d) tensor (4.2 GB), scores by bmm, autograd keeps it.
-    ours:            pirl_ablate.losses.bank_contrast: chunks of a few samples, loss and gradient per chunk.
+    ours:            pirl_ablate.losses.pirl_loss, what PIRL trains with: `bank_contrast` walks chunks of a few
+                     samples, loss and gradient per chunk, and also returns the logged parts (similarities, mean
+                     exp score).
 
 Each variant runs in its own subprocess; peak memory is the rise of the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs once the bank exists) over its RSS at that point (on CUDA: torch.cuda.max_memory_allocated
@@ -31,7 +33,7 @@ import torch
 from rich.table import Table
 
 from pirl_ablate.console import out
-from pirl_ablate.losses import MemoryBank, bank_contrast, nce_loss
+from pirl_ablate.losses import MemoryBank, nce_loss, pirl_loss
 
 VARIANTS = ("straightforward", "ours")
 
@@ -78,10 +80,10 @@ def run_variant(args: argparse.Namespace) -> dict:
         queries = torch.nn.functional.normalize(raw, dim=2)  # stand-ins for g(v_It), f(v_I)
         negatives = bank.sample_negatives(index, args.negatives, g)
         if args.variant == "ours":
-            terms = bank_contrast(queries, bank.bank, index, negatives, loss_fn).loss
+            total, _ = pirl_loss(queries[:, 1], queries[:, 0], bank.bank, index, negatives, 0.5, loss_fn, 0.07)
         else:
             terms = straightforward_terms(queries, bank.bank, index, negatives, loss_fn)
-        total = 0.5 * terms[:, 0].mean() + 0.5 * terms[:, 1].mean()
+            total = 0.5 * terms[:, 0].mean() + 0.5 * terms[:, 1].mean()
         bank.update(index, queries[:, 1].detach())
         total.backward()
         if device.type == "cuda":

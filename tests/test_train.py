@@ -255,3 +255,13 @@ def test_precise_bn_recomputes_statistics_on_clean_images(tmp_path):
         out = b.conv1((x - b.mean) / b.std)
     expected = torch.stack([out[:BATCH].mean((0, 2, 3)), out[BATCH:].mean((0, 2, 3))]).mean(0)
     assert torch.allclose(b.bn1.running_mean, expected, atol=1e-5)
+
+
+def test_a_checkpoint_of_the_format_before_methods_fails_with_one_line(tmp_path, capsys):
+    run = tmp_path / "old"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"version": 1, "epoch": 1, "network": {}, "network_config": {}, "loss": {}},
+               run / "checkpoints" / "last.pt")  # the keys a format-1 checkpoint had
+    assert cli_main(["export", str(run), "--out", str(tmp_path / "x.pth")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "format 1" in err and "retrain" in err

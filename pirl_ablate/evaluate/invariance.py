@@ -39,7 +39,8 @@ def invariance_distances(net: nn.Module, images: Tensor, transform, generator: t
                          representation: str = "pooled") -> Tensor:
     """Distances d(I, t) (B,) for a batch of clean images (B, C, H, W) and one draw of `transform` per image.
 
-    net: a PIRLNet (`.pooled`, `.pooled_view`, `.embed_image`, `.embed_transformed`), in eval mode.
+    net: a method (`.pooled`, `.pooled_view`; "heads" also `.embed_image`, `.embed_transformed`, as PIRL), in eval
+        mode.
     transform: `transform(images, generator) -> View` (pirl_ablate.transforms); representation: "heads" | "pooled"
     (definitions in the module docstring).
     """

@@ -158,7 +158,7 @@ def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_imag
     `pirl_ablate.evaluate.invariance`) for the first `num_images` test images.
 
     transform: a transform name or composition (default: the run's pretext transform); representation: "heads",
-    "pooled", or "auto" = "heads" when the run's loss trains both f and g (PIRL), else "pooled".
+    "pooled", or "auto" = "heads" when the run's method trains both f and g (PIRL), else "pooled".
     Result: {transform: {mean, std}} plus "histogram" {"edges", "counts"} over [0, 2].
     """
     from pirl_ablate.transforms import build_transform

@@ -141,6 +141,6 @@ def bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Te
         pos_sim[rows] = s_pos.detach()
         neg_sim[rows] = s_neg.detach().mean(-1)
         if tau is not None:
-            exp_sum += torch.exp(s_pos.detach() / tau).sum() + torch.exp(s_neg.detach() / tau).sum()
+            exp_sum += torch.exp(s_pos.detach() / tau).sum() + s_neg.detach().div(tau).exp_().sum()
     mean_exp = exp_sum / (q.shape[0] * q.shape[1] * (negatives.shape[1] + 1)) if tau is not None else None
     return Contrast(_KnownGradient.apply(queries, values, grad), pos_sim, neg_sim, mean_exp)
