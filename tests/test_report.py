@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pirl_ablate.cli import main
+from pirl_ablate.layers import LAYERS
 from pirl_ablate.report import paper
 from pirl_ablate.report.command import report_command
 from pirl_ablate.report.registry import TABLES
@@ -330,7 +331,7 @@ def test_per_layer_table_and_figures_with_log_axis(results: Path, tmp_path: Path
     assert ours.columns == ["res4", "res5"]  # conv1 .. res5 order, only the layers evaluated
     pirl = {r.label: r for r in ours.rows}["PIRL"]
     assert pirl.cells["res4"].mean == pytest.approx(statistics.mean(VARIANTS["PIRL"]) - 3.0)
-    assert table7.blocks[-1].columns == list(paper.LAYERS)
+    assert table7.blocks[-1].columns == list(LAYERS)
 
     figure5 = TABLES.get("figure5")(frame, sweep="loss_variants")
     jigsaw = {s.label: s for s in figure5.plot.series}["Jigsaw · fashion_mnist"]

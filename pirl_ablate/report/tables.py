@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pirl_ablate.layers import LAYERS
 from pirl_ablate.report import paper
 from pirl_ablate.report.build import (
     LAYER_ORDER,
@@ -128,7 +129,7 @@ def table7(frame: pd.DataFrame, sweep: str = "layers") -> Report:
     report = Report(name="table7", title="Table 7: linear top-1 per layer")
     used = _per_dataset_group_blocks(report, rows, baseline, "linear", "top1", LAYER_ORDER,
                                      (RANDOM_INIT, "Jigsaw", "NPID++", "PIRL"), "linear top-1")
-    report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 7, ImageNet top-1", paper.LAYERS, paper.TABLE7))
+    report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 7, ImageNet top-1", LAYERS, paper.TABLE7))
     return _finish(report, frame, rows, used, "linear (per layer)")
 
 
@@ -205,7 +206,7 @@ def figure5(frame: pd.DataFrame, sweep: str = "layers") -> Report:
     if block.rows:
         report.blocks.append(block)
         report.plot = plot
-    report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 7, ImageNet top-1", paper.LAYERS, paper.TABLE7))
+    report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 7, ImageNet top-1", LAYERS, paper.TABLE7))
     return _finish(report, frame, rows, set(select(rows, "linear", "top1")["run_id"]), "linear (per layer)")
 
 

@@ -1,0 +1,48 @@
+"""Layering rules of issue 12: gin only at the edges, no train <-> evaluate cycle, one file per method."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pirl_ablate"
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_core_folders_never_import_gin():
+    for folder in ("methods", "losses", "models", "transforms"):
+        for path in (PACKAGE / folder).rglob("*.py"):
+            assert not {m for m in imported_modules(path) if m.split(".")[0] == "gin"}, path
+
+
+def test_only_config_reads_gins_private_registry():
+    readers = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+               if "_REGISTRY" in p.read_text(encoding="utf-8")]
+    assert readers == ["config.py"]
+
+
+def test_evaluation_does_not_import_training():
+    code = "import sys, pirl_ablate.evaluate, pirl_ablate.checkpoint; print('pirl_ablate.train' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_every_method_is_one_registered_file():
+    from pirl_ablate.methods import METHODS
+
+    files = {p.stem for p in (PACKAGE / "methods").glob("*.py")} - {"__init__", "base"}
+    assert files == {"pirl", "npid", "jigsaw", "rotation", "supervised"} and files <= set(METHODS.names())
+    for name in files:  # each registered where it is defined (other tests register more methods of their own)
+        assert METHODS.get(name).__module__ == f"pirl_ablate.methods.{name}"
