@@ -37,6 +37,7 @@ from pirl_ablate.data import ImageDataset, build_dataset, make_loader, to_device
 from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.losses import MemoryBank, build_loss
 from pirl_ablate.models import Backbone, PIRLNet, build_network, frozen_bn_stats
+from pirl_ablate.run_guard import check_train_values, guarded_run
 from pirl_ablate.runs import RunDir, atomic_torch_save, atomic_write_text
 from pirl_ablate.transforms.registry import build_transform
 
@@ -222,6 +223,7 @@ def _pretrain(run: RunDir, env: distributed.DistEnv, *, dataset: str, transform:
               checkpoint_every: int, monitor_every: int, monitor_k: int, monitor_sigma: float,
               precise_bn_batches: int, precision: str, channels_last: bool) -> dict:
     dev = env.device
+    check_train_values(epochs=epochs, batch_size=batch_size)
     if batch_size % env.world_size:
         raise ConfigError(f"train.batch_size = {batch_size} is not divisible by the {env.world_size} processes")
     if precision not in PRECISIONS:
@@ -402,13 +404,14 @@ def run_training(config_str: str, run_dir: str | Path) -> dict:
     """
     config.parse_text(config_str)
     run = RunDir(run_dir)
-    if run.is_done():
-        info(f"{run.path}: already done")
-        return run.result()
-    seed = gin.query_parameter("train.seed") if _bound("train.seed") else 0
-    if distributed.launcher_rank() == 0:
-        run.start(config_str, seed=seed)
-    return pretrain(run_dir)
+    with guarded_run(run, config_str, owner=distributed.launcher_rank() == 0):  # lock, resume check, *.tmp
+        if run.is_done():
+            info(f"{run.path}: already done")
+            return run.result()
+        seed = gin.query_parameter("train.seed") if _bound("train.seed") else 0
+        if distributed.launcher_rank() == 0:
+            run.start(config_str, seed=seed)
+        return pretrain(run_dir)
 
 
 def _bound(key: str) -> bool:
@@ -448,6 +451,8 @@ def load_network(run_dir: str | Path, map_location: str | torch.device = "cpu") 
 
 def export_command(args: argparse.Namespace) -> int:
     """`pirl-ablate export RUN_DIR --out FILE.pth`: the trunk as a plain torchvision ResNet state_dict."""
+    if Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: is a folder; give the file to write, e.g. {Path(args.out) / 'net.pth'}")
     net = load_network(args.run_dir)
     path = atomic_torch_save(net.backbone.torchvision_state_dict(), args.out)
     info(f"wrote {path} (torchvision {net.backbone.arch}; fc is zeros: replace it before fine-tuning"
