@@ -24,6 +24,7 @@ from pirl_ablate.errors import UserError
 from pirl_ablate.runs import now
 
 LOCK_FILE = ".lock"
+_HELD: set[str] = set()  # lock files this process holds: taking one again inside is a no-op
 
 
 class FolderBusy(UserError):
@@ -34,10 +35,14 @@ class FolderBusy(UserError):
 def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
     """Hold `folder`/.lock for the duration of the block, or raise FolderBusy naming the holder.
 
-    what: the work the lock protects, for the message ("sweep", "run").
+    what: the work the lock protects, for the message ("sweep", "run"). Re-entrant within one process.
     """
     path = Path(folder) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
+    key = str(path.resolve())
+    if key in _HELD:  # this process holds it already (a sweep job around the training it calls)
+        yield path
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -49,7 +54,11 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
                          "since": now()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder_record) + "\n").encode("utf-8"), 0)
-        yield path
+        _HELD.add(key)
+        try:
+            yield path
+        finally:
+            _HELD.discard(key)
     finally:
         os.close(fd)  # closing the descriptor releases the flock
 

@@ -25,6 +25,7 @@ from pirl_ablate.data import build_dataset, make_loader
 from pirl_ablate.errors import DataError
 from pirl_ablate.report.results import load_results, runs_of
 from pirl_ablate.runs import DiskFull, RunDir, atomic_write_json, read_json
+from pirl_ablate.sweep import load_sweep
 from pirl_ablate.sweep.state import local_job_alive, process_start, run_state, write_job_record
 
 
@@ -278,6 +279,20 @@ def test_second_sweep_on_a_driven_folder_and_second_train_on_a_run_folder_are_re
         assert main(["--quiet", "train", str(config), "--out", str(run)]) == 2
         assert f"{run}: this run folder is in use by pid {holder.pid}" in _one_line_error(capsys)
         assert sorted(p.name for p in run.iterdir()) == [".lock"]
+    finally:
+        holder.stdin.close()
+        holder.wait()
+
+
+def test_a_sweep_job_leaves_a_run_folder_that_a_train_holds_alone(tmp_path):
+    sweep = write_sweep(tmp_path, "sweep.name = 'held'\n")
+    out = tmp_path / "runs"
+    (run,) = [out / r.run_id for r in load_sweep(sweep).runs]
+    holder = _hold_lock(run, "run")
+    try:
+        assert main(["--quiet", "sweep", str(sweep), "--executor", "debug", "--out", str(out)]) == 1
+        assert sorted(p.name for p in run.iterdir()) == [".lock", "job.json"]  # no meta.json, no result.json
+        assert run_state(run).state == "failed"
     finally:
         holder.stdin.close()
         holder.wait()
