@@ -387,12 +387,15 @@ def test_unreadable_eval_file_is_listed_and_a_copied_run_folder_counts_once(tmp_
     (run / "evals" / "linear-tiny.json").write_bytes(b"\xff\xfe")
     shutil.copytree(run, tmp_path / "c" / "backup" / run.name)
 
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "sweep.json").write_text('{"name": "other", "runs": [')
     frame = load_results(tmp_path)
     assert len(runs_of(frame)) == 1
     assert frame[frame["protocol"] == "knn"]["value"].tolist() == [0.5]
     reasons = [why for _, why in frame.attrs["left_out"]]
     assert any("linear-tiny.json: unreadable (UnicodeDecodeError" in r for r in reasons)
     assert any(f"a copy of run {run.name}" in r for r in reasons)
+    assert any(r.startswith(f"{tmp_path / 'other' / 'sweep.json'}: unreadable") for r in reasons)
 
 
 def test_bad_sweep_record_is_one_line(tmp_path, capsys):

@@ -21,8 +21,8 @@ pivot)::
   config (config.gin) gives that binding, e.g. for runs started with `pirl-ablate train --bind` rather than a sweep.
 
 `frame.attrs["bindings"]` lists the binding columns; `frame.attrs["left_out"]` lists (run id, reason) for what was
-read but left out: an unreadable evaluation file, a second copy of a run folder (same sweep and run id). An
-unreadable meta.json or result.json makes its run failed, with the file named as the reason.
+read but left out: an unreadable evaluation file or sweep record, a second copy of a run folder (same sweep and run
+id). An unreadable meta.json or result.json makes its run failed, with the file named as the reason.
 
 Histograms (invariance evaluations, Figure 4) stay in their
 files; `read_histograms(frame)` reads them for the rows that need them.
@@ -85,8 +85,8 @@ def load_results(root: str | os.PathLike, expected: Iterable[ExpectedRun] = (),
     binding_names: dict[str, None] = {f"config:{k}": None for k in config_keys}
     seen: set[tuple[str, str]] = set()
     run_paths, sweep_records = _walk(root)
-    expected = [*(e for path in sweep_records for e in _read_sweep_record(path)), *expected]
     left_out: list[tuple[str, str]] = []
+    expected = [*(e for path in sweep_records for e in _read_sweep_record(path, left_out)), *expected]
     first_copy: dict[tuple[str, str], Path] = {}
     for run_path in run_paths:
         run, rows = _read_run(run_path, root, left_out)
@@ -162,8 +162,11 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
     return sorted(runs), sorted(sweeps)
 
 
-def _read_sweep_record(path: Path) -> list[ExpectedRun]:
+def _read_sweep_record(path: Path, left_out: list[tuple[str, str]]) -> list[ExpectedRun]:
     record = _load_json(path) or {}
+    if "_unreadable" in record:
+        left_out.append((path.parent.name, record["_unreadable"]))
+        return []
     name = record.get("name") or path.parent.name
     return [ExpectedRun(run_id=str(r["run_id"]), sweep=name, bindings=r.get("bindings") or {}, seed=r.get("seed"),
                         variant=r.get("variant"), folder=path.parent / str(r["run_id"]))
