@@ -402,3 +402,13 @@ def test_bad_sweep_record_is_one_line(tmp_path, capsys):
     (tmp_path / "sweep.json").write_text(json.dumps({"name": "x", "runs": "nope"}))
     assert main(["status", str(tmp_path)]) == 2
     assert f"{tmp_path / 'sweep.json'}: unreadable" in _one_line_error(capsys)
+
+
+def test_a_planted_payload_as_a_cifar_batch_is_refused_without_running(tmp_path):
+    marker = tmp_path / "PAYLOAD_RAN"
+    folder = tmp_path / "cifar-10-batches-py"
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        _plant(folder / name, marker)
+    with pytest.raises(DataError, match=r"data_batch_1: not a CIFAR-10 python batch \(UnpicklingError: refusing"):
+        build_dataset("cifar10", "train", root=str(tmp_path))
+    assert not marker.exists()
