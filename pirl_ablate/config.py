@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import os
 import re
 import sys
@@ -225,8 +226,7 @@ def format_gin_error(e: BaseException, bindings: Sequence[str] = ()) -> str:
 
 
 def _unclosed(text: str) -> bool:
-    import io
-
+    """Whether `text` leaves a bracket or a triple-quoted string open (tokenize cannot finish it)."""
     try:
         list(tokenize.generate_tokens(io.StringIO(text).readline))
     except tokenize.TokenError:

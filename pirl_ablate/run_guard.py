@@ -48,7 +48,8 @@ def check_resume_config(run: RunDir, config_str: str) -> None:
     larger `train.epochs`, retiring a finished run's result.json so that it trains on."""
     from pirl_ablate import checkpoint
 
-    if checkpoint.last(run.checkpoint_dir) is None or not run.config_path.is_file():
+    last = checkpoint.last(run.checkpoint_dir)
+    if last is None or not run.config_path.is_file():
         return  # nothing trained yet: any config may start it
     before = bindings_of(run.config_path.read_text(encoding="utf-8"))
     after = bindings_of(config_str)
@@ -61,11 +62,11 @@ def check_resume_config(run: RunDir, config_str: str) -> None:
                           f"resume it with its own bindings, or train into another --out (only {GROWABLE} may grow)")
     if GROWABLE not in after or after[GROWABLE] == before.get(GROWABLE):
         return
-    result = run.result()
-    trained = (result or {}).get("epochs")
-    if isinstance(trained, int) and isinstance(after[GROWABLE], int) and after[GROWABLE] < trained:
+    trained = checkpoint.load(last)["epoch"]
+    if isinstance(after[GROWABLE], int) and after[GROWABLE] < trained:
         raise ConfigError(f"{GROWABLE} = {after[GROWABLE]}: {run.path} has trained {trained} epochs already; a run "
                           "folder can be extended, not shortened (train into another --out)")
+    result = run.result()
     if result is not None and result.get("status") == STATUS_DONE:
         run.retire_result()
 

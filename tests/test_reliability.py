@@ -321,6 +321,14 @@ def test_more_epochs_on_a_finished_run_trains_on(tmp_path, trained):
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
 
 
+def test_fewer_epochs_than_a_run_has_trained_is_refused(tmp_path, capsys, trained):
+    config, trained_run = trained
+    run = _copy(trained_run, tmp_path / "run")
+    (run / "result.json").unlink()  # killed after its checkpoint of epoch 1
+    assert main(["--quiet", "train", str(config), "--bind", "train.epochs = 0", "--out", str(run)]) == 2
+    assert f"train.epochs = 0: {run} has trained 1 epochs already" in _one_line_error(capsys)
+
+
 def test_orphan_temporaries_are_removed_when_the_run_starts_again(tmp_path, trained):
     config, trained_run = trained
     run = _copy(trained_run, tmp_path / "run")
