@@ -32,10 +32,11 @@ class FolderBusy(UserError):
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
+def folder_lock(folder: str | os.PathLike, what: str, *, wait: bool = False) -> Iterator[Path]:
     """Hold `folder`/.lock for the duration of the block, or raise FolderBusy naming the holder.
 
-    what: the work the lock protects, for the message ("sweep", "run"). Re-entrant within one process.
+    what: the work the lock protects, for the message ("sweep", "run"). wait: block until the holder ends instead
+    of raising (saying once, on stderr, whom it waits for). Re-entrant within one process.
     """
     path = Path(folder) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,8 +49,12 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise FolderBusy(f"{Path(folder)}: this {what} folder is in use by {holder(path)}; wait for it to end "
-                             f"or stop it (another --out gives a separate folder)") from None
+            busy = f"{Path(folder)}: this {what} folder is in use by {holder(path)}"
+            if not wait:
+                raise FolderBusy(f"{busy}; wait for it to end or stop it (another --out gives a separate folder)"
+                                 ) from None
+            print(f"{busy}; waiting for it to end", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         holder_record = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
                          "since": now()}
         os.ftruncate(fd, 0)

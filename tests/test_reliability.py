@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from sweep_jobs import worker_env, write_sweep
+from sweep_jobs import cli_command, worker_env, write_sweep
 from tiny_pirl import SIZE, TINY
 
 from pirl_ablate.cli import main
@@ -284,18 +284,21 @@ def test_second_sweep_on_a_driven_folder_and_second_train_on_a_run_folder_are_re
         holder.wait()
 
 
-def test_a_sweep_job_leaves_a_run_folder_that_a_train_holds_alone(tmp_path):
+def test_a_sweep_job_waits_for_a_train_that_holds_its_run_folder(tmp_path):
     sweep = write_sweep(tmp_path, "sweep.name = 'held'\n")
     out = tmp_path / "runs"
     (run,) = [out / r.run_id for r in load_sweep(sweep).runs]
     holder = _hold_lock(run, "run")
     try:
-        assert main(["--quiet", "sweep", str(sweep), "--executor", "debug", "--out", str(out)]) == 1
-        assert sorted(p.name for p in run.iterdir()) == [".lock", "job.json"]  # no meta.json, no result.json
-        assert run_state(run).state == "failed"
+        driver = subprocess.Popen(cli_command("--quiet", "sweep", str(sweep), "--executor", "debug", "--out", str(out)),
+                                  cwd=tmp_path, env=worker_env(), stderr=subprocess.PIPE, text=True)
+        assert driver.stderr.readline().startswith(f"{run}: this run folder is in use by pid {holder.pid} on ")
+        assert sorted(p.name for p in run.iterdir()) == [".lock", "job.json"]  # the job wrote nothing
     finally:
         holder.stdin.close()
         holder.wait()
+    assert driver.wait(timeout=300) == 0, driver.stderr.read()  # then it ran
+    assert read_json(run / "result.json")["status"] == "done"
 
 
 # ------------------------------------------------------------------------------------ 4: silent wrong runs

@@ -65,9 +65,9 @@ class SweepJob(submitit.helpers.Checkpointable):
         rank0 = env is None or env.global_rank == 0  # DDP (tasks_per_node > 1): rank 0 owns the run folder
         self._limit_threads()
         run_dir = RunDir(self.run_dir)
-        # rank 0 holds the run folder for the whole job: a `train` already writing it refuses this job, which then
-        # leaves the folder alone
-        with folder_lock(run_dir.path, "run") if rank0 else contextlib.nullcontext():
+        # rank 0 holds the run folder for the whole job; while another process writes it (a `train`, or the worker of
+        # an interrupted sweep still ending) the job waits for it to end, then resumes from the checkpoint it left
+        with folder_lock(run_dir.path, "run", wait=True) if rank0 else contextlib.nullcontext():
             return self._run(run_dir, rank0, env)
 
     def _run(self, run_dir: RunDir, rank0: bool, env: submitit.JobEnvironment | None) -> dict[str, Any]:
