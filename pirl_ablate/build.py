@@ -20,9 +20,11 @@ import torch
 from pirl_ablate import config, distributed
 from pirl_ablate.console import info
 from pirl_ablate.data import build_dataset
+from pirl_ablate.errors import UserError
 from pirl_ablate.losses import MemoryBank
 from pirl_ablate.methods import METHODS, Method, build_method
 from pirl_ablate.models import Backbone
+from pirl_ablate.run_guard import guarded_run
 from pirl_ablate.runs import RunDir, atomic_torch_save
 from pirl_ablate.train import TrainingDiverged, cosine, parameter_groups, pretrain
 from pirl_ablate.transforms import build_transform
@@ -143,13 +145,14 @@ def run_training(config_str: str, run_dir: str | Path) -> dict:
     """
     config.parse_text(config_str)
     run = RunDir(run_dir)
-    if run.is_done():
-        info(f"{run.path}: already done")
-        return run.result()
-    seed = config.bound_kwargs("train").get("seed", 0)
-    if distributed.launcher_rank() == 0:
-        run.start(config_str, seed=seed)
-    return train(run_dir)
+    with guarded_run(run, config_str, owner=distributed.launcher_rank() == 0):  # lock, resume check, *.tmp
+        if run.is_done():
+            info(f"{run.path}: already done")
+            return run.result()
+        seed = config.bound_kwargs("train").get("seed", 0)
+        if distributed.launcher_rank() == 0:
+            run.start(config_str, seed=seed)
+        return train(run_dir)
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -167,6 +170,8 @@ def export_command(args: argparse.Namespace) -> int:
     """`pirl-ablate export RUN_DIR --out FILE.pth`: the trunk as a plain torchvision ResNet state_dict."""
     from pirl_ablate.checkpoint import load_method
 
+    if Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: is a folder; give the file to write, e.g. {Path(args.out) / 'net.pth'}")
     backbone = load_method(args.run_dir).backbone
     path = atomic_torch_save(backbone.torchvision_state_dict(), args.out)
     info(f"wrote {path} (torchvision {backbone.arch}; fc is zeros: replace it before fine-tuning"

@@ -17,6 +17,7 @@ The data order needs no state: it is a function of (seed, epoch) (pirl_ablate.da
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 VERSION = 2
 LAST = "last.pt"
+KEYS = ("epoch", "step", "method", "optimizer", "scheduler", "rng", "world_size", "dataset_size", "record")
 
 
 def rng_states(generators: dict[str, torch.Generator]) -> dict[str, Any]:
@@ -58,14 +60,18 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     """A checkpoint read with weights_only=True; a file that is not one raises UserError naming it."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as e:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:  # weights_only refusals too
         raise UserError(f"{path}: not a readable pirl-ablate checkpoint ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                        f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
     if isinstance(state, dict) and state.get("version") == 1:
         raise UserError(f"{path}: a checkpoint of format 1 (network + loss state, before methods/), which this "
                         f"version cannot load: retrain the run into a new folder")
     if not isinstance(state, dict) or state.get("version") != VERSION:
         raise UserError(f"{path}: not a pirl-ablate checkpoint of version {VERSION}")
+    missing = [k for k in KEYS if k not in state]
+    if missing or not isinstance(state["record"], dict):
+        what = ", ".join(missing) if missing else "record as a dict"
+        raise UserError(f"{path}: not a complete pirl-ablate checkpoint (missing {what})")
     return state
 
 

@@ -129,6 +129,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
         return 2
+    except (TypeError, ValueError) as e:  # raised in a configurable gin called: a binding of the wrong type
+        from pirl_ablate.config import configurable_error
+
+        message = configurable_error(e)
+        if message is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130

@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import io
 import os
 import re
 import sys
+import tokenize
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,9 @@ _INCLUDE = re.compile(r"""^[ \t]*include\s+(['"])(?P<path>.+?)\1""", re.MULTILIN
 _LOCATION = re.compile(r'In (?:file "(?P<file>[^"]+)", line (?P<line>\d+)|bindings string line (?P<bline>\d+))')
 _NO_PARAM = re.compile(r"Configurable '(?P<cfg>[^']+)' doesn't have a parameter named '(?P<param>[^']+)'")
 _NO_CONFIGURABLE = re.compile(r"No configurable matching '(?P<name>[^']+)'")
+_IN_CALL = re.compile(r"In call to configurable '(?P<name>[^']+)'")
+# what gin's parser raises on bad text (tokenize.TokenError: an unclosed bracket or quote)
+GIN_ERRORS = (ValueError, SyntaxError, OSError, TypeError, KeyError, ImportError, tokenize.TokenError)
 
 
 def gin_search_dirs() -> list[Path]:
@@ -141,7 +146,7 @@ def parse(files: Sequence[str | os.PathLike] = (), bindings: Sequence[str] = (),
         try:
             gin.parse_config_files_and_bindings([str(p) for p in paths], list(bindings),
                                                 finalize_config=False)
-        except (ValueError, SyntaxError, OSError, TypeError, KeyError, ImportError) as e:
+        except GIN_ERRORS as e:
             gin.clear_config()
             raise ConfigError(format_gin_error(e, bindings)) from None
     text = gin.config_str()
@@ -156,7 +161,7 @@ def parse_text(config: str, *, finalize: bool = True) -> None:
     import_configurables()
     try:
         gin.parse_config(config)
-    except (ValueError, SyntaxError, OSError, TypeError, KeyError, ImportError) as e:
+    except GIN_ERRORS as e:
         gin.clear_config()
         raise ConfigError(format_gin_error(e, ())) from None
     if finalize:
@@ -198,7 +203,11 @@ def format_gin_error(e: BaseException, bindings: Sequence[str] = ()) -> str:
         i = int(loc.group("bline")) - 1
         where = f"--bind {lines[i].strip()!r}" if 0 <= i < len(lines) else "--bind"
     hint = ""
-    if isinstance(e, ImportError):
+    if isinstance(e, tokenize.TokenError):
+        bad = next((b for b in bindings if _unclosed(b)), None)
+        where = f"--bind {bad.strip()!r}" if bad else where
+        first = f"unclosed bracket or quote ({e.args[0]})"
+    elif isinstance(e, ImportError):
         m = re.search(r"No module named '([^']+)'", msg)
         name = m.group(1) if m else first
         first = f"cannot import `{name}` (put the folder that holds it on PYTHONPATH)"
@@ -215,6 +224,32 @@ def format_gin_error(e: BaseException, bindings: Sequence[str] = ()) -> str:
 def configurable_names() -> set[str]:
     """The short names of every registered gin configurable."""
     return {selector.rsplit(".", 1)[-1] for selector, _ in gin.config._REGISTRY.items()}
+
+
+def _unclosed(text: str) -> bool:
+    """Whether `text` leaves a bracket or a triple-quoted string open (tokenize cannot finish it)."""
+    try:
+        list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except tokenize.TokenError:
+        return True
+    return False
+
+
+def configurable_error(e: BaseException) -> str | None:
+    """One line for a TypeError/ValueError raised inside a configurable gin called (a binding of the wrong type,
+    e.g. `PIRLLoss.lambda_ = 'abc'`): the configurable, the error, and its bindings that could be the cause (those
+    whose type the message names, else all of them). None if gin did not call a configurable."""
+    m = _IN_CALL.search(str(e))
+    if not isinstance(e, (TypeError, ValueError)) or m is None:
+        return None
+    from pirl_ablate.run_guard import bindings_of
+
+    name = m.group("name").rsplit(".", 1)[-1]
+    first = str(e).strip().splitlines()[0]
+    own = {k: v for k, v in bindings_of(gin.config_str()).items() if k.rsplit(".", 1)[0].rsplit(".", 1)[-1] == name}
+    named = {k: v for k, v in own.items() if f"'{type(v).__name__}'" in first} or own
+    given = "; ".join(f"{k} = {v!r}" for k, v in named.items())
+    return f"{name}: {type(e).__name__}: {first}" + (f" (bound: {given}: is each the right type?)" if given else "")
 
 
 def configurable_target(name: str) -> Callable | None:

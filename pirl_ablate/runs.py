@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import platform
@@ -28,6 +29,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+from pirl_ablate.errors import UserError
+
 PACKAGES = ("pirl-ablate", "torch", "torchvision", "kornia", "gin-config", "submitit", "pandas", "numpy",
             "scikit-learn")
 
@@ -35,28 +38,56 @@ STATUS_DONE = "done"
 STATUS_FAILED = "failed"
 STATUS_RUNNING = "running"
 STATUS_PENDING = "pending"
+TMP_SUFFIX = ".tmp"
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(UserError):
+    """No space left (or quota exceeded) while writing a file; the file is left as it was."""
+
+
+class UnreadableFile(UserError):
+    """A results file that exists but is not what pirl-ablate writes (truncated, not UTF-8, not a JSON object)."""
 
 
 # ----------------------------------------------------------------------------------------------- atomic writes
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Call `write(fh)` on a temporary file beside `path`, then rename it over `path`.
 
-    If `write` raises (or the process dies) the previous content of `path` is untouched.
+    If `write` raises (or the process dies) the previous content of `path` is untouched; a temporary file left by
+    a killed process is removed by `remove_orphan_temporaries` when its run starts again.
+    A full disk raises DiskFull ("disk full writing PATH") and leaves no temporary file behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _disk_full_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
     return path
+
+
+@contextlib.contextmanager
+def _disk_full_named(path: Path) -> Iterator[None]:
+    """ENOSPC / EDQUOT (also as torch.save's RuntimeError around it) -> DiskFull naming `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in FULL:
+            raise DiskFull(f"disk full writing {path} (free some space, or write elsewhere with --out)") from None
+        raise
+    except RuntimeError as e:  # torch.save reports a failed write as RuntimeError; the OSError is its cause
+        if isinstance(e.__cause__ or e.__context__, OSError) and (e.__cause__ or e.__context__).errno in FULL:
+            raise DiskFull(f"disk full writing {path} (free some space, or write elsewhere with --out)") from None
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -164,7 +195,7 @@ class RunDir:
         """Create the folder; write config.gin and meta.json. A restart keeps the first start time."""
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.config_path, config)
-        previous = self.meta() or {}
+        previous = self._meta_to_update()
         meta = {
             **previous,
             "run_id": run_id or previous.get("run_id") or self.path.name,
@@ -184,20 +215,28 @@ class RunDir:
         return meta
 
     def update_meta(self, **fields: Any) -> dict:
-        meta = {**(self.meta() or {}), **fields}
+        meta = {**self._meta_to_update(), **fields}
         atomic_write_json(self.meta_path, meta)
         return meta
+
+    def _meta_to_update(self) -> dict:
+        """meta.json as it is, or {} when it is missing or unreadable (the writer then replaces it whole)."""
+        try:
+            return self.meta() or {}
+        except UnreadableFile:
+            return {}
 
     def write_config(self, config: str) -> None:
         atomic_write_text(self.config_path, config)
 
     def log_metrics(self, row: dict) -> None:
         """Append one JSON line (flushed and fsynced: a kill leaves at most a torn last line)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, sort_keys=True, default=_json_default) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        with _disk_full_named(self.metrics_path):
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row, sort_keys=True, default=_json_default) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
 
     def write_eval(self, name: str, result: dict) -> Path:
         return atomic_write_json(self.evals_dir / f"{name}.json", result)
@@ -208,13 +247,19 @@ class RunDir:
     def fail(self, reason: str, **result: Any) -> dict:
         return self._write_result({"status": STATUS_FAILED, "reason": reason, **result})
 
+    def retire_result(self) -> None:
+        """A run about to run again: result.json moves to result.previous.json, so that the new attempt is not taken
+        for finished (the previous outcome stays readable)."""
+        if self.result_path.exists():
+            os.replace(self.result_path, self.result_path.with_name("result.previous.json"))
+
     def _write_result(self, result: dict) -> dict:
         result = {**result, "end": now()}
         self.update_meta(end=result["end"])
         atomic_write_json(self.result_path, result)
         return result
 
-    # reading
+    # reading: a file that exists but cannot be read raises UnreadableFile naming it
     def meta(self) -> dict | None:
         return _read_or_none(self.meta_path)
 
@@ -227,7 +272,7 @@ class RunDir:
     def evals(self) -> dict[str, dict]:
         if not self.evals_dir.is_dir():
             return {}
-        return {p.stem: read_json(p) for p in sorted(self.evals_dir.glob("*.json"))}
+        return {p.stem: read_json_object(p) for p in sorted(self.evals_dir.glob("*.json"))}
 
     def status(self) -> str:
         """pending (nothing started), running (started, no result), done or failed."""
@@ -240,11 +285,37 @@ class RunDir:
         return self.status() == STATUS_DONE
 
 
-def _read_or_none(path: Path) -> Any:
+def _read_or_none(path: Path) -> dict | None:
     try:
-        return read_json(path)
+        return read_json_object(path)
     except FileNotFoundError:
         return None
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON object file; FileNotFoundError if it is missing, UnreadableFile (naming it) if it is truncated, not
+    UTF-8, not JSON or not an object."""
+    try:
+        obj = read_json(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise UnreadableFile(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if not isinstance(obj, dict):
+        raise UnreadableFile(f"{path}: unreadable (a JSON {type(obj).__name__}, not an object)")
+    return obj
+
+
+def remove_orphan_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (`.<name>.<random>.tmp`) killed writers left in a run folder and its
+    subfolders; call it only while holding the run folder's lock. Returns what was removed."""
+    removed = []
+    for p in Path(run_dir).rglob(f".*{TMP_SUFFIX}"):
+        if p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def iter_run_dirs(root: str | os.PathLike) -> Iterator[RunDir]:

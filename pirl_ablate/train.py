@@ -41,6 +41,7 @@ from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.evaluate.knn import knn_top1
 from pirl_ablate.methods import Method
 from pirl_ablate.models import frozen_bn_stats, precise_bn
+from pirl_ablate.run_guard import check_train_values
 from pirl_ablate.runs import RunDir, atomic_write_text
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -204,6 +205,7 @@ def _build(run: RunDir, env: distributed.DistEnv, method: Method, dataset: Image
            precision: str, channels_last: bool, record: dict[str, Any] | None) -> _Loop:
     """Check the settings; make the loader, the lr scheduler, the view generator and the DDP wrapper."""
     dev = env.device
+    check_train_values(epochs=epochs, batch_size=batch_size)
     if batch_size % env.world_size:
         raise ConfigError(f"train.batch_size = {batch_size} is not divisible by the {env.world_size} processes")
     if precision not in PRECISIONS:

@@ -1,6 +1,7 @@
 """Any folder of images: class folders (`root/<class>/*.jpg`, e.g. ImageNet) or a flat folder (no labels).
 
-If `root` holds split folders (`train/`, and `val/` or `test/` for the test split) those are used. Worker processes
+If `root` holds split folders (`train/`, and `val/` or `test/` for the test split) those are used, and every split
+must hold the training split's class folders (labels are indices into that one sorted list). Worker processes
 decode each file with PIL and bring it to a fixed `image_size` square (shorter side resized, centre crop) as uint8;
 all random augmentation happens later, batched, on the device.
 
@@ -69,6 +70,20 @@ class ImageFolder(ImageDataset):
         return image, index, int(self.labels[index])
 
 
+def _check_same_classes(base: Path, folder: Path, classes: list[str]) -> None:
+    """Labels are class indices in sorted folder order, so every split must hold the same class folders as the
+    training split (an extra or missing one, even empty, would shift every label after it): DataError otherwise."""
+    train = base / SPLIT_FOLDERS["train"][0]
+    if folder == train or not train.is_dir():
+        return
+    reference = sorted(d.name for d in train.iterdir() if d.is_dir())
+    if classes != reference:
+        extra, missing = sorted(set(classes) - set(reference)), sorted(set(reference) - set(classes))
+        raise DataError(f"imagefolder: {folder} has other class folders than {train} (extra: {', '.join(extra) or '-'}"
+                        f"; missing: {', '.join(missing) or '-'}); labels are indices into one class list, so every "
+                        "split needs the same class folders (an empty folder is fine)")
+
+
 @register_dataset("imagefolder")
 def imagefolder(split: str = "train", subset: int | None = None, subset_seed: int | None = None,
                 root: str | None = None, image_size: int = 256, on_error: str = "stop") -> ImageFolder:
@@ -88,6 +103,7 @@ def imagefolder(split: str = "train", subset: int | None = None, subset_seed: in
     loose = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS]
     if class_dirs and not loose:
         classes = [d.name for d in class_dirs]
+        _check_same_classes(base, folder, classes)
         per_class = [_images_in(d) for d in class_dirs]
         files = [p for ps in per_class for p in ps]
         labels = torch.tensor([c for c, ps in enumerate(per_class) for _ in ps], dtype=torch.long)

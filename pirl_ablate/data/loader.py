@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
 from pirl_ablate.data.arrays import ArrayDataset, ImageDataset
+from pirl_ablate.errors import DataError
 
 Batch = tuple[Tensor, Tensor, Tensor]  # images uint8 (B, C, H, W), index long (B,), labels long (B,)
 
@@ -30,6 +31,15 @@ def collate_skipping(items: list) -> Batch | None:
         return None
     images, index, labels = zip(*items)
     return torch.stack(images), torch.tensor(index, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
+
+
+def worker_message(text: str) -> str:
+    """The error a DataLoader worker raised, from torch's "Caught X in DataLoader worker process N. Original
+    Traceback ...: module.X: message" text (unchanged when the error was raised in this process)."""
+    if not text.startswith("Caught "):
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 class _EpochBatches:
@@ -58,7 +68,7 @@ class EpochLoader:
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
                                      drop_last=drop_last)
         self.sampler = sampler
-        self.batches = _EpochBatches(sampler, batch_size, drop_last and len(sampler) >= batch_size)
+        self.batches = _EpochBatches(sampler, batch_size, drop_last)  # fewer images than a batch: no batch
         self.pin_memory = pin_memory
         self._loader = None
         if not isinstance(dataset, ArrayDataset):
@@ -75,7 +85,10 @@ class EpochLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         if self._loader is not None:
-            yield from (b for b in self._loader if b is not None)
+            try:
+                yield from (b for b in self._loader if b is not None)
+            except DataError as e:  # from a worker: torch put its traceback in the message, ours is its last line
+                raise DataError(worker_message(str(e))) from None
             return
         ds = self.dataset
         for idx in self.batches:

@@ -43,11 +43,23 @@ def _download(cls_name: str, root: Path, split: str) -> None:
         raise DataError(f"{cls_name} download into {root} failed: {e}") from None
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles containers and numpy arrays only: a planted payload in a dataset folder cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str) -> type:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (a CIFAR batch holds arrays only)")
+        return super().find_class(module, name)
+
+
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 python batch: images uint8 (N, 3, 32, 32), labels int64 (N,)."""
     try:
         with open(path, "rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
+            batch = _ArraysOnly(fh, encoding="bytes").load()
         data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pickle
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pirl_ablate.console import console
 from pirl_ablate.errors import ConfigError, did_you_mean
 from pirl_ablate.layers import LAYERS
 from pirl_ablate.runs import atomic_torch_save
@@ -126,11 +128,20 @@ class FeatureCache:
             return None
         try:
             blob = torch.load(p, map_location=device, weights_only=True)
-        except (OSError, RuntimeError, EOFError):
-            return None  # unreadable: extract again (the save is atomic, so this is a foreign or old file)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+            return self._refused(p, f"unreadable, {type(e).__name__}")
+        if not isinstance(blob, dict) or not isinstance(blob.get("features"), Tensor) \
+                or not isinstance(blob.get("labels"), Tensor):
+            return self._refused(p, "no features and labels tensors")
         if blob.get("key") != key:
             return None
         return blob["features"], blob["labels"]
+
+    @staticmethod
+    def _refused(path: Path, why: str) -> None:
+        """A cache file that is not one of ours (the save is atomic, so it is foreign or garbled): say so in one
+        line and extract again (the new file replaces it)."""
+        console.print(f"ignoring feature cache {path} ({why}); extracting again", markup=False, soft_wrap=True)
 
     def save(self, dataset: str, split: str, layer: str, key: dict, features: Tensor, labels: Tensor) -> Path:
         blob = {"features": features.cpu(), "labels": labels.cpu(), "key": key}

@@ -17,7 +17,7 @@ from pathlib import Path
 from pirl_ablate.console import console, info, out
 from pirl_ablate.errors import UserError
 from pirl_ablate.report.build import sweep_report
-from pirl_ablate.report.model import Report
+from pirl_ablate.report.model import Problem, Report
 from pirl_ablate.report.registry import TABLES
 from pirl_ablate.report.render import FORMATS, render_text, to_rich
 from pirl_ablate.report.results import SWEEP_RECORD, ExpectedRun, load_results
@@ -34,13 +34,17 @@ def report_command(args: argparse.Namespace) -> int:
         sweep, expected = expected_runs(sweep_file)
         if (results / sweep / SWEEP_RECORD).is_file():
             expected = []  # the sweep record lists the runs as submitted (with any --bind), the loader reads it
-        report = sweep_report(load_results(results, expected), sweep)
+        frame = load_results(results, expected)
+        report = sweep_report(frame, sweep)
     else:
         name = f"table{args.table}" if args.table else f"figure{args.figure}"
         entry = TABLES.entry(name)
         sweep = entry.params["sweep"]
         sweep_file = Path("sweeps") / f"{sweep}.gin"
-        report = entry.obj(load_results(results))
+        frame = load_results(results)
+        report = entry.obj(frame)
+    report.problems.extend(Problem(run_id=run_id, status="left out", reason=why)  # unreadable files, copies
+                           for run_id, why in frame.attrs.get("left_out", []))
     return emit(report, args.format, out_dir, results / sweep, f"pirl-ablate sweep {sweep_file}")
 
 

@@ -20,7 +20,11 @@ pivot)::
 - `config:<binding>` columns (only for the bindings asked for with `config_keys`) hold the value the run's operative
   config (config.gin) gives that binding, e.g. for runs started with `pirl-ablate train --bind` rather than a sweep.
 
-`frame.attrs["bindings"]` lists the binding columns. Histograms (invariance evaluations, Figure 4) stay in their
+`frame.attrs["bindings"]` lists the binding columns; `frame.attrs["left_out"]` lists (run id, reason) for what was
+read but left out: an unreadable evaluation file or sweep record, a second copy of a run folder (same sweep and run
+id). An unreadable meta.json or result.json makes its run failed, with the file named as the reason.
+
+Histograms (invariance evaluations, Figure 4) stay in their
 files; `read_histograms(frame)` reads them for the rows that need them.
 """
 
@@ -37,7 +41,14 @@ from typing import Any
 
 import pandas as pd
 
-from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING
+from pirl_ablate.runs import (
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_PENDING,
+    STATUS_RUNNING,
+    UnreadableFile,
+    read_json_object,
+)
 
 STATUS_MISSING = "missing"
 
@@ -74,9 +85,17 @@ def load_results(root: str | os.PathLike, expected: Iterable[ExpectedRun] = (),
     binding_names: dict[str, None] = {f"config:{k}": None for k in config_keys}
     seen: set[tuple[str, str]] = set()
     run_paths, sweep_records = _walk(root)
-    expected = [*(e for path in sweep_records for e in _read_sweep_record(path)), *expected]
+    left_out: list[tuple[str, str]] = []
+    expected = [*(e for path in sweep_records for e in _read_sweep_record(path, left_out)), *expected]
+    first_copy: dict[tuple[str, str], Path] = {}
     for run_path in run_paths:
-        run, rows = _read_run(run_path, root)
+        run, rows = _read_run(run_path, root, left_out)
+        key = (run["sweep"], run["run_id"])
+        if key in first_copy:  # a copied run folder is the same run, not another seed
+            left_out.append((run["run_id"], f"{run_path}: a copy of run {run['run_id']} (read from "
+                                            f"{first_copy[key]}), counted once"))
+            continue
+        first_copy[key] = run_path
         if config_keys:
             run["bindings"].update(_operative_values(run_path / "config.gin", config_keys))
         binding_names.update(dict.fromkeys(run["bindings"]))
@@ -103,6 +122,7 @@ def load_results(root: str | os.PathLike, expected: Iterable[ExpectedRun] = (),
     frame["value"] = frame["value"].astype(float)
     frame["wall_s"] = frame["wall_s"].astype(float)
     frame.attrs["bindings"] = list(binding_names)
+    frame.attrs["left_out"] = left_out
     return frame
 
 
@@ -142,8 +162,11 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
     return sorted(runs), sorted(sweeps)
 
 
-def _read_sweep_record(path: Path) -> list[ExpectedRun]:
+def _read_sweep_record(path: Path, left_out: list[tuple[str, str]]) -> list[ExpectedRun]:
     record = _load_json(path) or {}
+    if "_unreadable" in record:
+        left_out.append((path.parent.name, record["_unreadable"]))
+        return []
     name = record.get("name") or path.parent.name
     return [ExpectedRun(run_id=str(r["run_id"]), sweep=name, bindings=r.get("bindings") or {}, seed=r.get("seed"),
                         variant=r.get("variant"), folder=path.parent / str(r["run_id"]))
@@ -151,23 +174,30 @@ def _read_sweep_record(path: Path) -> list[ExpectedRun]:
 
 
 def _load_json(path: Path) -> Any:
+    """A JSON object file, None if missing; {"_unreadable": reason} if it is truncated, not UTF-8 or not an object
+    (a hand-edited or foreign file: the run is reported, not the crash)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return read_json_object(path)
     except FileNotFoundError:
         return None
-    except json.JSONDecodeError as e:  # a hand-edited or foreign file; the run is reported, not the crash
-        return {"_unreadable": f"{path.name}: {e}"}
+    except UnreadableFile as e:
+        return {"_unreadable": str(e)}
 
 
-def _read_run(path: Path, root: Path) -> tuple[dict[str, Any], list[tuple[str, str, str, str, Any]]]:
+def _read_run(path: Path, root: Path, left_out: list[tuple[str, str]]
+              ) -> tuple[dict[str, Any], list[tuple[str, str, str, str, Any]]]:
+    """The run's columns and its metric rows; an unreadable evaluation file is appended to `left_out` as
+    (run id, reason) and skipped."""
     meta = _load_json(path / "meta.json") or {}
     result = _load_json(path / "result.json")
     parent = path.parent.name if path.parent != root else ""
-    if result is None:
+    no_meta = "_unreadable" in meta  # without its meta.json a run has no sweep point: never a data row
+    if no_meta:
+        status, reason, meta, result = STATUS_FAILED, meta["_unreadable"], {}, None
+    elif result is None:
         status, reason = STATUS_RUNNING, f"started {meta.get('start') or '?'}, no result.json yet"
     elif "_unreadable" in result:
-        status, reason = STATUS_FAILED, f"unreadable {result['_unreadable']}"
+        status, reason, result = STATUS_FAILED, result["_unreadable"], None
     else:
         status = result.get("status", STATUS_FAILED)
         reason = result.get("reason") if status != STATUS_DONE else None
@@ -190,8 +220,11 @@ def _read_run(path: Path, root: Path) -> tuple[dict[str, Any], list[tuple[str, s
             rows.append(("final", "", "", name, value))
     evals_dir = path / "evals"
     names = sorted(n for n in os.listdir(evals_dir) if n.endswith(".json")) if evals_dir.is_dir() else []
-    for name in names:
+    for name in names if not no_meta else ():
         data = _load_json(evals_dir / name) or {}
+        if "_unreadable" in data:
+            left_out.append((str(run["run_id"]), data["_unreadable"]))
+            continue
         stem = name[:-len(".json")]
         protocol = data.get("protocol") or stem.split("-", 1)[0]
         dataset = data.get("dataset") or (stem.split("-", 1) + [""])[1]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import signal
 from collections.abc import Iterator, Sequence
@@ -19,7 +18,8 @@ from rich.table import Table
 
 from pirl_ablate.console import info, out
 from pirl_ablate.errors import UserError
-from pirl_ablate.runs import STATUS_DONE, RunDir, atomic_write_json, now, read_json
+from pirl_ablate.locks import folder_lock
+from pirl_ablate.runs import STATUS_DONE, RunDir, atomic_write_json, now, read_json_object
 from pirl_ablate.sweep.spec import Run, Sweep, load_sweep
 from pirl_ablate.sweep.state import RunState, run_states
 
@@ -32,12 +32,21 @@ def sweep_command(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep, bindings=args.bind, gin_files=args.gin)
     kind = args.executor or sweep.settings.executor
     folder = Path(args.out) if args.out else Path("runs") / sweep.name
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder}: is a file, not a folder; give a folder for the sweep's run folders")
     dirs = [folder / r.run_id for r in sweep.runs]
-    states = run_states(dirs, sweep.settings.evaluate)
     if args.dry_run:
+        states = run_states(dirs, sweep.settings.evaluate)
         out.print(runs_table(f"{sweep.name}: {len(sweep.runs)} runs (dry run, executor {kind})", sweep.axes,
                              [_row(r, s) for r, s in zip(sweep.runs, states)]))
         return 0
+    with folder_lock(folder, "sweep"):  # a second sweep command on this folder is refused, naming this one
+        return _drive(sweep, kind, folder, dirs)
+
+
+def _drive(sweep: Sweep, kind: str, folder: Path, dirs: list[Path]) -> int:
+    """Submit what is neither done nor alive, wait for it and for the runs still alive, print the table."""
+    states = run_states(dirs, sweep.settings.evaluate)
     submit = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and not s.live]
     watch = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and s.live]
     skipped = len(sweep.runs) - len(submit) - len(watch)
@@ -45,7 +54,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         raise UserError("--executor slurm: no `sbatch` on PATH (on one machine: `scripts/slurm-local.sh start` and "
                         "export SLURM_CONF; or use --executor local)")
     for run in submit:
-        retire_result(folder / run.run_id)
+        RunDir(folder / run.run_id).retire_result()  # a failed run runs again
     write_sweep_record(folder, sweep, kind)
     info(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {folder}  ({skipped} done already, {len(submit)} to run "
          f"on {kind}{f', waiting for {len(watch)} still running' if watch else ''})")
@@ -72,14 +81,6 @@ def status_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def retire_result(run_dir: Path) -> None:
-    """A failed run about to run again: its result.json moves to result.previous.json, so that the new attempt is
-    not taken for finished (the reason stays readable)."""
-    result = RunDir(run_dir).result_path
-    if result.exists():
-        os.replace(result, result.with_name("result.previous.json"))
-
-
 # ------------------------------------------------------------------------------------------------ sweep.json
 def write_sweep_record(folder: Path, sweep: Sweep, executor: str) -> None:
     """sweep.json: the expanded runs, so that `status` (and reports) know every run, started or not."""
@@ -93,13 +94,16 @@ def write_sweep_record(folder: Path, sweep: Sweep, executor: str) -> None:
 
 def read_sweep_record(folder: Path) -> dict[str, Any]:
     try:
-        return read_json(folder / SWEEP_FILE)
+        record = read_json_object(folder / SWEEP_FILE)
     except FileNotFoundError:
         hint = "" if folder.is_dir() else " (no such folder)"
         raise UserError(f"{folder}: not a sweep folder, no {SWEEP_FILE}{hint}; run `pirl-ablate sweep` first"
                         ) from None
-    except ValueError as e:
-        raise UserError(f"{folder / SWEEP_FILE}: unreadable ({e})") from None
+    runs = record.get("runs")
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and "run_id" in r for r in runs):
+        raise UserError(f"{folder / SWEEP_FILE}: unreadable (no list of runs with a run_id each); "
+                        "`pirl-ablate sweep` writes it again")
+    return record
 
 
 # ----------------------------------------------------------------------------------------------------- tables

@@ -22,6 +22,7 @@ from typing import Any
 import submitit
 
 from pirl_ablate.console import console, progress
+from pirl_ablate.errors import UserError
 from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED
 from pirl_ablate.sweep.job import SweepJob
 from pirl_ablate.sweep.spec import Run, Sweep
@@ -124,8 +125,13 @@ def _run_local(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Ru
 def _run_slurm(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Run], tracker: _Tracker,
                out: Path) -> None:
     if jobs:
-        with executor.batch():
-            handles = [executor.submit(job) for job in jobs]
+        try:
+            with executor.batch():
+                handles = [executor.submit(job) for job in jobs]
+        except submitit.core.utils.FailedJobError as e:  # sbatch refused or no controller answered
+            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+            raise UserError(f"--executor slurm: sbatch failed ({lines[-1] if lines else 'no message'}); is the "
+                            "SLURM controller up and SLURM_CONF right? (or use --executor local)") from None
         for job, handle in zip(jobs, handles):
             write_job_record(job.run_dir, "slurm", handle.job_id, submitit_folder(out))
         console.print(f"submitted {len(handles)} SLURM job(s): array {handles[0].job_id.split('_')[0]}")

@@ -9,6 +9,7 @@ the job itself keeps no state beyond its arguments.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 import submitit
 
+from pirl_ablate.locks import folder_lock
 from pirl_ablate.runs import RunDir
 from pirl_ablate.sweep.spec import Run
 
@@ -63,6 +65,12 @@ class SweepJob(submitit.helpers.Checkpointable):
         rank0 = env is None or env.global_rank == 0  # DDP (tasks_per_node > 1): rank 0 owns the run folder
         self._limit_threads()
         run_dir = RunDir(self.run_dir)
+        # rank 0 holds the run folder for the whole job; while another process writes it (a `train`, or the worker of
+        # an interrupted sweep still ending) the job waits for it to end, then resumes from the checkpoint it left
+        with folder_lock(run_dir.path, "run", wait=True) if rank0 else contextlib.nullcontext():
+            return self._run(run_dir, rank0, env)
+
+    def _run(self, run_dir: RunDir, rank0: bool, env: submitit.JobEnvironment | None) -> dict[str, Any]:
         if rank0:  # the sweep's columns; the target's RunDir.start adds provenance and counts restarts
             run_dir.update_meta(run_id=self.run.run_id, seed=self.run.seed, bindings=self.run.bindings,
                                 sweep=self.sweep, variant=self.run.variant,

@@ -8,9 +8,7 @@ out of memory, a killed process): it is failed, with the scheduler's state as th
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pickle
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -23,9 +21,10 @@ from pirl_ablate.runs import (
     STATUS_PENDING,
     STATUS_RUNNING,
     RunDir,
+    UnreadableFile,
     atomic_write_json,
     now,
-    read_json,
+    read_json_object,
 )
 
 JOB_FILE = "job.json"
@@ -47,15 +46,18 @@ class RunState:
 
 # ----------------------------------------------------------------------------------------------- job records
 def write_job_record(run_dir: str | os.PathLike, executor: str, job_id: str, folder: str | os.PathLike) -> None:
-    """job.json: which submitit job runs this folder (so `status` can ask the scheduler)."""
-    atomic_write_json(Path(run_dir) / JOB_FILE, {"executor": executor, "job_id": str(job_id),
-                                                 "folder": str(folder), "submitted": now()})
+    """job.json: which submitit job runs this folder (so `status` can ask the scheduler). A local job (a child
+    process, so its pid cannot be reused before the sweep reaps it) also records its process start time."""
+    record = {"executor": executor, "job_id": str(job_id), "folder": str(folder), "submitted": now()}
+    if executor == "local":
+        record["process_start"] = process_start(int(job_id))
+    atomic_write_json(Path(run_dir) / JOB_FILE, record)
 
 
 def read_job_record(run_dir: str | os.PathLike) -> dict | None:
     try:
-        return read_json(Path(run_dir) / JOB_FILE)
-    except (FileNotFoundError, ValueError):
+        return read_json_object(Path(run_dir) / JOB_FILE)
+    except (FileNotFoundError, UnreadableFile):
         return None
 
 
@@ -74,7 +76,11 @@ def run_state(run_dir: str | os.PathLike, evaluate: Sequence[str] = ()) -> RunSt
 
 def _run_state(path: Path, record: dict | None, scheduler: dict[str, str], evaluate: Sequence[str]) -> RunState:
     run = RunDir(path)
-    result = run.result()
+    try:
+        result = run.result()
+        run.meta()
+    except UnreadableFile as e:  # a re-run retires the result and rewrites meta.json
+        return RunState(STATUS_FAILED, str(e))
     if result is not None and result.get("status") != STATUS_DONE:
         return RunState(STATUS_FAILED, str(result.get("reason") or "failed (no reason recorded)"))
     live, detail = _job_view(record, scheduler)
@@ -112,34 +118,45 @@ def _job_view(record: dict | None, scheduler: dict[str, str]) -> tuple[str | Non
             return SLURM_ALIVE[state], f"SLURM job {job_id} {state}"
         return False, _with_error(f"SLURM job {job_id} ended {state} without a result", record)
     if executor == "local":
-        if local_job_alive(job_id):
+        if local_job_alive(job_id, record.get("process_start")):
             return STATUS_RUNNING, f"local job {job_id}"
         return False, _with_error(f"local job {job_id} ended without a result (killed?)", record)
     return False, _with_error(f"{executor} job {job_id} ended without a result (interrupted?)", record)
 
 
 def _with_error(reason: str, record: dict) -> str:
-    """Append the last line of the traceback submitit saved for the job, if it saved one."""
-    from submitit.core.utils import JobPaths
-
-    paths = JobPaths(str(record["folder"]), job_id=str(record["job_id"]), task_id=0)
-    with contextlib.suppress(OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError):
-        with open(paths.result_pickle, "rb") as fh:
-            outcome, value = pickle.load(fh)
-        if outcome == "error":
-            lines = [x for x in str(value).strip().splitlines() if x.strip()]
-            if lines:
-                return f"{reason}: {lines[-1].strip()}"
-    return reason
+    """Point to the job's stderr log (a text file). The job writes its own failure reason into result.json; no
+    file of submitit's (its result pickle) is ever read here: unpickling a file from a results folder would run
+    whatever code it names."""
+    log = Path(str(record.get("folder", "")).replace("%j", str(record.get("job_id")))) / \
+        f"{record.get('job_id')}_0_log.err"
+    return f"{reason}; its log: {log}" if log.is_file() else reason
 
 
-def local_job_alive(job_id: str) -> bool:
-    """Whether the local executor's controller process `job_id` (a pid) still runs."""
+def process_start(pid: int) -> int | None:
+    """The start time of process `pid` (clock ticks since boot, /proc/PID/stat field 22), None if it is gone.
+
+    With the pid it names one process for good: a pid reused by a later process has another start time. It is
+    set when the process is forked, so it reads the same before and after the child's exec.
+    """
     try:
-        cmdline = Path(f"/proc/{int(job_id)}/cmdline").read_bytes()
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
     except (OSError, ValueError):
+        return None
+    fields = stat.rpartition(")")[2].split()  # after "pid (comm)": state is field 3, starttime field 22
+    if fields[0] in ("Z", "X"):  # exited, not yet reaped by its parent: not running
+        return None
+    return int(fields[19])
+
+
+def local_job_alive(job_id: str, start: int | None = None) -> bool:
+    """Whether the local executor's controller process `job_id` (a pid) still runs; `start` (job.json's
+    "process_start", read when the job was submitted) tells it from a later process that got the same pid."""
+    try:
+        current = process_start(int(job_id))
+    except ValueError:
         return False
-    return b"submitit" in cmdline
+    return current is not None and (start is None or current == start)
 
 
 def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:

@@ -1,0 +1,77 @@
+"""Folder locks: one process at a time drives a sweep folder or writes a run folder.
+
+A lock is an `fcntl.flock` on `<folder>/.lock`, held for as long as the process runs the work; the kernel drops it
+when the process ends, however it ends (SIGKILL included), so a stale lock file never blocks anyone. While it holds
+the lock the process writes who it is into the file ({"pid", "host", "command", "since"}), so the one that is
+refused can say who holds it.
+
+flock works across processes of one machine and on local file systems; on NFS it is emulated with POSIX locks by
+Linux (since 2.6.12), which also covers processes on other hosts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from pirl_ablate.errors import UserError
+from pirl_ablate.runs import now
+
+LOCK_FILE = ".lock"
+_HELD: set[str] = set()  # lock files this process holds: taking one again inside is a no-op
+
+
+class FolderBusy(UserError):
+    """Another process holds the folder's lock."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str, *, wait: bool = False) -> Iterator[Path]:
+    """Hold `folder`/.lock for the duration of the block, or raise FolderBusy naming the holder.
+
+    what: the work the lock protects, for the message ("sweep", "run"). wait: block until the holder ends instead
+    of raising (saying once, on stderr, whom it waits for). Re-entrant within one process.
+    """
+    path = Path(folder) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = str(path.resolve())
+    if key in _HELD:  # this process holds it already (a sweep job around the training it calls)
+        yield path
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            busy = f"{Path(folder)}: this {what} folder is in use by {holder(path)}"
+            if not wait:
+                raise FolderBusy(f"{busy}; wait for it to end or stop it (another --out gives a separate folder)"
+                                 ) from None
+            print(f"{busy}; waiting for it to end", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        holder_record = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
+                         "since": now()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder_record) + "\n").encode("utf-8"), 0)
+        _HELD.add(key)
+        try:
+            yield path
+        finally:
+            _HELD.discard(key)
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def holder(path: str | os.PathLike) -> str:
+    """'pid N on HOST (COMMAND) since T' from a lock file, or 'another process' if it does not say yet."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        return f"pid {record['pid']} on {record['host']} ({record['command']}) since {record['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"

@@ -1,0 +1,113 @@
+"""What a training entry point checks before it writes into a run folder, and the values it refuses.
+
+`guarded_run(run, config_str)` wraps the whole of a run's training (pirl_ablate.build.run_training):
+
+- the run folder is locked (pirl_ablate.locks): a second process training into it is refused, naming the holder;
+- temporary files that killed writers left behind are removed;
+- a run folder with a checkpoint is resumed only under the config it was started with (its config.gin): any
+  binding the new config gives a different value is listed in the refusal. `train.epochs` alone may grow; a run
+  that had finished then trains on (its result.json is retired to result.previous.json).
+
+`check_train_values` refuses epochs and batch sizes that would otherwise train silently wrong or crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from gin import config_parser
+
+from pirl_ablate.errors import ConfigError, UserError
+from pirl_ablate.locks import folder_lock
+from pirl_ablate.runs import STATUS_DONE, RunDir, remove_orphan_temporaries
+
+GROWABLE = "train.epochs"
+
+
+@contextlib.contextmanager
+def guarded_run(run: RunDir, config_str: str, *, owner: bool = True) -> Iterator[None]:
+    """Hold the run folder for the block; refuse a resume under another config (see the module docstring).
+
+    owner: this process writes the folder (rank 0 of a DDP launch); the other ranks check nothing here.
+    """
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"--out {run.path}: is a file, not a folder; give a folder for the run")
+    if not owner:
+        yield
+        return
+    with folder_lock(run.path, "run"):
+        remove_orphan_temporaries(run.path)
+        check_resume_config(run, config_str)
+        yield
+
+
+def check_resume_config(run: RunDir, config_str: str) -> None:
+    """Refuse (ConfigError listing the keys) to resume `run` under bindings that differ from its config.gin; allow a
+    larger `train.epochs`, retiring a finished run's result.json so that it trains on."""
+    from pirl_ablate import checkpoint
+
+    last = checkpoint.last(run.checkpoint_dir)
+    if last is None or not run.config_path.is_file():
+        return  # nothing trained yet: any config may start it
+    before = bindings_of(run.config_path.read_text(encoding="utf-8"))
+    after = bindings_of(config_str)
+    differ = sorted(k for k in after if k in before and before[k] != after[k] and k != GROWABLE)
+    differ += sorted(k for k in after if k not in before and k != GROWABLE)
+    if differ:
+        changes = "; ".join(f"{k}: {before[k]!r} -> {after[k]!r}" if k in before else f"{k}: (unbound) -> {after[k]!r}"
+                            for k in differ)
+        raise ConfigError(f"{run.config_path}: this run folder was trained under another config ({changes}); "
+                          f"resume it with its own bindings, or train into another --out (only {GROWABLE} may grow)")
+    if GROWABLE not in after or after[GROWABLE] == before.get(GROWABLE):
+        return
+    trained = checkpoint.load(last)["epoch"]
+    if isinstance(after[GROWABLE], int) and after[GROWABLE] < trained:
+        raise ConfigError(f"{GROWABLE} = {after[GROWABLE]}: {run.path} has trained {trained} epochs already; a run "
+                          "folder can be extended, not shortened (train into another --out)")
+    result = run.result()
+    if result is not None and result.get("status") == STATUS_DONE:
+        run.retire_result()
+
+
+def bindings_of(text: str) -> dict[str, Any]:
+    """{"scope/Configurable.param": value} of every binding in gin `text` (a later binding wins); references and
+    macros are their text."""
+    out: dict[str, str] = {}
+    for statement in config_parser.ConfigParser(text, _Literal()):
+        if isinstance(statement, config_parser.BindingStatement):
+            key = f"{statement.scope + '/' if statement.scope else ''}{statement.selector}.{statement.arg_name}"
+            out[key] = statement.value
+    return out
+
+
+class _Literal(config_parser.ParserDelegate):
+    """Parses references and macros as their text (`@name`, `%name`), so no configurable needs to be known."""
+
+    def configurable_reference(self, scoped_selector: str, evaluate: bool) -> Any:
+        return _Text(f"@{scoped_selector}{'()' if evaluate else ''}")
+
+    def macro(self, name: str) -> Any:
+        return _Text(f"%{name}")
+
+
+class _Text(str):
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def check_train_values(*, epochs: Any, batch_size: Any) -> None:
+    """train.epochs a whole number >= 0 and train.batch_size a whole number >= 1 (ConfigError otherwise)."""
+    if not _whole(epochs) or epochs < 0:
+        raise ConfigError(f"train.epochs = {epochs!r}: must be a whole number >= 0 (0 saves the initial network)")
+    if not _whole(batch_size) or batch_size < 1:
+        raise ConfigError(f"train.batch_size = {batch_size!r}: must be a whole number >= 1 (images per step over "
+                          "all processes)")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+__all__ = ["bindings_of", "check_resume_config", "check_train_values", "guarded_run"]
