@@ -187,6 +187,7 @@ def transform_rows(device: torch.device, scale: Scale, perturb: float = 0.0) -> 
         transform = parts[0][1] if len(parts) == 1 else Compose(parts)
         gen = torch.Generator(device=device).manual_seed(1)
         if device.type == "cuda":
+            transform(source.to(device), gen)  # first call: one-time copies (a permutation set) may sync
             try:
                 with no_device_sync(device):
                     transform(source.to(device), gen)
@@ -476,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     set_quiet(True)  # the tiny training run's progress bars
     device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # torch.cuda.set_device needs an index
     scale = TINY if args.tiny else PAPER
     started = time.perf_counter()
     rows: list[Row] = []

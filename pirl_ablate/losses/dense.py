@@ -10,10 +10,11 @@ whole bank once and picks each sample's N scores out of the product:
     dL/dq[b, k] = dL/ds_pos bank[positive[b]] + W[b k] @ bank,   W[b k, i] = sum_{j: negatives[b, j] = i} dL/ds_j
 
 so the gradient is a second product of the same shape (W reuses S's memory). At paper scale (B = 256, K = 2,
-|D| = 1,281,167, d = 128) that is 2 x 84 GFLOP and 1.3 GB of bf16 scores: well under a millisecond of an H100's
-matrix units and memory bandwidth, against 128 gather chunks of 2 samples for `bank_contrast`, each a dozen small
-kernel launches. On a CPU the product costs |D| / N = 40 times the arithmetic of the gather, so the chunked path
-stays the CPU's (`contrast_function`).
+|D| = 1,281,167, d = 128) each product is 168 GFLOP (about 0.2 ms at an H100's bf16 rate) and the 1.3 GB block of
+bf16 scores passes through memory about four times (written, gathered, zeroed and scattered into, read): about a
+millisecond in all, against 128 gather chunks of 2 samples for `bank_contrast`, each a dozen small kernel launches.
+On a CPU the product costs |D| / N = 40 times the arithmetic of the gather, so the chunked path stays the CPU's
+(`contrast_function`).
 
 Precision: bf16 keeps 8 significant bits, so a negative score s is off by up to |s| 2^-9 (s / tau by up to 0.03 at
 tau = 0.07); the N negatives' errors are independent and mostly cancel in the sum over j. The positive score, which
