@@ -457,8 +457,11 @@ def input_rows(device: torch.device, scale: Scale, workdir: Path, pirl_images_pe
 
 # ---------------------------------------------------------------------------------------------------- main
 def render(rows: list[Row], header: str) -> str:
+    """A markdown table; a "|" inside a cell (as in |D|) is escaped."""
     lines = [header, "", "| section | check | result | target | status |", "|---|---|---|---|---|"]
-    lines += [f"| {r.section} | {r.what} | {r.result} | {r.target} | {r.status} |" for r in rows]
+    for r in rows:
+        cells = (r.section, r.what, r.result, r.target, r.status)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
