@@ -187,10 +187,11 @@ def transform_rows(device: torch.device, scale: Scale, perturb: float = 0.0) -> 
         transform = parts[0][1] if len(parts) == 1 else Compose(parts)
         gen = torch.Generator(device=device).manual_seed(1)
         if device.type == "cuda":
-            transform(source.to(device), gen)  # first call: one-time copies (a permutation set) may sync
+            on_device = source.to(device)
+            transform(on_device, gen)  # first call: one-time copies (a permutation set) may sync
             try:
                 with no_device_sync(device):
-                    transform(source.to(device), gen)
+                    transform(on_device, gen)
                 rows.append(Row("correctness", f"transform `{name}`: no host-device sync", "none", "none", "ok"))
             except RuntimeError as e:
                 rows.append(Row("correctness", f"transform `{name}`: no host-device sync",
@@ -287,7 +288,8 @@ def paper_parts(device: torch.device, scale: Scale, batch: int):
     opt = torch.optim.SGD(parameter_groups([net], 1e-4), lr=1e-3, momentum=0.9)
     jigsaw = TRANSFORMS.get("jigsaw")(crop_size=scale.crop, patch_size=scale.patch)
     image = TRANSFORMS.get("image")(size=scale.view)
-    uint8 = torch.randint(0, 256, (batch, 3, scale.source, scale.source), dtype=torch.uint8, device=device)
+    uint8 = torch.randint(0, 256, (batch, 3, scale.source, scale.source), dtype=torch.uint8, device=device,
+                          generator=gen)
     return net, loss, opt, jigsaw, image, uint8, gen
 
 
@@ -310,7 +312,7 @@ def speed_rows(device: torch.device, scale: Scale, measured: dict[str, float]) -
 def _speed_rows(device: torch.device, scale: Scale, batch: int, autocast: torch.autocast,
                 memory_format: torch.memory_format, measured: dict[str, float]) -> list[Row]:
     net, loss, opt, jigsaw, image, uint8, gen = paper_parts(device, scale, batch)
-    index = torch.randperm(scale.dataset_size, device=device)[:batch]
+    index = torch.randperm(scale.dataset_size, generator=gen, device=device)[:batch]
 
     def views() -> tuple[Tensor, object]:
         x = to_device_batch(uint8, device, None)
