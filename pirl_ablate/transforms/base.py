@@ -7,6 +7,7 @@ deterministically (Kornia's pattern), so the draws can be inspected, reused as l
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -173,7 +174,7 @@ def random_resized_boxes(shape: torch.Size, scale: tuple[float, float], ratio: t
     batch, _, height, width = shape
     u = torch.rand(batch, 4, generator=generator, device=device, dtype=torch.float64)
     area = height * width * (scale[0] + (scale[1] - scale[0]) * u[:, 0])
-    log_lo, log_hi = torch.log(torch.tensor(ratio, dtype=torch.float64, device=device))
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
     box_w = torch.sqrt(area * aspect).clamp(max=width)
     box_h = torch.sqrt(area / aspect).clamp(max=height)

@@ -122,7 +122,7 @@ class Jigsaw(Transform):
             perm = random_permutations(batch, patches, generator, device)
             perm_index = lehmer_rank(perm)
         else:
-            table = self._permutations.to(device)
+            table = self._permutations_on(device)
             perm_index = torch.randint(len(table), (batch,), generator=generator, device=device)
             perm = table[perm_index]
         offset = torch.randint(cell - patch + 1, (batch, patches, 2), generator=generator, device=device)
@@ -138,6 +138,13 @@ class Jigsaw(Transform):
         if self.photometric:
             params.update(sample_colour((batch, patches), generator, device, **self.colour))
         return params
+
+    def _permutations_on(self, device: torch.device) -> Tensor:
+        """The permutation set on `device`, copied there once (a host-to-device copy every batch would wait for
+        the device each time)."""
+        if self._permutations.device != torch.device(device):
+            self._permutations = self._permutations.to(device)
+        return self._permutations
 
     def apply(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
         """images (B, C, H, W) -> patches (B, P, C, patch, patch) in permuted order."""

@@ -54,7 +54,9 @@ def lehmer_rank(perm: Tensor) -> Tensor:
     items = perm.shape[-1]
     later = torch.ones(items, items, dtype=torch.bool, device=perm.device).triu(diagonal=1)
     digits = ((perm.unsqueeze(-1) > perm.unsqueeze(-2)) & later).sum(-1)
-    weights = torch.tensor([math.factorial(items - 1 - i) for i in range(items)], device=perm.device)
+    # (P-1)!, ..., 1!, 0! made on the device: a tensor built from a Python list is a host-to-device copy (a sync)
+    weights = torch.arange(items - 1, 0, -1, device=perm.device).flip(0).cumprod(0).flip(0)
+    weights = torch.cat([weights, weights.new_ones(1)])
     return (digits * weights).sum(-1)
 
 

@@ -56,7 +56,7 @@ def apply_colour(x: Tensor, params: dict[str, Tensor]) -> Tensor:
     if x.shape[1] == 1:
         mean = x.mean((1, 2, 3), keepdim=True)
     else:
-        mean = (x.mean((2, 3)) @ x.new_tensor(LUMA)).view(n, 1, 1, 1)
+        mean = luma(x.mean((2, 3), keepdim=True)).view(n, 1, 1, 1)  # luma is linear: mean of luma
     x.mul_(contrast).add_(mean * (1 - contrast)).clamp_(0, 1)
     if x.shape[1] == 1:
         return x

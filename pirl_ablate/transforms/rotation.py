@@ -28,12 +28,19 @@ class Rotation(Transform):
         return {"rotation": torch.randint(4, (shape[0],), generator=generator, device=device)}
 
     def apply(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
-        """(B, C, H, W) -> (B, C, H, W): each group of images with the same k is rotated by one rot90 call."""
-        out = torch.empty_like(images)
-        for k in range(4):
-            index = (params["rotation"] == k).nonzero().squeeze(1)
-            out[index] = torch.rot90(images[index], k, dims=(-2, -1))
-        return out
+        """(B, C, H, W) -> (B, C, H, W): one gather of every image's pixels through its rotation's index map (no
+        per-rotation selection of images, which needs the selected count on the host: a device sync per k)."""
+        batch, channels = images.shape[:2]
+        source = rotation_maps(images.shape[-1], images.device)[params["rotation"]]  # (B, H W)
+        out = images.flatten(2).gather(2, source.unsqueeze(1).expand(batch, channels, -1))
+        return out.view(images.shape)
 
     def label(self, params: dict[str, Tensor]) -> Tensor:
         return params["rotation"]
+
+
+def rotation_maps(size: int, device: torch.device) -> Tensor:
+    """(4, size^2) long: row k holds, for each output pixel of a size x size image rotated by k quarter turns
+    (`torch.rot90(image, k, dims=(-2, -1))`), the flat index of the input pixel it copies."""
+    pixels = torch.arange(size * size, device=device).view(size, size)
+    return torch.stack([torch.rot90(pixels, k, dims=(0, 1)).reshape(-1) for k in range(4)])
