@@ -2,9 +2,12 @@
 
     theta_k <- m * theta_k + (1 - m) * theta_q     every parameter, m = 0.999 (MoCo)
     buffers_k <- buffers_q                         BatchNorm running statistics copied from the query network
+                                                   (rank 0's under torch.distributed: DDP does not have to keep
+                                                   the query networks' buffers equal, the key encoders stay equal)
 
 The key network is a deep copy of the query network taken at construction; it never receives a gradient. Keys are
-computed in the mode the encoder is in (training mode: batch statistics, as MoCo).
+computed in the mode the encoder is in (training mode: batch statistics, as MoCo); the key forward leaves the running
+statistics as copied (`frozen_bn_stats`), so they never depend on which images a rank encoded.
 
 BatchNorm. With batch statistics, the keys of one device's batch share statistics with the queries of that batch
 and the network can tell a positive from the batch's other samples through them (MoCo Section 3.3). `shuffle_bn`
@@ -28,6 +31,7 @@ from torch import Tensor, nn
 
 from pirl_ablate.errors import ConfigError
 from pirl_ablate.losses.memory_bank import all_gather_rows, distributed
+from pirl_ablate.models.network import frozen_bn_stats
 
 
 class MomentumEncoder(nn.Module):
@@ -52,7 +56,7 @@ class MomentumEncoder(nn.Module):
 
     @torch.no_grad()
     def update(self, net: nn.Module) -> None:
-        """theta_k <- m theta_k + (1 - m) theta_q for every parameter; every buffer copied from `net`."""
+        """theta_k <- m theta_k + (1 - m) theta_q for every parameter; every buffer copied from `net` (rank 0's)."""
         keys, queries = list(self.net.parameters()), [p.detach() for p in net.parameters()]
         if len(keys) != len(queries):
             raise ValueError(f"the query network has {len(queries)} parameters, the key network {len(keys)}")
@@ -60,12 +64,19 @@ class MomentumEncoder(nn.Module):
         torch._foreach_add_(keys, queries, alpha=1.0 - self.momentum)
         for bk, bq in zip(self.net.buffers(), net.buffers()):
             bk.copy_(bq)
+            if distributed():
+                dist.broadcast(bk, src=0)
 
     @torch.no_grad()
     def embed_image(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """Keys (B, d) of `images` (B, C, H, W); `generator` draws the BN shuffle (only under torch.distributed)."""
-        if not (self.shuffle_bn and distributed()):
-            return self.net.embed_image(images)
+        with frozen_bn_stats(self.net):
+            if not (self.shuffle_bn and distributed()):
+                return self.net.embed_image(images)
+            return self._shuffled(images, generator)
+
+    def _shuffled(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """MoCo's shuffling BN: encode a share of the permuted global batch, gather, restore the order."""
         rank = dist.get_rank()
         owner = torch.full((images.shape[0],), rank, dtype=torch.long, device=images.device)
         everyone, owner = all_gather_rows(images, owner)  # (G, C, H, W), (G,) in rank order
