@@ -16,6 +16,8 @@ from torch import nn
 from pirl_ablate.data.synthetic import synthetic
 from pirl_ablate.errors import ConfigError
 from pirl_ablate.losses import infonce_loss, nce_loss
+from pirl_ablate.losses.moco import TAU as MOCO_TAU
+from pirl_ablate.losses.moco import moco_v2_loss, moco_v2_negatives, moco_v2_network
 from pirl_ablate.losses.negatives import (
     NEGATIVES,
     InBatchNegatives,
@@ -27,6 +29,7 @@ from pirl_ablate.losses.negatives import (
 from pirl_ablate.models import PIRLNet
 from pirl_ablate.models.momentum import MomentumEncoder
 from pirl_ablate.transforms.image import ImageView
+from pirl_ablate.transforms.moco_v2 import MoCoV2View
 from pirl_ablate.transforms.rotation import Rotation
 
 D, B, DIM, TAU = 20, 4, 16, 0.2  # dataset size, batch, embedding size, temperature
@@ -297,3 +300,46 @@ def test_a_tiny_run_with_each_source_learns(name):
     run.train(48)
     after = run.alignment()
     assert after > before + 0.05, (before, after)  # measured: +0.09 (queue) to +0.56 (in-batch)
+
+
+# ------------------------------------------------------------------------------------------------------ MoCo v2
+def test_moco_v2_loss_matches_float64_transcription_and_enqueues_the_keys():
+    torch.manual_seed(0)
+    net = moco_v2_network(TinyBackbone(), embed_dim=DIM)
+    queue = moco_v2_negatives(size=8, momentum=0.99)
+    assert (queue.size, queue.momentum, MOCO_TAU) == (8, 0.99, 0.2) and isinstance(net.image_head, nn.Sequential)
+    queue.bind(D, net, torch.Generator().manual_seed(1))
+    before = queue.queue.double().clone()
+    xq, xk = images(2), images(3)
+    with torch.no_grad():  # the key encoder starts as the network: k = f(x_k)
+        q, k = net.embed_image(xq).double(), net.embed_image(xk).double()
+    out = moco_v2_loss(net, queue, xq, xk, torch.arange(B))
+    expected = 0.0
+    for b in range(B):
+        logits = torch.cat([(q[b] @ k[b]).view(1), before @ q[b]]) / 0.2
+        expected += (torch.logsumexp(logits, 0) - logits[0]).item() / B
+    assert out.total.item() == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(queue.queue[:B].double().numpy(), k.numpy(), atol=1e-5)
+    assert torch.equal(queue.queue[B:].double(), before[B:]) and queue.pointer.item() == B
+
+
+def test_moco_v2_view_is_the_image_view_plus_jitter_probability_and_blur():
+    x = synthetic(size=8, image_size=16).images.float() / 255
+
+    def draw(transform):
+        return transform(x, torch.Generator().manual_seed(5))
+
+    plain = draw(ImageView(size=16, scale=(0.2, 1.0), hue=0.1)).data  # the same draws come first
+    assert torch.equal(draw(MoCoV2View(size=16, jitter_p=1.0, blur_p=0.0)).data, plain)
+    sharp = draw(MoCoV2View(size=16, jitter_p=0.0, blur_p=0.0)).data
+    blurred = draw(MoCoV2View(size=16, jitter_p=0.0, blur_p=1.0, blur_sigma=(1.0, 1.0))).data
+    t = np.arange(-3, 4)  # kernel 2 * ceil(3 * 1) + 1 = 7, reflected borders, separable
+    w = np.exp(-t**2 / 2.0) / np.exp(-t**2 / 2.0).sum()
+    padded = np.pad(sharp.double().numpy(), ((0, 0), (0, 0), (3, 3), (3, 3)), mode="reflect")
+    rows = sum(w[i] * padded[:, :, i:i + 16, :] for i in range(7))
+    expected = sum(w[i] * rows[:, :, :, i:i + 16] for i in range(7))
+    np.testing.assert_allclose(blurred.numpy(), expected, atol=1e-5)
+    many = MoCoV2View(size=8).sample(torch.Size([4000, 3, 8, 8]), torch.Generator().manual_seed(6), x.device)
+    assert many["blur"].float().mean().item() == pytest.approx(0.5, abs=0.03)
+    assert (many["brightness"] != 1).float().mean().item() == pytest.approx(0.8, abs=0.03)
+    assert many["sigma"].min() >= 0.1 and many["sigma"].max() <= 2.0
