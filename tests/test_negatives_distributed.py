@@ -52,6 +52,9 @@ WORKER = textwrap.dedent("""
         x, key_x = torch.rand(2, batch, 3, 8, 8, generator=data)
         index = torch.arange(batch) + 10 * rank
         record["theta"].append([p.detach().clone() for p in net.parameters()])
+        if step == 0:  # what the shuffle draws from, and every rank's key images: the parent replays the shuffle
+            record["shuffle_generator"] = queue.generator.get_state()
+            record["key_images"] = key_x.clone()
         f, g = ddp(x, torch.rot90(x, 1, (2, 3)))
         keys = queue.keys(net, key_x, index)
         c = queue.contrast(torch.stack([g, f], 1), keys, estimator("infonce"))
@@ -60,6 +63,8 @@ WORKER = textwrap.dedent("""
         optimizer.step()
         queue.update(keys, f.detach())
         record["keys"].append(keys.positive.clone())
+        if step == 0:
+            record["key_encoder_0"] = {k: v.clone() for k, v in queue.encoder.net.state_dict().items()}
     record["queue"], record["pointer"] = queue.queue.clone(), queue.pointer.clone()
     record["key_encoder"] = {k: v.clone() for k, v in queue.encoder.state_dict().items()}
     in_batch = InBatchNegatives()
@@ -98,6 +103,21 @@ def test_two_gloo_ranks_keep_identical_queues_and_key_encoders(tmp_path):
             rows = rows[len(record["keys"][step]):] + list(record["keys"][step])
     pointer = 28 % 24  # the newest key is in the row before the pointer
     assert torch.equal(r0["queue"], torch.stack(rows[-pointer:] + rows[:-pointer]))
+    # shuffled BN by hand: rank 0's permutation of the 7 gathered images; rank 0 encodes the first 4 in one batch,
+    # rank 1 the other 3 (batch statistics of those); the keys return to their images
+    sys.path.insert(0, tests)
+    from test_negatives import tiny_net
+
+    key_net = tiny_net(0)
+    key_net.load_state_dict(r0["key_encoder_0"])
+    everyone = torch.cat([r0["key_images"], r1["key_images"]])
+    perm = torch.randperm(7, generator=torch.Generator().set_state(r0["shuffle_generator"]))
+    assert not torch.equal(perm, torch.arange(7))
+    with torch.no_grad():
+        shuffled = torch.cat([key_net.embed_image(everyone[perm[:4]]), key_net.embed_image(everyone[perm[4:]])])
+    expected = torch.empty_like(shuffled)
+    expected[perm] = shuffled
+    torch.testing.assert_close(torch.cat([r0["keys"][0], r1["keys"][0]]), expected, rtol=0, atol=1e-6)
     # theta_k = m theta_k + (1 - m) theta_q at every step, from the initial network
     theta = [t.double() for t in r0["theta0"]]
     for step in range(4):
