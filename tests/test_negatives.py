@@ -15,7 +15,7 @@ from torch import nn
 
 from pirl_ablate.data.synthetic import synthetic
 from pirl_ablate.errors import ConfigError
-from pirl_ablate.losses import infonce_loss, nce_loss
+from pirl_ablate.losses import PIRLLoss, infonce_loss, nce_loss
 from pirl_ablate.losses.moco import TAU as MOCO_TAU
 from pirl_ablate.losses.moco import moco_v2_loss, moco_v2_negatives, moco_v2_network
 from pirl_ablate.losses.negatives import (
@@ -29,6 +29,7 @@ from pirl_ablate.losses.negatives import (
 from pirl_ablate.models import PIRLNet
 from pirl_ablate.models.momentum import MomentumEncoder
 from pirl_ablate.transforms.image import ImageView
+from pirl_ablate.transforms.jigsaw import Jigsaw
 from pirl_ablate.transforms.moco_v2 import MoCoV2View
 from pirl_ablate.transforms.rotation import Rotation
 
@@ -49,9 +50,9 @@ class TinyBackbone(nn.Module):
         return {"res5": self.body(x)}
 
 
-def tiny_net(seed: int = 0) -> PIRLNet:
+def tiny_net(seed: int = 0, num_patches: int = 9) -> PIRLNet:
     torch.manual_seed(seed)
-    return PIRLNet(TinyBackbone(), embed_dim=DIM)
+    return PIRLNet(TinyBackbone(), embed_dim=DIM, num_patches=num_patches)
 
 
 def images(seed: int, n: int = B) -> torch.Tensor:
@@ -273,6 +274,40 @@ class Run:
         self.net.train()
         s = (g @ f.T).double()
         return (s.diagonal().mean() - (s.sum() - s.diagonal().sum()) / (SIZE * (SIZE - 1))).item()
+
+
+def test_memory_bank_source_reproduces_todays_pirl_loss():
+    net = tiny_net(0, num_patches=4)
+    x, index = images(2, 6), torch.tensor([0, 5, 9, 12, 13, 19])
+    view = Jigsaw(crop_size=None, grid=2, patch_size=None)(x, torch.Generator().manual_seed(3))
+    today = PIRLLoss(num_negatives=8, estimator="infonce", tau=TAU)
+    today.bind(D, copy.deepcopy(net), None, torch.Generator().manual_seed(4))
+    start = today.memory_bank.bank.clone()
+    expected = today(copy.deepcopy(net), x, view, index).total
+    source = MemoryBankNegatives(num_negatives=8)
+    source.bind(D, net, torch.Generator().manual_seed(4))
+    assert torch.equal(source.memory_bank.bank, start)
+    got = pirl_step(source, net, x, x, view, index, estimator("infonce"))
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(source.memory_bank.bank, today.memory_bank.bank)
+
+
+@pytest.mark.parametrize("transform", ["jigsaw", "rotation", "rotation+jigsaw"])
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_every_source_trains_with_every_pretext_transform(name, transform):
+    net = tiny_net(0, num_patches=4)
+    source = SOURCES[name]()
+    source.bind(SIZE, net, torch.Generator().manual_seed(1))
+    parts = {"jigsaw": Jigsaw(crop_size=None, grid=2, patch_size=None), "rotation": Rotation()}
+    x, key_x, index = images(2, 6), images(3, 6), torch.arange(6)
+    data = x
+    for part in transform.split("+"):  # rotate first, then jigsaw (paper Table 5)
+        view = parts[part](data, torch.Generator().manual_seed(4))
+        data = view.data
+    loss = pirl_step(source, net, x, key_x, view, index, estimator("nce", z=D * 1.5))
+    loss.backward()
+    head = net.patch_mix if "jigsaw" in transform else net.transformed_image_head
+    assert torch.isfinite(loss) and head.weight.grad.abs().sum() > 0 and net.image_head.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", list(SOURCES))
