@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from pirl_ablate.transforms import View
+
 WORKER = textwrap.dedent("""
     import sys
 
@@ -67,15 +69,20 @@ WORKER = textwrap.dedent("""
             record["key_encoder_0"] = {k: v.clone() for k, v in queue.encoder.net.state_dict().items()}
     record["queue"], record["pointer"] = queue.queue.clone(), queue.pointer.clone()
     record["key_encoder"] = {k: v.clone() for k, v in queue.encoder.state_dict().items()}
+    # in-batch, in eval mode (running BN statistics: each embedding depends on its own image only)
+    ddp.eval()
     in_batch = InBatchNegatives()
     x, key_x = torch.rand(2, batch, 3, 8, 8, generator=data)
+    record.update(in_batch_net={k: v.clone() for k, v in net.state_dict().items()}, in_batch_x=x, in_batch_key_x=key_x)
     f, g = ddp(x, torch.rot90(x, 1, (2, 3)))
     keys = in_batch.keys(net, key_x, torch.arange(batch))
     q = torch.stack([g, f], 1)
     c = in_batch.contrast(q, keys, estimator("infonce"))
+    optimizer.zero_grad()
     c.loss.mean().backward()
     record.update(in_batch_q=q.detach(), in_batch_keys=keys.positive.detach(), in_batch_loss=c.loss.detach(),
-                  in_batch_n=keys.negatives.shape[0])
+                  in_batch_n=keys.negatives.shape[0], in_batch_grad=[p.grad.clone() for p in net.parameters()
+                                                                     if p.grad is not None])
     torch.save(record, out)
     dist.destroy_process_group()
 """)
@@ -135,3 +142,23 @@ def test_two_gloo_ranks_keep_identical_queues_and_key_encoders(tmp_path):
                 s = everyone @ q[b, k] / 0.2
                 expected = -s[offset + b] + torch.logsumexp(s, 0)
                 assert record["in_batch_loss"][b, k].item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    # and the gradient DDP averages is that of the mean of the two ranks' losses in one process: the keys' gradient
+    # crosses ranks through the gather. Each rank embeds with its own BN running statistics (not broadcast).
+    nets = [tiny_net(0), tiny_net(0)]
+    for net, record in zip(nets, (r0, r1)):
+        net.load_state_dict(record["in_batch_net"])
+        net.eval()
+    embedded = [(net.embed_image(r["in_batch_x"]), net.embed_transformed(View(torch.rot90(r["in_batch_x"], 1, (2, 3)))),
+                 net.embed_image(r["in_batch_key_x"])) for net, r in zip(nets, (r0, r1))]
+    keys = torch.cat([k for _, _, k in embedded])
+    total = 0
+    for offset, (f, g, k) in zip((0, 4), embedded):
+        s = torch.einsum("bkd,md->bkm", torch.stack([g, f], 1), keys) / 0.2  # (b, 2, 7)
+        own = (offset + torch.arange(len(k)))[:, None, None].expand(-1, 2, 1)
+        total = total + (torch.logsumexp(s, -1) - s.gather(-1, own).squeeze(-1)).mean() / 2
+    total.backward()
+    grads = [p0.grad + p1.grad for p0, p1 in zip(*(n.parameters() for n in nets)) if p0.grad is not None]
+    assert len(grads) == len(r0["in_batch_grad"])
+    for got0, got1, want in zip(r0["in_batch_grad"], r1["in_batch_grad"], grads):
+        assert torch.equal(got0, got1)
+        torch.testing.assert_close(got0, want, rtol=1e-4, atol=1e-6)
