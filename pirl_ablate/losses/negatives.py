@@ -119,24 +119,24 @@ def shared_contrast(queries: Tensor, positives: Tensor, negatives: Tensor, loss_
 class MemoryBankNegatives(nn.Module):
     """PIRL's memory bank as a negative source: positive m_I, N entries drawn uniformly per sample.
 
+    The bank is today's `MemoryBank`, so its gin bindings (`MemoryBank.momentum`, `.exclude_positive`, `.init`)
+    apply as they do to PIRLLoss / NPIDLoss; `memory_bank` is that bank (for the "features" fill and the kNN
+    monitor).
+
     Args:
         num_negatives: N bank entries drawn per sample (32,000, paper Section 4; 4,096 for NPID).
         momentum_encoder: entries are written with the key encoder's f_k(v_I) instead of f(v_I) (and
             `keys` computes them from `key_images`).
         encoder_momentum, shuffle_bn: the key encoder's m and BN shuffle (`MomentumEncoder`).
-        bank_momentum, exclude_positive, init: the bank's mu (0.5), negative draws and initialisation
-            (`MemoryBank`).
     """
 
     def __init__(self, num_negatives: int = 32000, momentum_encoder: bool = False, encoder_momentum: float = 0.999,
-                 shuffle_bn: bool = True, bank_momentum: float = 0.5, exclude_positive: bool = False,
-                 init: str = "random"):
+                 shuffle_bn: bool = True):
         super().__init__()
         if num_negatives < 1:
             raise ConfigError(f"num_negatives = {num_negatives!r}: must be at least 1")
         self.num_negatives = num_negatives
         self.momentum_encoder, self.encoder_momentum, self.shuffle_bn = momentum_encoder, encoder_momentum, shuffle_bn
-        self.bank_options = {"momentum": bank_momentum, "exclude_positive": exclude_positive, "init": init}
         self.memory_bank: MemoryBank | None = None
         self.encoder: MomentumEncoder | None = None
         self.generator: torch.Generator | None = None
@@ -145,7 +145,7 @@ class MemoryBankNegatives(nn.Module):
         """Allocate the (dataset_size, net.embed_dim) bank (and copy `net` into the key encoder) on the network's
         device; `generator` draws the bank's initialisation, the negatives and the BN shuffle."""
         self.generator = generator
-        bank = MemoryBank(dataset_size, net.embed_dim, generator, device=device_of(net), **self.bank_options)
+        bank = MemoryBank(dataset_size, net.embed_dim, generator, device=device_of(net))
         available = dataset_size - (1 if bank.exclude_positive else 0)
         if self.num_negatives > available:
             raise ConfigError(f"num_negatives = {self.num_negatives} but the dataset has only {dataset_size} "

@@ -5,17 +5,18 @@
                                                    (rank 0's under torch.distributed: DDP does not have to keep
                                                    the query networks' buffers equal, the key encoders stay equal)
 
-The key network is a deep copy of the query network taken at construction; it never receives a gradient. Keys are
-computed in the mode the encoder is in (training mode: batch statistics, as MoCo); the key forward leaves the running
-statistics as copied (`frozen_bn_stats`), so they never depend on which images a rank encoded.
+The key network is a deep copy of the query network taken at construction (rank 0's under torch.distributed); it
+never receives a gradient. Keys are computed in the mode the encoder is in (training mode: batch statistics, as
+MoCo); the key forward leaves the running statistics as copied (`frozen_bn_stats`), so they never depend on which
+images a rank encoded.
 
-BatchNorm. With batch statistics, the keys of one device's batch share statistics with the queries of that batch
-and the network can tell a positive from the batch's other samples through them (MoCo Section 3.3). `shuffle_bn`
-does what MoCo does under DistributedDataParallel: the key images of all ranks are gathered, permuted with one
-permutation (drawn on rank 0, broadcast), each rank encodes its share of the shuffled batch, and the keys are gathered
-and put back in order. In a single process BN's statistics cover the whole batch whatever the order, so the shuffle
-would change nothing and is skipped; the alternative there, and across GPUs, is SyncBN on both networks
-(`torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)` before the encoder is built).
+BatchNorm. With per-device batch statistics, the queries and keys of one device's batch share statistics, and the
+network can find the positive through them instead of through the image (MoCo Section 3.3). `shuffle_bn` does what
+MoCo does under DistributedDataParallel: the key images of all ranks are gathered, permuted with one permutation
+(drawn on rank 0, broadcast), each rank encodes its share of the shuffled batch, and the keys are gathered and put
+back in order. The other cure is SyncBN on both networks (`torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)`
+before the encoder is built): statistics over the global batch. In a single process there is no per-device split to
+shuffle, so the shuffle is skipped (MoCo's single-GPU demo splits the batch into BN groups instead; not done here).
 
     key = MomentumEncoder(net, momentum=0.999)
     key.update(net); k = key.embed_image(images, generator)      # (B, d), no gradient
@@ -53,6 +54,9 @@ class MomentumEncoder(nn.Module):
         self.net = copy.deepcopy(net)
         for p in self.net.parameters():
             p.requires_grad_(False)
+        if distributed():  # rank 0's copy, whatever each rank's network was at this point
+            for t in self.net.state_dict().values():
+                dist.broadcast(t, src=0)
 
     @torch.no_grad()
     def update(self, net: nn.Module) -> None:
