@@ -204,6 +204,11 @@ def test_sources_are_registered_and_gin_selectable():
     assert isinstance(source, MomentumQueue) and source.size == 11
     with pytest.raises(ConfigError, match="MomentumQueue.size = 11 but the dataset has only 10 images"):
         source.bind(10, tiny_net(), torch.Generator())
+    gin.parse_config("build_negatives.name = 'memory_bank'\nMemoryBankNegatives.num_negatives = 3\n"
+                     "MemoryBank.momentum = 0.25")  # the bank's own bindings apply, as for PIRLLoss
+    source = build_negatives()
+    source.bind(10, tiny_net(), torch.Generator())
+    assert source.num_negatives == 3 and source.memory_bank.momentum == 0.25
 
 
 # --------------------------------------------------------------------------------- training: resume and learning
