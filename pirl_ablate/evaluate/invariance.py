@@ -35,9 +35,9 @@ REPRESENTATIONS = ("heads", "pooled")
 
 
 @torch.no_grad()
-def invariance_distances(net: nn.Module, images: Tensor, transform, generator: torch.Generator,
-                         representation: str = "pooled") -> Tensor:
-    """Distances d(I, t) (B,) for a batch of clean images (B, C, H, W) and one draw of `transform` per image.
+def representations(net: nn.Module, images: Tensor, transform, generator: torch.Generator,
+                    representation: str = "pooled") -> tuple[Tensor, Tensor]:
+    """(r(I) (B, D), r'(I^t) (B, D)) for a batch of clean images (B, C, H, W) and one draw of `transform` per image.
 
     net: a PIRLNet (`.pooled`, `.pooled_view`, `.embed_image`, `.embed_transformed`), in eval mode.
     transform: `transform(images, generator) -> View` (pirl_ablate.transforms); representation: "heads" | "pooled"
@@ -45,13 +45,18 @@ def invariance_distances(net: nn.Module, images: Tensor, transform, generator: t
     """
     view = transform(images, generator)
     if representation == "heads":
-        a, b = net.embed_image(images), net.embed_transformed(view)
-    elif representation == "pooled":
-        a, b = net.pooled(images), net.pooled_view(view)
-        if view.is_patches:
-            b = b.mean(dim=1)  # (B, P, D) -> (B, D)
-    else:
-        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+        return net.embed_image(images), net.embed_transformed(view)
+    if representation == "pooled":
+        b = net.pooled_view(view)
+        return net.pooled(images), b.mean(dim=1) if view.is_patches else b  # (B, P, D) -> (B, D)
+    raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+
+
+@torch.no_grad()
+def invariance_distances(net: nn.Module, images: Tensor, transform, generator: torch.Generator,
+                         representation: str = "pooled") -> Tensor:
+    """Distances d(I, t) (B,) between the normalised `representations` of I and I^t."""
+    a, b = representations(net, images, transform, generator, representation)
     return (F.normalize(a.float(), dim=1) - F.normalize(b.float(), dim=1)).norm(dim=1)
 
 
