@@ -59,15 +59,17 @@ def z_drift(z: float, mean_exp: float, dataset_size: int) -> float:
 
 
 @torch.no_grad()
-def relative_invariance(a: Tensor, b: Tensor) -> float:
-    """mean_i ||a_i - b_i|| / mean_i ||a_i - a_(i+1 mod B)|| of L2-normalised rows of a, b (B, D), B >= 2.
-
-    a: representations of the images, b: of their transformed views; the denominator pairs each image with the
-    next one of the batch (another image, no random draw)."""
+def relative_distances(a: Tensor, b: Tensor) -> Tensor:
+    """d(a_i, b_i) / mean_j d(a_j, a_(j+1 mod B)) (B,) float64, distances of L2-normalised rows of a, b (B, D),
+    B >= 2: a holds representations of the images, b of their transformed views; the denominator pairs each image
+    with the next one of the batch (another image, no random draw)."""
     a, b = F.normalize(a.double(), dim=1), F.normalize(b.double(), dim=1)
-    same = (a - b).norm(dim=1).mean()
-    other = (a - a.roll(1, dims=0)).norm(dim=1).mean()
-    return float(same / other)
+    return (a - b).norm(dim=1) / (a - a.roll(1, dims=0)).norm(dim=1).mean()
+
+
+def relative_invariance(a: Tensor, b: Tensor) -> float:
+    """mean_i d(a_i, b_i) / mean_i d(a_i, a_(i+1)): the mean of `relative_distances`."""
+    return float(relative_distances(a, b).mean())
 
 
 def chance_loss(estimator: str, num_negatives: int) -> float:
