@@ -34,7 +34,9 @@ def report_command(args: argparse.Namespace) -> int:
         sweep, expected = expected_runs(sweep_file)
         if (results / sweep / SWEEP_RECORD).is_file():
             expected = []  # the sweep record lists the runs as submitted (with any --bind), the loader reads it
-        report = sweep_report(load_results(results, expected), sweep)
+        frame = load_results(results, expected)
+        table = sweep.removeprefix("paper_")  # a sweep with a table of its own name (fidelity) gets that table
+        report = TABLES.get(table)(frame, sweep=sweep) if table in TABLES else sweep_report(frame, sweep)
     else:
         name = f"table{args.table}" if args.table else f"figure{args.figure}"
         entry = TABLES.entry(name)
