@@ -76,7 +76,8 @@ def baselines_table(folder: Path) -> str:
             lines.append(f"| {method} | {cell(linear, 1)} | {cell(knn, 1)} | {statistics.mean(wall):.0f} |")
     if len(lines) == 2:
         return f"(no done runs under {folder}: run `python benchmarks/smoke_baselines.py`)\n"
-    return "\n".join(lines) + f"\n\nseeds {', '.join(map(str, sorted(seeds)))}; `python benchmarks/smoke_baselines.py`\n"
+    used = ", ".join(map(str, sorted(seeds)))
+    return "\n".join(lines) + f"\n\nseeds {used}; `python benchmarks/smoke_baselines.py`\n"
 
 
 def main() -> None:
