@@ -69,7 +69,7 @@ def verdict(better: Cell, worse: Cell, lower_is_better: bool) -> str:
 
 @register_table("fidelity", configurable=False)
 def fidelity(frame: pd.DataFrame, sweep: str = "fidelity") -> Report:
-    """The fidelity study: kNN, linear and relative invariance per method, and the paper's orderings checked."""
+    """Fidelity study (sweeps/fidelity.gin): kNN, linear, relative invariance; the paper's orderings checked."""
     frame = with_methods(frame, PIRL)
     mine = frame[frame["sweep"] == sweep]
     report = Report(name="fidelity", title="Fidelity: kNN, linear and relative invariance against the paper's "
