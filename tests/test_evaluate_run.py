@@ -74,7 +74,8 @@ def test_eval_command_writes_every_protocol(pirl_run, capsys):
                  "--bind", "invariance_eval.num_images = 12"]) == 0
     inv = read_json(run.evals_dir / "invariance-synthetic.json")
     assert inv["representation"] == "heads" and inv["transform"] == "jigsaw"  # PIRL: f(v_I) vs g(v_It)
-    assert sum(inv["histogram"]["counts"]) == 12 and 0 < inv["metrics"]["jigsaw"]["mean"] <= 2
+    assert sum(inv["histogram"]["counts"]) == 12 and set(inv["metrics"]) == {"heads", "res5"}
+    assert all(0 < m["mean"] <= 2 and m["relative"] > 0 for m in inv["metrics"].values())
 
     assert main(["-q", "eval", str(pirl_run), "--protocol", "semisup", *FAST, "--bind", "semisup_eval.epochs = 1",
                  "--bind", "semisup_eval.fractions = [0.25, 0.5]", "--bind", "semisup_eval.batch_size = 8"]) == 0

@@ -81,7 +81,10 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                           "metrics": {"1%": {"top1": top1 / 2, "top5": top1 / 1.5},
                                                       "10%": {"top1": top1, "top5": top1 + 5}}},
                 "invariance-fashion_mnist": {"protocol": "invariance", "dataset": "fashion_mnist",
-                                             "metrics": {"jigsaw": {"mean": 0.2 + seed, "std": 0.1, "n": 100}},
+                                             "metrics": {g: {"mean": 0.2 + seed, "std": 0.1,
+                                                             "relative": (0.3 if variant == "PIRL" else 1.1)
+                                                             + r + 0.1 * seed}
+                                                         for g, r in (("heads", 0.0), ("res5", 0.5))},
                                              "histogram": {"edges": HIST_EDGES, "counts": counts}}})
     return root
 
@@ -145,9 +148,9 @@ def test_operative_config_values_as_columns(results: Path):
 def test_registry_knows_the_papers_tables_and_their_sweeps():
     expected = {"table2": "loss_variants", "table3": "loss_variants", "table5": "pretext", "table7": "layers",
                 "figure4": "loss_variants", "figure5": "layers", "figure6": "lambda",
-                "figure7": "num_permutations", "figure8": "negatives"}
+                "figure7": "num_permutations", "figure8": "negatives", "fidelity": "fidelity"}
     assert {name: TABLES.entry(name).params["sweep"] for name in TABLES} == expected
-    assert all(TABLES.entry(name).doc.startswith(("Table", "Figure")) for name in TABLES)
+    assert all(TABLES.entry(name).doc.startswith(("Table", "Figure", "Fidelity")) for name in TABLES)
 
 
 def test_table2_seed_aggregates_best_mark_and_paper_rows(results: Path):
@@ -260,6 +263,11 @@ def test_command_writes_files_and_figures(results: Path, tmp_path: Path):
     hist = [r for r in _read_csv(out / "figure4_data.csv") if r["series"] == "PIRL"]
     assert [float(r["fraction"]) for r in hist] == pytest.approx([0.4, 0.3, 0.2, 0.1])  # two seeds pooled
     assert {r["series"] for r in _read_csv(out / "figure4_data.csv")} == {"PIRL", "Jigsaw"}
+    relative = {(r["row"], r["column"]): r for r in _read_csv(out / "figure4.csv")}
+    assert float(relative["PIRL", "heads"]["mean"]) == pytest.approx(0.35)  # seeds 0, 1: 0.3 and 0.4
+    assert float(relative["PIRL", "res5"]["mean"]) == pytest.approx(0.85)
+    assert relative["PIRL", "heads"]["best"] == "1" and relative["Jigsaw", "heads"]["best"] == "0"
+    assert float(relative["random init", "res5"]["mean"]) == pytest.approx(1.65)  # the baseline is in the table
 
     assert report_command(_args(table="7", results=str(results), out=str(out), format="latex")) == 1
     assert not (out / "table7.tex").exists()

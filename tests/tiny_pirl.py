@@ -3,7 +3,8 @@
 SIZE, BATCH, NEGATIVES = 48, 16, 32
 
 # A tiny PIRL run on procedural images: 16 px, half-width ResNet-18, 3 steps per epoch. One thread: on a shared
-# 2-core machine OpenMP threads of tiny ops wait on each other (5x slower than one thread).
+# 2-core machine OpenMP threads of tiny ops wait on each other (5x slower than one thread). InfoNCE, whose chance
+# value ln(N + 1) the training tests compare the loss with (the smoke scale itself uses NCE).
 TINY = f"""
 include 'pirl_jigsaw.gin'
 train.dataset = "synthetic"
@@ -17,4 +18,6 @@ train.base_lr = 0.03
 train.base_batch = {BATCH}
 PIRLLoss.num_negatives = {NEGATIVES}
 NPIDLoss.num_negatives = {NEGATIVES}
+PIRLLoss.estimator = "infonce"
+NPIDLoss.estimator = "infonce"
 """

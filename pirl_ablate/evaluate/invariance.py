@@ -13,8 +13,16 @@ with one of two definitions of (r, r'):
   globally average-pooled res5 features of the backbone (`net.pooled`, `net.pooled_view`); for a patch view
   (B, P, C, h, w) r'(I^t) is the mean of the P patches' pooled features (one batched pass over the B*P patches).
 
-The clean image I is the dataset image at the evaluation size, without augmentation. `summarise` turns the
-distances into mean, std and a histogram on fixed edges over [0, 2] (so runs compare bin by bin);
+A raw distance cannot tell invariance from collapse: a network that maps every input to nearly one point has
+d(I, t) near 0 for every transform. So each distance is also taken relative to the distance between different
+images, D = mean_i d(r(I_i), r(I_(i+1))) over the evaluated set (`pirl_ablate.diagnostics.relative_invariance`):
+
+    relative d(I, t) = d(I, t) / D,     relative invariance = mean relative d   (below 1: I^t is nearer its own
+                                                                                image than other images are)
+
+Both representations are evaluated for every model (a model without trained heads has its initial ones), with
+the same transform draws. The clean image I is the dataset image at the evaluation size, without augmentation.
+`summarise` turns distances into mean, std and a histogram on fixed edges (so runs compare bin by bin);
 `plot_invariance_histograms` draws several runs' histograms into one PNG.
 """
 
@@ -32,12 +40,14 @@ from torch import Tensor, nn
 from pirl_ablate.runs import atomic_write
 
 REPRESENTATIONS = ("heads", "pooled")
+GROUPS = {"heads": "heads", "pooled": "res5"}  # the result's group name of each representation
+RELATIVE_MAX = 3.0  # upper edge of the histogram of relative distances; larger values fall into its last bin
 
 
 @torch.no_grad()
-def invariance_distances(net: nn.Module, images: Tensor, transform, generator: torch.Generator,
-                         representation: str = "pooled") -> Tensor:
-    """Distances d(I, t) (B,) for a batch of clean images (B, C, H, W) and one draw of `transform` per image.
+def representations(net: nn.Module, images: Tensor, transform, generator: torch.Generator,
+                    representation: str = "pooled") -> tuple[Tensor, Tensor]:
+    """(r(I) (B, D), r'(I^t) (B, D)) for a batch of clean images (B, C, H, W) and one draw of `transform` per image.
 
     net: a method (`.pooled`, `.pooled_view`; "heads" also `.embed_image`, `.embed_transformed`, as PIRL), in eval
         mode.
@@ -46,21 +56,31 @@ def invariance_distances(net: nn.Module, images: Tensor, transform, generator: t
     """
     view = transform(images, generator)
     if representation == "heads":
-        a, b = net.embed_image(images), net.embed_transformed(view)
-    elif representation == "pooled":
-        a, b = net.pooled(images), net.pooled_view(view)
-        if view.is_patches:
-            b = b.mean(dim=1)  # (B, P, D) -> (B, D)
-    else:
-        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+        return net.embed_image(images), net.embed_transformed(view)
+    if representation == "pooled":
+        b = net.pooled_view(view)
+        return net.pooled(images), b.mean(dim=1) if view.is_patches else b  # (B, P, D) -> (B, D)
+    raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+
+
+@torch.no_grad()
+def invariance_distances(net: nn.Module, images: Tensor, transform, generator: torch.Generator,
+                         representation: str = "pooled") -> Tensor:
+    """Distances d(I, t) (B,) between the normalised `representations` of I and I^t."""
+    return pair_distances(*representations(net, images, transform, generator, representation))
+
+
+def pair_distances(a: Tensor, b: Tensor) -> Tensor:
+    """||a_i / ||a_i|| - b_i / ||b_i|| || (B,) for rows of a, b (B, D)."""
     return (F.normalize(a.float(), dim=1) - F.normalize(b.float(), dim=1)).norm(dim=1)
 
 
-def summarise(distances: Tensor, bins: int = 40) -> dict:
-    """{"mean", "std", "n", "histogram": {"edges": bins+1 floats over [0, 2], "counts": bins ints}}."""
+def summarise(distances: Tensor, bins: int = 40, upper: float = 2.0) -> dict:
+    """{"mean", "std", "n", "histogram": {"edges": bins+1 floats over [0, upper], "counts": bins ints}}; values
+    above `upper` are counted in the last bin."""
     d = distances.double().cpu()
-    counts = torch.histc(d, bins=bins, min=0.0, max=2.0)
-    edges = torch.linspace(0.0, 2.0, bins + 1, dtype=torch.float64)
+    counts = torch.histc(d.clamp(max=upper), bins=bins, min=0.0, max=upper)
+    edges = torch.linspace(0.0, upper, bins + 1, dtype=torch.float64)
     return {"mean": d.mean().item(), "std": d.std(unbiased=len(d) > 1).item() if len(d) > 1 else 0.0,
             "n": len(d), "histogram": {"edges": edges.tolist(), "counts": [int(c) for c in counts.tolist()]}}
 
@@ -88,7 +108,7 @@ def plot_invariance_histograms(results: Mapping[str, dict], path: str | os.PathL
         ax.stairs(density.numpy(), edges.numpy(), label=name, fill=False, linewidth=1.5)
     ax.set_xlabel("l2 distance between normalised representations of I and I^t")
     ax.set_ylabel("density")
-    ax.set_xlim(0, 2)
+    ax.set_xlim(0, max(float(r["histogram"]["edges"][-1]) for r in results.values()) if results else 2)
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()

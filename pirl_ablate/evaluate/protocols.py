@@ -36,9 +36,17 @@ from torch import Tensor
 from pirl_ablate import checkpoint, config
 from pirl_ablate.console import info, track
 from pirl_ablate.data import ArrayDataset, ImageDataset, build_dataset, make_loader, to_device_batch
+from pirl_ablate.diagnostics import relative_distances
 from pirl_ablate.errors import ConfigError, DataError, UserError, did_you_mean
 from pirl_ablate.evaluate.features import FeatureCache, cached_features, check_layers, fingerprint, labels_digest
-from pirl_ablate.evaluate.invariance import REPRESENTATIONS, invariance_distances, summarise
+from pirl_ablate.evaluate.invariance import (
+    GROUPS,
+    RELATIVE_MAX,
+    REPRESENTATIONS,
+    pair_distances,
+    representations,
+    summarise,
+)
 from pirl_ablate.evaluate.knn import knn_scores
 from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
 from pirl_ablate.evaluate.semisup import balanced_subset, finetune, fraction_name
@@ -155,11 +163,14 @@ def knn_protocol(ctx: EvalContext) -> dict:
 def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_images: int = 1000,
                         representation: str = "auto", bins: int = 40) -> dict:
     """Distances between normalised representations of I and I^t (paper Figure 4; definitions in
-    `pirl_ablate.evaluate.invariance`) for the first `num_images` test images.
+    `pirl_ablate.evaluate.invariance`) for the first `num_images` test images, raw and relative to the distance
+    between different images, for the heads (f vs g) and for pooled res5, with the same transform draws.
 
-    transform: a transform name or composition (default: the run's pretext transform); representation: "heads",
-    "pooled", or "auto" = "heads" when the run's method trains both f and g (PIRL), else "pooled".
-    Result: {transform: {mean, std}} plus "histogram" {"edges", "counts"} over [0, 2].
+    transform: a transform name or composition (default: the run's pretext transform); representation: whose
+    relative distances the histogram holds: "heads", "pooled", or "auto" = "heads" when the run's method trains
+    both f and g (PIRL), else "pooled".
+    Result: {"heads" | "res5": {mean, std (raw), relative}} plus "histogram" {"edges", "counts"} of the relative
+    distances over [0, RELATIVE_MAX].
     """
     from pirl_ablate.transforms import build_transform
 
@@ -175,12 +186,20 @@ def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_imag
     t = build_transform(name, **(pretext["kwargs"] if name == pretext["name"] else {}))
     test = ctx.split("test")
     subset = _subset(test, torch.arange(min(num_images, len(test))))
-    gen = torch.Generator(device=ctx.device).manual_seed(ctx.settings.seed)
-    dists = [invariance_distances(ctx.net, images, t, gen, representation)
-             for images, _ in ctx.batches(subset, description=f"invariance {name}")]
-    summary = summarise(torch.cat(dists), bins=bins)
-    return {"metrics": {name: {"mean": summary["mean"], "std": summary["std"]}}, "histogram": summary["histogram"],
-            "transform": name, "representation": representation, "num_images": summary["n"]}
+    pairs: dict[str, list[tuple[Tensor, Tensor]]] = {rep: [] for rep in REPRESENTATIONS}
+    for i, (images, _) in enumerate(ctx.batches(subset, description=f"invariance {name}")):
+        for rep in REPRESENTATIONS:  # the same draws for both: a generator per batch, seeded alike
+            gen = torch.Generator(device=ctx.device).manual_seed(ctx.settings.seed * 100003 + i)
+            pairs[rep].append(representations(ctx.net, images, t, gen, rep))
+    metrics, relative = {}, {}
+    for rep, batches in pairs.items():
+        a, b = (torch.cat(parts) for parts in zip(*batches))
+        raw = summarise(pair_distances(a, b))
+        relative[rep] = relative_distances(a, b)
+        metrics[GROUPS[rep]] = {"mean": raw["mean"], "std": raw["std"], "relative": float(relative[rep].mean())}
+    summary = summarise(relative[representation], bins=bins, upper=RELATIVE_MAX)
+    return {"metrics": metrics, "histogram": summary["histogram"], "transform": name,
+            "representation": representation, "num_images": summary["n"]}
 
 
 @gin.configurable("semisup_eval", denylist=["ctx"])

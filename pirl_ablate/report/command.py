@@ -35,7 +35,8 @@ def report_command(args: argparse.Namespace) -> int:
         if (results / sweep / SWEEP_RECORD).is_file():
             expected = []  # the sweep record lists the runs as submitted (with any --bind), the loader reads it
         frame = load_results(results, expected)
-        report = sweep_report(frame, sweep)
+        table = sweep.removeprefix("paper_")  # a sweep with a table of its own name (fidelity) gets that table
+        report = TABLES.get(table)(frame, sweep=sweep) if table in TABLES else sweep_report(frame, sweep)
     else:
         name = f"table{args.table}" if args.table else f"figure{args.figure}"
         entry = TABLES.entry(name)
