@@ -2,7 +2,7 @@
 
 Each protocol writes `RunDir.write_eval(f"{protocol}-{dataset}", result)` with the schema
 
-    {"protocol": "linear"|"knn"|"invariance"|"semisup", "dataset": str,
+    {"protocol": "linear"|"knn"|"invariance"|"semisup"|"svm"|"low-shot", "dataset": str,
      "metrics": {GROUP: {METRIC: float}},   # GROUP: layer ("res5"), transform ("jigsaw") or fraction ("1%")
      "bn": "precise"|"train", "wall_s": float, "image_size": int, ...protocol extras}
 
@@ -13,7 +13,7 @@ run (`gin/supervised.gin`) is loaded like any other, and the random-init baselin
 `train.epochs = 0` (`gin/random_init.gin`), whose checkpoint holds the freshly initialised network.
 
 gin bindings (all optional): `evaluation.*` (batch size, image size, precise-BN batches, device, cache dtype),
-`linear_probe.*`, `knn_eval.*`, `invariance_eval.*`, `semisup_eval.*`.
+`linear_probe.*`, `knn_eval.*`, `invariance_eval.*`, `semisup_eval.*`, `svm_eval.*`, `low_shot_eval.*`.
 """
 
 from __future__ import annotations
@@ -41,11 +41,12 @@ from pirl_ablate.evaluate.knn import knn_scores
 from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
 from pirl_ablate.evaluate.precise_bn import precise_bn
 from pirl_ablate.evaluate.semisup import balanced_subset, finetune, fraction_name
+from pirl_ablate.evaluate.svm_protocol import low_shot_protocol, svm_protocol
 from pirl_ablate.losses import build_loss
 from pirl_ablate.runs import RunDir
 from pirl_ablate.train import load_network, pretrain
 
-PROTOCOLS = ("linear", "knn", "invariance", "semisup")
+PROTOCOLS = ("linear", "knn", "invariance", "semisup", "svm", "low-shot")
 
 
 @gin.configurable("evaluation")
@@ -224,7 +225,8 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
     ctx = _load(run, dataset)
     evaluate: dict[str, Callable[[EvalContext], dict]] = {
         "linear": lambda c: linear_protocol(c, layers), "knn": knn_protocol, "invariance": invariance_protocol,
-        "semisup": semisup_protocol}
+        "semisup": semisup_protocol, "svm": lambda c: svm_protocol(c, layers),
+        "low-shot": lambda c: low_shot_protocol(c, layers)}
     results = {}
     for protocol in protocols:
         start = time.perf_counter()
