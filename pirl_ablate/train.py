@@ -37,7 +37,7 @@ from pirl_ablate.data import ImageDataset, build_dataset, make_loader, to_device
 from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.losses import MemoryBank, build_loss
 from pirl_ablate.models import Backbone, PIRLNet, build_network, frozen_bn_stats
-from pirl_ablate.runs import RunDir, atomic_torch_save, atomic_write_text
+from pirl_ablate.runs import RunDir, atomic_write_text
 from pirl_ablate.transforms.registry import build_transform
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -447,9 +447,16 @@ def load_network(run_dir: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def export_command(args: argparse.Namespace) -> int:
-    """`pirl-ablate export RUN_DIR --out FILE.pth`: the trunk as a plain torchvision ResNet state_dict."""
+    """`pirl-ablate export RUN_DIR --out FILE.pth [--format torchvision|detectron2]`: the trunk's state_dict
+    under torchvision's or Detectron2's names (`pirl_ablate.export`)."""
+    from pirl_ablate.export import write_backbone
+
     net = load_network(args.run_dir)
-    path = atomic_torch_save(net.backbone.torchvision_state_dict(), args.out)
+    fmt = getattr(args, "format", "torchvision")
+    path = write_backbone(net.backbone, args.out, fmt)
+    if fmt == "detectron2":
+        info(f"wrote {path} (Detectron2 {net.backbone.arch} trunk: stem, res2-res5)")
+        return 0
     info(f"wrote {path} (torchvision {net.backbone.arch}; fc is zeros: replace it before fine-tuning"
          + ("; small stem: set conv1 to 3x3 stride 1 and maxpool to Identity" if net.backbone.small_stem else "")
          + ")")
