@@ -91,7 +91,7 @@ def test_voc2007_reads_a_vocdevkit_with_torchvision_parsers(tmp_path):
     expected[1, bird], expected[1, cat] = 1, 1    # b: bird (not difficult) and cat
     assert torch.equal(train.targets, expected)
     assert train.labels.tolist() == [dog, bird]
-    assert train.annotations[0].boxes.tolist() == [[0, 1, 9, 19], [4, 4, 7, 7]]
+    assert train.annotations[0].boxes.tolist() == [[0, 1, 10, 20], [4, 4, 8, 8]]
     assert train.annotations[0].difficult.tolist() == [False, True]
     image, index, _ = train[1]
     assert image.shape == (3, 16, 16) and image.dtype == torch.uint8 and index == 1

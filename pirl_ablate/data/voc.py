@@ -36,8 +36,9 @@ IMAGE_SETS = {"train": "trainval", "test": "test"}  # our split -> VOC's image s
 
 @dataclass
 class Annotation:
-    """One image's objects: boxes (K, 4) float xyxy in pixels (VOC's 1-based corners minus 1), labels (K,) long
-    class indices, difficult (K,) bool; width, height of the image."""
+    """One image's objects: boxes (K, 4) float xyxy in continuous pixel coordinates (VOC's 1-based inclusive
+    corners: xmin - 1, ymin - 1, xmax, ymax, as Detectron2 reads them), labels (K,) long class indices, difficult
+    (K,) bool; width, height of the image."""
 
     path: Path
     boxes: Tensor
@@ -67,7 +68,8 @@ def read_voc(root: str | Path, year: str, image_set: str, classes: tuple[str, ..
         except (OSError, ET.ParseError) as e:
             raise DataError(f"{xml}: cannot read VOC annotation ({e})") from None
         objects = [o for o in ann.get("object", []) if o["name"] in classes]
-        boxes = [[float(o["bndbox"][k]) - 1 for k in ("xmin", "ymin", "xmax", "ymax")] for o in objects]
+        boxes = [[float(o["bndbox"]["xmin"]) - 1, float(o["bndbox"]["ymin"]) - 1, float(o["bndbox"]["xmax"]),
+                  float(o["bndbox"]["ymax"])] for o in objects]
         out.append(Annotation(
             path=Path(image), boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             labels=torch.tensor([classes.index(o["name"]) for o in objects], dtype=torch.long),
