@@ -1,0 +1,69 @@
+"""Faster R-CNN C4 / FPN transfer: weights come from the run, a tiny C4 detector learns a synthetic VOCdevkit on the
+CPU (AP50 well above the untrained one's), training resumes from its checkpoint, `eval --protocol detection`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pirl_ablate.data.voc import VOC_CLASSES, read_voc, write_synthetic_voc
+from pirl_ablate.evaluate.detection import build_detector, lr_at, train_detector, trunk_modules
+from pirl_ablate.models.backbone import Backbone
+
+CLASSES = VOC_CLASSES[:3]
+TINY = dict(anchor_sizes=(8, 16), test_scale=32, max_size=32, rpn_pre_nms_top_n_train=200,
+            rpn_post_nms_top_n_train=50, rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=50, roi_size=8,
+            box_batch_size_per_image=32)
+
+
+@pytest.mark.parametrize("arch", ["c4", "fpn"])
+def test_detector_starts_from_the_backbone_weights(arch):
+    backbone = Backbone(arch="resnet18", width_multiplier=0.5)
+    model = build_detector(backbone, 3, arch=arch, **TINY)
+    for name, module in trunk_modules(model).items():
+        source = getattr(backbone, name).state_dict()
+        copied = module.state_dict()
+        assert set(copied) == set(source)
+        assert all(torch.equal(copied[k], source[k]) for k in source), name
+        assert all(a.data_ptr() != b.data_ptr() for a, b in zip(module.parameters(), getattr(backbone, name)
+                                                               .parameters()))  # a copy: the run stays intact
+    # the C4 split: RPN and RoIAlign on res4 (stride 16), res5 as the box head
+    if arch == "c4":
+        assert model.backbone.out_channels == 128 and model.roi_heads.box_head.out_channels == 256
+        assert model.backbone(torch.rand(1, 3, 64, 64))["0"].shape == (1, 128, 4, 4)
+
+
+def test_warmup_multistep_schedule_by_hand():
+    assert lr_at(0, 0.02, 100, 0.001, (18000, 22000), 0.1) == pytest.approx(0.02 * 0.001)
+    assert lr_at(50, 0.02, 100, 0.001, (18000, 22000), 0.1) == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))
+    assert lr_at(100, 0.02, 100, 0.001, (18000, 22000), 0.1) == pytest.approx(0.02)
+    assert lr_at(18000, 0.02, 100, 0.001, (18000, 22000), 0.1) == pytest.approx(0.002)
+    assert lr_at(23999, 0.02, 100, 0.001, (18000, 22000), 0.1) == pytest.approx(0.0002)
+
+
+@pytest.fixture(scope="module")
+def devkit(tmp_path_factory):
+    root = write_synthetic_voc(tmp_path_factory.mktemp("voc"), num_trainval=64, num_test=32, image_size=32)
+    return read_voc(root, "2007", "trainval", CLASSES), read_voc(root, "2007", "test", CLASSES)
+
+
+def _tiny_detector(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_detector(Backbone(arch="resnet18", width_multiplier=0.5, small_stem=True), 3, **TINY)
+
+
+def _train(model, annotations, out, iterations, steps=(3,), checkpoint_every=1000):
+    return train_detector(model, annotations, out, torch.device("cpu"), iterations=iterations, batch_size=4,
+                          lr=0.02, warmup_iters=10, steps=steps, scales=(32,), checkpoint_every=checkpoint_every)
+
+
+def test_training_resumes_from_its_checkpoint_as_if_uninterrupted(devkit, tmp_path):
+    train, _ = devkit
+    straight = _tiny_detector()
+    _train(straight, train, tmp_path / "straight", 4)
+    _train(_tiny_detector(), train, tmp_path / "killed", 2, checkpoint_every=2)  # stopped after iteration 2
+    resumed = _tiny_detector()
+    summary = _train(resumed, train, tmp_path / "killed", 4, checkpoint_every=2)
+    assert summary["resumed_from"] == 2
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
