@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate the frozen features of a pre-trained run; results are written "
                                    "atomically into the run folder's evals/.")
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("--protocol", required=True, choices=("linear", "knn", "invariance", "semisup", "svm", "low-shot"))
+    s.add_argument("--protocol", required=True, choices=("linear", "knn", "invariance", "semisup", "svm", "low-shot",
+                                                            "detection"))
     s.add_argument("--layers", default="res5", help="comma-separated: conv1,res2,res3,res4,res5")
     s.add_argument("--dataset", default=None, help="evaluation dataset (default: the pre-training one)")
     _bind(s)

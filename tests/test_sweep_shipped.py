@@ -25,6 +25,7 @@ EXPECTED = {
     "pretext": (5, {}, ["Rotation", "Jigsaw", "PIRL (Rotation)", "PIRL (Jigsaw)", "PIRL (Rotation+Jigsaw)"]),
     "layers": (4, {}, ["PIRL", "Jigsaw", "NPID++", "random init"]),
     "loss_variants": (7, {}, ["NPID", "NPID++", "PIRL", "Jigsaw", "Rotation", "random init", "supervised"]),
+    "transfer": (5, {}, ["PIRL", "NPID++", "Jigsaw", "random init", "supervised"]),
 }
 # what each variant's config must bind (the loss it trains, and the transform where it has one)
 VARIANT_LOSS = {"NPID": "npid", "NPID++": "npid", "PIRL": "pirl", "Jigsaw": "jigsaw", "Rotation": "rotation",

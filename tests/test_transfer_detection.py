@@ -6,9 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pirl_ablate import config
+from pirl_ablate.cli import main
 from pirl_ablate.data.voc import VOC_CLASSES, read_voc, write_synthetic_voc
 from pirl_ablate.evaluate.detection import build_detector, lr_at, train_detector, trunk_modules
 from pirl_ablate.models.backbone import Backbone
+from pirl_ablate.runs import read_json
+from pirl_ablate.train import load_network, run_training
 
 CLASSES = VOC_CLASSES[:3]
 TINY = dict(anchor_sizes=(8, 16), test_scale=32, max_size=32, rpn_pre_nms_top_n_train=200,
@@ -67,3 +71,44 @@ def test_training_resumes_from_its_checkpoint_as_if_uninterrupted(devkit, tmp_pa
     assert summary["resumed_from"] == 2
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+RUN = """
+train.dataset = "synthetic"
+synthetic.size = 8
+synthetic.image_size = 16
+train.image_size = 32
+train.batch_size = 8
+train.epochs = 0
+train.monitor_every = 0
+Backbone.arch = "resnet18"
+Backbone.width_multiplier = 0.5
+Backbone.small_stem = True
+build_loss.name = "npid"
+NPIDLoss.num_negatives = 4
+"""
+
+
+@pytest.mark.slow
+def test_eval_detection_protocol_writes_its_result_and_checkpoint(tmp_path):
+    cfg = tmp_path / "tiny.gin"
+    cfg.write_text(RUN)
+    run = tmp_path / "run"
+    run_training(config.parse([str(cfg)]), run)
+    binds = ["synthetic_voc.num_trainval = 16", "synthetic_voc.num_test = 8", "synthetic_voc.image_size = 32",
+             "detection_train.iterations = 2", "detection_train.batch_size = 2", "detection_train.scales = (32,)",
+             "detection_train.checkpoint_every = 1", *(f"detector.{k} = {v!r}" for k, v in TINY.items())]
+    args = ["-q", "eval", str(run), "--protocol", "detection", "--gin", "transfer/smoke_c4.gin"]
+    assert main([*args, *(x for b in binds for x in ("--bind", b))]) == 0
+    result = read_json(run / "evals" / "detection-synthetic_voc.json")
+    assert result["protocol"] == "detection" and result["classes"] == list(CLASSES)
+    assert set(result["metrics"]["c4"]) == {"AP", "AP50", "AP75", "mAP50_voc07"}
+    assert all(0 <= v <= 100 for v in result["metrics"]["c4"].values())
+    assert result["num_train"] == 16 and result["num_test"] == 8 and result["training"]["iterations"] == 2
+    assert (run / "detection" / "synthetic_voc" / "checkpoints" / "last.pt").is_file()
+    assert (run / "detection" / "synthetic_voc" / "voc" / "VOCdevkit" / "VOC2007" / "Annotations").is_dir()
+    # a C4 model built from the run's checkpoint holds the pre-trained weights and BN statistics
+    backbone = load_network(run).backbone
+    for name, module in trunk_modules(build_detector(backbone, 3, **TINY)).items():
+        source = getattr(backbone, name).state_dict()
+        assert all(torch.equal(t, source[k]) for k, t in module.state_dict().items()), name

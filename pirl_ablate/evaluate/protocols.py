@@ -2,7 +2,7 @@
 
 Each protocol writes `RunDir.write_eval(f"{protocol}-{dataset}", result)` with the schema
 
-    {"protocol": "linear"|"knn"|"invariance"|"semisup"|"svm"|"low-shot", "dataset": str,
+    {"protocol": "linear"|"knn"|"invariance"|"semisup"|"svm"|"low-shot"|"detection", "dataset": str,
      "metrics": {GROUP: {METRIC: float}},   # GROUP: layer ("res5"), transform ("jigsaw") or fraction ("1%")
      "bn": "precise"|"train", "wall_s": float, "image_size": int, ...protocol extras}
 
@@ -35,6 +35,7 @@ from pirl_ablate import config
 from pirl_ablate.console import info, track
 from pirl_ablate.data import ArrayDataset, ImageDataset, build_dataset, make_loader, to_device_batch
 from pirl_ablate.errors import ConfigError, DataError, UserError, did_you_mean
+from pirl_ablate.evaluate.detection_protocol import detection_protocol
 from pirl_ablate.evaluate.features import FeatureCache, cached_features, check_layers, fingerprint, labels_digest
 from pirl_ablate.evaluate.invariance import REPRESENTATIONS, invariance_distances, summarise
 from pirl_ablate.evaluate.knn import knn_scores
@@ -46,7 +47,7 @@ from pirl_ablate.losses import build_loss
 from pirl_ablate.runs import RunDir
 from pirl_ablate.train import load_network, pretrain
 
-PROTOCOLS = ("linear", "knn", "invariance", "semisup", "svm", "low-shot")
+PROTOCOLS = ("linear", "knn", "invariance", "semisup", "svm", "low-shot", "detection")
 
 
 @gin.configurable("evaluation")
@@ -226,7 +227,7 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
     evaluate: dict[str, Callable[[EvalContext], dict]] = {
         "linear": lambda c: linear_protocol(c, layers), "knn": knn_protocol, "invariance": invariance_protocol,
         "semisup": semisup_protocol, "svm": lambda c: svm_protocol(c, layers),
-        "low-shot": lambda c: low_shot_protocol(c, layers)}
+        "low-shot": lambda c: low_shot_protocol(c, layers), "detection": detection_protocol}
     results = {}
     for protocol in protocols:
         start = time.perf_counter()
@@ -234,7 +235,7 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
         result = evaluate[protocol](ctx)
         result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
                   "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
-        name = f"{protocol}-{ctx.dataset}"
+        name = f"{protocol}-{result['dataset']}"  # detection names its own (voc0712, voc07)
         run.write_eval(name, result)
         results[name] = result
     return results
