@@ -37,6 +37,26 @@ def test_detector_starts_from_the_backbone_weights(arch):
         assert model.backbone(torch.rand(1, 3, 64, 64))["0"].shape == (1, 128, 4, 4)
 
 
+@pytest.mark.parametrize("arch", ["c4", "fpn"])
+def test_one_training_step_and_detections_in_image_coordinates(arch):
+    torch.manual_seed(0)
+    sizes = {"anchor_sizes": (4, 8, 16, 32, 64)} if arch == "fpn" else {}  # FPN: one size per level
+    model = build_detector(Backbone(arch="resnet18", width_multiplier=0.5), 3, arch=arch, **{**TINY, **sizes})
+    images = [torch.rand(3, 48, 64), torch.rand(3, 32, 32)]
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[0.0, 0.0, 16.0, 16.0]]), "labels": torch.tensor([3])}]
+    losses = model(images, targets)
+    assert {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"} <= set(losses)
+    sum(losses.values()).backward()
+    assert model.backbone.body.layer1[0].conv1.weight.grad is not None if arch == "fpn" else \
+        model.backbone.res2[0].conv1.weight.grad is not None  # the whole trunk trains
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert all((o["boxes"][:, 2] <= im.shape[-1] + 1e-4).all() and (o["boxes"][:, 3] <= im.shape[-2] + 1e-4).all()
+               for o, im in zip(out, images))
+
+
 def test_warmup_multistep_schedule_by_hand():
     assert lr_at(0, 0.02, 100, 0.001, (18000, 22000), 0.1) == pytest.approx(0.02 * 0.001)
     assert lr_at(50, 0.02, 100, 0.001, (18000, 22000), 0.1) == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))

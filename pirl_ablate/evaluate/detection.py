@@ -104,6 +104,9 @@ def build_detector(backbone: Backbone, num_classes: int, *, arch: str = "c4",
         return FasterRCNN(trunk, rpn_anchor_generator=anchors,
                           box_roi_pool=MultiScaleRoIAlign(["0"], output_size=roi_size, sampling_ratio=0), box_head=head,
                           box_predictor=FastRCNNPredictor(head.out_channels, num_classes + 1), **common)
+    if len(anchor_sizes) != 5:
+        raise ConfigError(f"detector.anchor_sizes = {tuple(anchor_sizes)}: the FPN needs one size per level "
+                          "(res2, res3, res4, res5, pool), 5 in all")
     ordered = nn.Sequential(OrderedDict(conv1=backbone.conv1, bn1=backbone.bn1, relu=backbone.relu,
                                         maxpool=backbone.maxpool, layer1=backbone.layer1, layer2=backbone.layer2,
                                         layer3=backbone.layer3, layer4=backbone.layer4))
