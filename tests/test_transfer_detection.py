@@ -19,11 +19,13 @@ TINY = dict(anchor_sizes=(8, 16), test_scale=32, max_size=32, rpn_pre_nms_top_n_
             rpn_post_nms_top_n_train=50, rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=50, roi_size=8,
             box_batch_size_per_image=32)
 
+FPN_SIZES = {"fpn": {"anchor_sizes": (4, 8, 16, 32, 64)}}  # one anchor size per pyramid level
+
 
 @pytest.mark.parametrize("arch", ["c4", "fpn"])
 def test_detector_starts_from_the_backbone_weights(arch):
     backbone = Backbone(arch="resnet18", width_multiplier=0.5)
-    model = build_detector(backbone, 3, arch=arch, **TINY)
+    model = build_detector(backbone, 3, arch=arch, **{**TINY, **FPN_SIZES.get(arch, {})})
     for name, module in trunk_modules(model).items():
         source = getattr(backbone, name).state_dict()
         copied = module.state_dict()
@@ -40,8 +42,8 @@ def test_detector_starts_from_the_backbone_weights(arch):
 @pytest.mark.parametrize("arch", ["c4", "fpn"])
 def test_one_training_step_and_detections_in_image_coordinates(arch):
     torch.manual_seed(0)
-    sizes = {"anchor_sizes": (4, 8, 16, 32, 64)} if arch == "fpn" else {}  # FPN: one size per level
-    model = build_detector(Backbone(arch="resnet18", width_multiplier=0.5), 3, arch=arch, **{**TINY, **sizes})
+    model = build_detector(Backbone(arch="resnet18", width_multiplier=0.5), 3, arch=arch,
+                           **{**TINY, **FPN_SIZES.get(arch, {})})
     images = [torch.rand(3, 48, 64), torch.rand(3, 32, 32)]
     targets = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])},
                {"boxes": torch.tensor([[0.0, 0.0, 16.0, 16.0]]), "labels": torch.tensor([3])}]
