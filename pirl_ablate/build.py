@@ -25,7 +25,7 @@ from pirl_ablate.losses import MemoryBank
 from pirl_ablate.methods import METHODS, Method, build_method
 from pirl_ablate.models import Backbone
 from pirl_ablate.run_guard import guarded_run
-from pirl_ablate.runs import RunDir, atomic_torch_save
+from pirl_ablate.runs import RunDir
 from pirl_ablate.train import TrainingDiverged, cosine, parameter_groups, pretrain
 from pirl_ablate.transforms import build_transform
 
@@ -167,13 +167,19 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    """`pirl-ablate export RUN_DIR --out FILE.pth`: the trunk as a plain torchvision ResNet state_dict."""
+    """`pirl-ablate export RUN_DIR --out FILE.pth [--format torchvision|detectron2]`: the trunk's state_dict
+    under torchvision's or Detectron2's names (`pirl_ablate.export`)."""
     from pirl_ablate.checkpoint import load_method
+    from pirl_ablate.export import write_backbone
 
     if Path(args.out).is_dir():
         raise UserError(f"--out {args.out}: is a folder; give the file to write, e.g. {Path(args.out) / 'net.pth'}")
     backbone = load_method(args.run_dir).backbone
-    path = atomic_torch_save(backbone.torchvision_state_dict(), args.out)
+    fmt = getattr(args, "format", "torchvision")
+    path = write_backbone(backbone, args.out, fmt)
+    if fmt == "detectron2":
+        info(f"wrote {path} (Detectron2 {backbone.arch} trunk: stem, res2-res5)")
+        return 0
     info(f"wrote {path} (torchvision {backbone.arch}; fc is zeros: replace it before fine-tuning"
          + ("; small stem: set conv1 to 3x3 stride 1 and maxpool to Identity" if backbone.small_stem else "")
          + ")")

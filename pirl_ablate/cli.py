@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate the frozen features of a pre-trained run; results are written "
                                    "atomically into the run folder's evals/.")
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("--protocol", required=True, choices=("linear", "knn", "invariance", "semisup"))
+    s.add_argument("--protocol", required=True, choices=("linear", "knn", "invariance", "semisup", "svm", "low-shot",
+                                                            "detection"))
     s.add_argument("--layers", default="res5", help="comma-separated: conv1,res2,res3,res4,res5")
     s.add_argument("--dataset", default=None, help="evaluation dataset (default: the pre-training one)")
     _bind(s)
@@ -77,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="export a run's backbone as a plain torchvision state_dict",
                        description="Write the backbone as a torchvision ResNet state_dict (heads dropped).")
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("--out", metavar="FILE", required=True, help="output .pth file")
+    s.add_argument("--out", metavar="FILE", required=True, help="output .pth file (.pkl for Detectron2's pickle)")
+    s.add_argument("--format", choices=("torchvision", "detectron2"), default="torchvision",
+                   help="key names: torchvision's ResNet (default) or Detectron2's (res2.0.conv1.weight, ...)")
 
     s = sub.add_parser("show-transform", help="draw images next to a transform's views",
                        description="Draw a few images next to their views (patches in permuted order, labels "

@@ -148,7 +148,8 @@ def test_operative_config_values_as_columns(results: Path):
 def test_registry_knows_the_papers_tables_and_their_sweeps():
     expected = {"table2": "loss_variants", "table3": "loss_variants", "table5": "pretext", "table7": "layers",
                 "figure4": "loss_variants", "figure5": "layers", "figure6": "lambda",
-                "figure7": "num_permutations", "figure8": "negatives", "fidelity": "fidelity"}
+                "figure7": "num_permutations", "figure8": "negatives", "fidelity": "fidelity",
+                "table1": "transfer", "table6": "transfer"}
     assert {name: TABLES.entry(name).params["sweep"] for name in TABLES} == expected
     assert all(TABLES.entry(name).doc.startswith(("Table", "Figure", "Fidelity")) for name in TABLES)
 

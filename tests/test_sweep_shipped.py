@@ -26,6 +26,7 @@ EXPECTED = {
     "layers": (4, {}, ["PIRL", "Jigsaw", "NPID++", "random init"]),
     "loss_variants": (7, {}, ["NPID", "NPID++", "PIRL", "Jigsaw", "Rotation", "random init", "supervised"]),
     "fidelity": (18, {}, ["PIRL (Jigsaw)", "NPID", "Jigsaw", "Rotation", "PIRL (Rotation+Jigsaw)", "random init"]),
+    "transfer": (5, {}, ["PIRL", "NPID++", "Jigsaw", "random init", "supervised"]),
 }
 # what each variant's config must bind (the method it trains, and the transform where it has one)
 VARIANT_LOSS = {"NPID": "npid", "NPID++": "npid", "PIRL": "pirl", "Jigsaw": "jigsaw", "Rotation": "rotation",

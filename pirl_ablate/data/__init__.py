@@ -1,6 +1,6 @@
 """Datasets yielding (image uint8 (C, H, W), index, label), loaders, and the device-side uint8 -> float step."""
 
-from pirl_ablate.data import digits, fashion_mnist, imagefolder, synthetic, torchvision_sets  # noqa: F401  (register)
+from pirl_ablate.data import digits, fashion_mnist, imagefolder, synthetic, torchvision_sets, voc  # noqa: F401  (register)
 from pirl_ablate.data.arrays import ArrayDataset, ImageDataset, subset_indices
 from pirl_ablate.data.loader import EpochLoader, make_loader, to_device_batch
 from pirl_ablate.data.registry import DATASETS, build_dataset, register_dataset

@@ -2,7 +2,7 @@
 
 Each protocol writes `RunDir.write_eval(f"{protocol}-{dataset}", result)` with the schema
 
-    {"protocol": "linear"|"knn"|"invariance"|"semisup", "dataset": str,
+    {"protocol": "linear"|"knn"|"invariance"|"semisup"|"svm"|"low-shot"|"detection", "dataset": str,
      "metrics": {GROUP: {METRIC: float}},   # GROUP: layer ("res5"), transform ("jigsaw") or fraction ("1%")
      "bn": "precise"|"train", "wall_s": float, "image_size": int, ...protocol extras}
 
@@ -15,7 +15,8 @@ run (`gin/supervised.gin`) is loaded like any other, and the random-init baselin
 The checkpoint's record says what the run trained on (dataset and its per-split arguments, image size, pretext
 transform), so the run's gin config is never parsed; gin files and bindings given to `run_evaluations` configure the
 evaluation only (all optional): `evaluation.*` (batch size, image size, precise-BN batches, device, cache dtype),
-`linear_probe.*`, `knn_eval.*`, `invariance_eval.*`, `semisup_eval.*`.
+`linear_probe.*`, `knn_eval.*`, `invariance_eval.*`, `semisup_eval.*`, `svm_eval.*`,
+`low_shot_eval.*`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pirl_ablate.console import info, track
 from pirl_ablate.data import ArrayDataset, ImageDataset, build_dataset, make_loader, to_device_batch
 from pirl_ablate.diagnostics import relative_distances
 from pirl_ablate.errors import ConfigError, DataError, UserError, did_you_mean
+from pirl_ablate.evaluate.detection_protocol import detection_protocol
 from pirl_ablate.evaluate.features import FeatureCache, cached_features, check_layers, fingerprint, labels_digest
 from pirl_ablate.evaluate.invariance import (
     GROUPS,
@@ -50,10 +52,11 @@ from pirl_ablate.evaluate.invariance import (
 from pirl_ablate.evaluate.knn import knn_scores
 from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
 from pirl_ablate.evaluate.semisup import balanced_subset, finetune, fraction_name
+from pirl_ablate.evaluate.svm_protocol import low_shot_protocol, svm_protocol
 from pirl_ablate.models.precise_bn import precise_bn
 from pirl_ablate.runs import RunDir
 
-PROTOCOLS = ("linear", "knn", "invariance", "semisup")
+PROTOCOLS = ("linear", "knn", "invariance", "semisup", "svm", "low-shot", "detection")
 
 
 @gin.configurable("evaluation")
@@ -249,7 +252,8 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
     ctx = _load(run, dataset)
     evaluate: dict[str, Callable[[EvalContext], dict]] = {
         "linear": lambda c: linear_protocol(c, layers), "knn": knn_protocol, "invariance": invariance_protocol,
-        "semisup": semisup_protocol}
+        "semisup": semisup_protocol, "svm": lambda c: svm_protocol(c, layers),
+        "low-shot": lambda c: low_shot_protocol(c, layers), "detection": detection_protocol}
     results = {}
     for protocol in protocols:
         start = time.perf_counter()
@@ -257,7 +261,7 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
         result = evaluate[protocol](ctx)
         result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
                   "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
-        name = f"{protocol}-{ctx.dataset}"
+        name = f"{protocol}-{result['dataset']}"  # detection names its own (voc0712, voc07)
         run.write_eval(name, result)
         results[name] = result
     return results

@@ -93,16 +93,20 @@ def select(frame: pd.DataFrame, protocol: str, metric: str, group: str | None = 
     return frame[mask]
 
 
-def pick_probe(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The rows a figure plots: linear top-1 on res5 if any run has it, else kNN top-1; and a y-axis label."""
-    for protocol in ("linear", "knn"):
-        rows = select(frame, protocol, "top1")
+PROBES = (("linear", "top1"), ("knn", "top1"))
+
+
+def pick_probe(frame: pd.DataFrame, probes: Sequence[tuple[str, str]] = PROBES) -> tuple[pd.DataFrame, str]:
+    """The rows a figure plots: the first (protocol, metric) of `probes` any run has (default linear top-1, else
+    kNN top-1), on res5 if present; and a y-axis label."""
+    for protocol, metric in probes:
+        rows = select(frame, protocol, metric)
         if rows.empty:
             continue
         groups = ordered(rows["group"].unique(), preferred=("res5",))
         group = groups[0]
-        return rows[rows["group"] == group], f"{protocol} top-1 ({group})"
-    return frame.iloc[0:0], "linear top-1 (res5)"
+        return rows[rows["group"] == group], f"{protocol} {metric.replace('top1', 'top-1')} ({group})"
+    return frame.iloc[0:0], f"{probes[0][0]} {probes[0][1].replace('top1', 'top-1')} (res5)"
 
 
 def find_axis(frame: pd.DataFrame, hints: Sequence[str]) -> str | None:
@@ -178,10 +182,11 @@ def sweep_command(sweep: str) -> str:
 
 # --------------------------------------------------------------------------------------------- line figures
 def line_figure(report: Report, sweep_frame: pd.DataFrame, baseline: pd.DataFrame, axis: str | None,
-                xlabel: str, logx: bool = False) -> set[str]:
-    """Add to `report` a plot of the probe metric against `axis`, one series per method (and dataset), and its
-    numbers as a block (rows = axis values, columns = series). Returns the ids of the runs plotted."""
-    rows, ylabel = pick_probe(sweep_frame)
+                xlabel: str, logx: bool = False, probes: Sequence[tuple[str, str]] = PROBES) -> set[str]:
+    """Add to `report` a plot of the probe metric (`pick_probe`) against `axis`, one series per method (and
+    dataset), and its numbers as a block (rows = axis values, columns = series). Returns the ids of the runs
+    plotted."""
+    rows, ylabel = pick_probe(sweep_frame, probes)
     if axis is None or rows.empty:
         return set()
     rows = rows[rows[axis].notna()]

@@ -14,6 +14,7 @@ from pirl_ablate.layers import LAYERS
 from pirl_ablate.report import paper
 from pirl_ablate.report.build import (
     LAYER_ORDER,
+    PROBES,
     RANDOM_INIT,
     delta_row,
     find_axis,
@@ -88,6 +89,7 @@ def table2(frame: pd.DataFrame, sweep: str = "loss_variants") -> Report:
     frame, rows, baseline = _prepare(frame, sweep, "PIRL")
     report = Report(name="table2", title="Table 2: linear classification with res5 features, by loss")
     used = _per_dataset_blocks(report, rows, baseline, "linear", "top1", "res5", TABLE2_ORDER, "linear top-1 (res5)")
+    used |= _per_dataset_blocks(report, rows, baseline, "svm", "mAP", "res5", TABLE2_ORDER, "linear SVM mAP (res5)")
     report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 2, top-1 (VOC07: mAP)", paper.LINEAR_DATASETS,
                                      paper.TABLE2))
     return _finish(report, frame, rows, used, "linear (res5)")
@@ -111,6 +113,7 @@ def table5(frame: pd.DataFrame, sweep: str = "pretext") -> Report:
     frame, rows, baseline = _prepare(frame, sweep, "PIRL (Jigsaw)")
     report = Report(name="table5", title="Table 5: PIRL with other pretext tasks, linear top-1 (res5)")
     used = _per_dataset_blocks(report, rows, baseline, "linear", "top1", "res5", TABLE5_ORDER, "linear top-1 (res5)")
+    used |= _per_dataset_blocks(report, rows, baseline, "svm", "mAP", "res5", TABLE5_ORDER, "linear SVM mAP (res5)")
     published = paper_block(f"{paper.PAPER_LABEL}: Table 5, top-1 (VOC07: mAP)", paper.LINEAR_DATASETS,
                             paper.TABLE5)
     for block in [*report.blocks, published]:
@@ -220,9 +223,11 @@ def figure6(frame: pd.DataFrame, sweep: str = "lambda") -> Report:
 
 @register_table("figure7", configurable=False)
 def figure7(frame: pd.DataFrame, sweep: str = "num_permutations") -> Report:
-    """Figure 7: effect of the number of permutations |T|, PIRL vs Jigsaw, log x axis."""
+    """Figure 7: effect of the number of permutations |T|, PIRL vs Jigsaw, log x axis; VOC07 linear SVM mAP as the
+    paper plots it where the runs have `svm` results, else linear / kNN top-1."""
     return _line("figure7", "Figure 7: effect of the number of permutations |T|", frame, sweep,
-                 ("num_permutations", "permutation"), "|T| (number of permutations)", logx=True)
+                 ("num_permutations", "permutation"), "|T| (number of permutations)", logx=True,
+                 probes=(("svm", "mAP"), *PROBES))
 
 
 @register_table("figure8", configurable=False)
@@ -233,8 +238,45 @@ def figure8(frame: pd.DataFrame, sweep: str = "negatives") -> Report:
 
 
 def _line(name: str, title: str, frame: pd.DataFrame, sweep: str, hints: tuple[str, ...], xlabel: str,
-          logx: bool = False) -> Report:
+          logx: bool = False, probes: tuple[tuple[str, str], ...] = PROBES) -> Report:
     frame, rows, baseline = _prepare(frame, sweep, "PIRL")
     report = Report(name=name, title=title, notes=[f"{paper.PAPER_LABEL}: {paper.FIGURE_CLAIMS[name]}"])
-    used = line_figure(report, rows, baseline, find_axis(rows, hints) if not rows.empty else None, xlabel, logx)
+    used = line_figure(report, rows, baseline, find_axis(rows, hints) if not rows.empty else None, xlabel, logx,
+                       probes)
     return _finish(report, frame, rows, used, "linear or knn top-1")
+
+
+@register_table("table1", configurable=False)
+def table1(frame: pd.DataFrame, sweep: str = "transfer") -> Report:
+    """Table 1: VOC07+12 detection (Faster R-CNN C4 fine-tuned from each run), VOC07 test AP / AP50 / AP75."""
+    return _detection("table1", "Table 1: VOC07+12 detection, Faster R-CNN C4", frame, sweep, "voc0712",
+                      paper.TABLE1)
+
+
+@register_table("table6", configurable=False)
+def table6(frame: pd.DataFrame, sweep: str = "transfer") -> Report:
+    """Table 6: VOC07-only detection (Faster R-CNN C4), VOC07 test AP / AP50 / AP75."""
+    return _detection("table6", "Table 6: VOC07 detection, Faster R-CNN C4", frame, sweep, "voc07", paper.TABLE6)
+
+
+def _detection(name: str, title: str, frame: pd.DataFrame, sweep: str, paper_dataset: str,
+               published: dict[str, tuple[float, ...]]) -> Report:
+    """One block per detection dataset and detector (rows = methods, columns = AP, AP50, AP75, VOC07 mAP50)."""
+    frame, rows, baseline = _prepare(frame, sweep, "PIRL")
+    report = Report(name=name, title=title)
+    both = pd.concat([rows, baseline])
+    det = both[(both["status"] == STATUS_DONE) & (both["protocol"] == "detection")]
+    columns = [*paper.DETECTION_METRICS, "mAP50_voc07"]
+    datasets = ordered(det["dataset"].unique(), (paper_dataset,))
+    for dataset in datasets:
+        for group in ordered(det[det["dataset"] == dataset]["group"].unique(), ("c4", "fpn")):
+            part = det[(det["dataset"] == dataset) & (det["group"] == group)]
+            block = Block(title=f"ours: {dataset} detection ({group}), VOC07 test", columns=columns,
+                          rows=pivot_rows(part, "method", "metric", ordered(part["method"].unique(), TABLE2_ORDER),
+                                          columns))
+            block.mark_best()
+            if block.rows:
+                report.blocks.append(block)
+    report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: {title.split(':')[0]}, AP / AP50 / AP75",
+                                     paper.DETECTION_METRICS, published))
+    return _finish(report, frame, rows, set(rows[rows["protocol"] == "detection"]["run_id"]), "detection")

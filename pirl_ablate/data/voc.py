@@ -1,0 +1,186 @@
+"""PASCAL VOC in its standard VOCdevkit layout: image-level multi-label targets (`voc2007`) and boxes (detection).
+
+    ROOT/VOCdevkit/VOC2007/{JPEGImages/<id>.jpg, Annotations/<id>.xml, ImageSets/Main/{trainval,test}.txt}
+    ROOT/VOCdevkit/VOC2012/...   (trainval only; VOC07+12 detection trains on both trainvals)
+
+Split files and annotation XML are read with torchvision's VOC parsers (`VOCDetection`'s file lists and
+`parse_voc_xml`). Image-level targets follow VOC's own `ImageSets/Main/<class>_<split>.txt` convention as Goyal et
+al. 2019 / VISSL load it: per image and class, 1 = an object of the class that is not marked difficult, -1 = only
+difficult objects of the class (ignored by the SVM protocol's AP), 0 = absent.
+
+`write_synthetic_voc` writes a small VOCdevkit of coloured shapes with known classes and boxes (some difficult):
+the smoke-scale transfer data and the test fixture.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import gin
+import numpy as np
+import torch
+from torch import Tensor
+
+from pirl_ablate.data.arrays import ImageDataset, Item, subset_indices
+from pirl_ablate.data.imagefolder import decode
+from pirl_ablate.data.registry import register_dataset
+from pirl_ablate.errors import DataError
+
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
+IMAGE_SETS = {"train": "trainval", "test": "test"}  # our split -> VOC's image set
+
+
+@dataclass
+class Annotation:
+    """One image's objects: boxes (K, 4) float xyxy in continuous pixel coordinates (VOC's 1-based inclusive
+    corners: xmin - 1, ymin - 1, xmax, ymax, as Detectron2 reads them), labels (K,) long class indices, difficult
+    (K,) bool; width, height of the image."""
+
+    path: Path
+    boxes: Tensor
+    labels: Tensor
+    difficult: Tensor
+    width: int
+    height: int
+
+
+def read_voc(root: str | Path, year: str, image_set: str, classes: tuple[str, ...] = VOC_CLASSES
+             ) -> list[Annotation]:
+    """Every image of VOC `year`'s `image_set` under `root` (the folder holding VOCdevkit/) with its objects.
+
+    Objects of classes not in `classes` are dropped. Raises DataError naming the missing folder or file.
+    """
+    from torchvision.datasets import VOCDetection
+
+    try:
+        voc = VOCDetection(str(root), year=year, image_set=image_set)
+    except (RuntimeError, FileNotFoundError, ValueError) as e:
+        raise DataError(f"VOC{year} {image_set} under {root}: {e} (expected {root}/VOCdevkit/VOC{year}/ with "
+                        f"JPEGImages/, Annotations/, ImageSets/Main/{image_set}.txt)") from None
+    out = []
+    for image, xml in zip(voc.images, voc.targets):
+        try:
+            ann = voc.parse_voc_xml(ET.parse(xml).getroot())["annotation"]
+        except (OSError, ET.ParseError) as e:
+            raise DataError(f"{xml}: cannot read VOC annotation ({e})") from None
+        objects = [o for o in ann.get("object", []) if o["name"] in classes]
+        boxes = [[float(o["bndbox"]["xmin"]) - 1, float(o["bndbox"]["ymin"]) - 1, float(o["bndbox"]["xmax"]),
+                  float(o["bndbox"]["ymax"])] for o in objects]
+        out.append(Annotation(
+            path=Path(image), boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            labels=torch.tensor([classes.index(o["name"]) for o in objects], dtype=torch.long),
+            difficult=torch.tensor([o.get("difficult", "0") == "1" for o in objects], dtype=torch.bool),
+            width=int(ann["size"]["width"]), height=int(ann["size"]["height"])))
+    return out
+
+
+def image_targets(annotations: list[Annotation], num_classes: int) -> Tensor:
+    """(N, num_classes) int8: 1 = a non-difficult object of the class, -1 = only difficult ones, 0 = none."""
+    targets = torch.zeros(len(annotations), num_classes, dtype=torch.int8)
+    for i, a in enumerate(annotations):
+        targets[i, a.labels[a.difficult]] = -1
+        targets[i, a.labels[~a.difficult]] = 1
+    return targets
+
+
+class VOCClassification(ImageDataset):
+    """Images decoded to uint8 (3, image_size, image_size) (shorter side resized, centre crop), with multi-label
+    `targets` (N, C) int8 as `image_targets`. `labels` (N,) is the first present class (-1 if none): the feature
+    cache keys on it; the SVM protocol reads `targets`."""
+
+    def __init__(self, annotations: list[Annotation], classes: tuple[str, ...], *, split: str, image_size: int):
+        self.annotations, self.classes = annotations, classes
+        self.name, self.split, self.num_classes = "voc2007", split, len(classes)
+        self.image_size = image_size
+        self.targets = image_targets(annotations, len(classes))
+        present = self.targets == 1
+        self.labels = torch.where(present.any(1), present.to(torch.int8).argmax(1), -1).long()
+
+    def __getitem__(self, index: int) -> Item:
+        return decode(self.annotations[index].path, self.image_size), index, int(self.labels[index])
+
+
+@register_dataset("voc2007")
+def voc2007(split: str = "train", subset: int | None = None, subset_seed: int | None = None,
+            root: str | None = None, image_size: int = 224, classes: tuple[str, ...] = VOC_CLASSES
+            ) -> VOCClassification:
+    """VOC2007 image classification (paper Tables 2, 4, 5 and Figure 7): trainval for "train", test for "test".
+
+    root: the folder holding VOCdevkit/ (gin: `voc2007.root`). image_size 224: the input size of Goyal et al.'s
+    SVM benchmark (shorter side resized, centre crop). classes: VOC's 20; a synthetic devkit binds its own.
+    """
+    if root is None:
+        raise DataError("voc2007: bind voc2007.root to the folder holding VOCdevkit/VOC2007")
+    if split not in IMAGE_SETS:
+        raise DataError(f"voc2007: split {split!r} (valid: {', '.join(IMAGE_SETS)})")
+    annotations = read_voc(root, "2007", IMAGE_SETS[split], tuple(classes))
+    idx = subset_indices(len(annotations), subset, subset_seed, what=f"voc2007 {split}")
+    if idx is not None:
+        annotations = [annotations[i] for i in idx.tolist()]
+    return VOCClassification(annotations, tuple(classes), split=split, image_size=image_size)
+
+
+# ------------------------------------------------------------------------------------------ synthetic VOCdevkit
+SHAPE_COLOURS = ((230, 40, 40), (40, 200, 40), (40, 80, 230), (230, 200, 40), (200, 40, 200))
+
+
+@gin.configurable("synthetic_voc")
+def write_synthetic_voc(root: str | Path, *, num_trainval: int = 96, num_test: int = 48, image_size: int = 64,
+                        classes: tuple[str, ...] = VOC_CLASSES[:3], max_objects: int = 2,
+                        difficult_every: int = 5, seed: int = 0, years: tuple[str, ...] = ("2007",)) -> Path:
+    """Write a VOCdevkit of `image_size`^2 JPEGs on grey noise, each with 1..max_objects filled rectangles whose
+    colour is their class (SHAPE_COLOURS[class]); every `difficult_every`-th object is marked difficult. Returns
+    `root`. Every draw comes from a torch.Generator seeded with `seed`. VOC2007 gets trainval and test; any other
+    year (e.g. "2012") gets trainval only, like the real devkit.
+    """
+    from PIL import Image, ImageDraw
+
+    if len(classes) > len(SHAPE_COLOURS):
+        raise DataError(f"synthetic_voc: at most {len(SHAPE_COLOURS)} classes, got {len(classes)}")
+    gen = torch.Generator().manual_seed(seed)
+    root = Path(root)
+    num_images = num_objects = 0
+
+    def draw(n: int) -> int:
+        return int(torch.randint(n, (1,), generator=gen))
+
+    for year in years:
+        base = root / "VOCdevkit" / f"VOC{year}"
+        for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        sets = {"trainval": num_trainval, "test": num_test} if year == "2007" else {"trainval": num_trainval}
+        for image_set, n in sets.items():
+            ids = []
+            for _ in range(n):
+                image_id = f"{year}_{num_images:06d}"
+                num_images += 1
+                ids.append(image_id)
+                noise = torch.randint(90, 150, (image_size, image_size, 3), generator=gen, dtype=torch.uint8)
+                im = Image.fromarray(np.asarray(noise))
+                canvas = ImageDraw.Draw(im)
+                xml = ET.Element("annotation")
+                ET.SubElement(xml, "filename").text = f"{image_id}.jpg"
+                size = ET.SubElement(xml, "size")
+                for tag, value in (("width", image_size), ("height", image_size), ("depth", 3)):
+                    ET.SubElement(size, tag).text = str(value)
+                for _ in range(1 + draw(max_objects)):
+                    c = draw(len(classes))
+                    w, h = image_size // 4 + draw(image_size // 4), image_size // 4 + draw(image_size // 4)
+                    x0, y0 = draw(image_size - w), draw(image_size - h)
+                    canvas.rectangle((x0, y0, x0 + w - 1, y0 + h - 1), fill=SHAPE_COLOURS[c])
+                    num_objects += 1
+                    difficult = difficult_every > 0 and num_objects % difficult_every == 0
+                    obj = ET.SubElement(xml, "object")
+                    ET.SubElement(obj, "name").text = classes[c]
+                    ET.SubElement(obj, "difficult").text = "1" if difficult else "0"
+                    box = ET.SubElement(obj, "bndbox")
+                    for tag, value in (("xmin", x0 + 1), ("ymin", y0 + 1), ("xmax", x0 + w), ("ymax", y0 + h)):
+                        ET.SubElement(box, tag).text = str(value)
+                im.save(base / "JPEGImages" / f"{image_id}.jpg", quality=95)
+                ET.ElementTree(xml).write(base / "Annotations" / f"{image_id}.xml")
+            (base / "ImageSets" / "Main" / f"{image_set}.txt").write_text("\n".join(ids) + "\n")
+    return root
