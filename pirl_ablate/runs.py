@@ -10,7 +10,8 @@ Layout of a run folder::
     result.json       written last: {"status": "done"|"failed", ...}
 
 Every file except metrics.jsonl is written to a temporary file in the same folder, flushed, fsynced and renamed
-over the target, so a killed process leaves either the previous file or the new one, never half of one.
+over the target, so a killed process leaves either the previous file or the new one, never half of one. Files get
+the mode a plain open() would give them (0666 less the user's umask).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename: the mode open() would give
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -57,6 +59,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
