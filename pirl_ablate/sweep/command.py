@@ -20,6 +20,7 @@ from rich.table import Table
 from pirl_ablate.console import info, out
 from pirl_ablate.errors import UserError
 from pirl_ablate.runs import STATUS_DONE, RunDir, atomic_write_json, now, read_json
+from pirl_ablate.sweep.preflight import ensure_datasets
 from pirl_ablate.sweep.spec import Run, Sweep, load_sweep
 from pirl_ablate.sweep.state import RunState, run_states
 
@@ -38,6 +39,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         out.print(runs_table(f"{sweep.name}: {len(sweep.runs)} runs (dry run, executor {kind})", sweep.axes,
                              [_row(r, s) for r, s in zip(sweep.runs, states)]))
         return 0
+    ensure_datasets([r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE])
     submit = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and not s.live]
     watch = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and s.live]
     skipped = len(sweep.runs) - len(submit) - len(watch)
