@@ -5,6 +5,7 @@ Layout of a run folder::
     config.gin        operative gin config (what was actually used)
     meta.json         run id, seed, bindings, git revision, package versions, host, start/end time
     metrics.jsonl     one JSON object per line (per epoch), appended
+    tensorboard/      the same numbers as TensorBoard events, and a grid of the training views
     checkpoints/      last.pt (and epoch_XXXX.pt), written atomically
     evals/<name>.json evaluation results, one file per protocol (and dataset)
     result.json       written last: {"status": "done"|"failed", ...}
@@ -200,12 +201,16 @@ class RunDir:
         atomic_write_text(self.config_path, config)
 
     def log_metrics(self, row: dict) -> None:
-        """Append one JSON line (flushed and fsynced: a kill leaves at most a torn last line)."""
+        """Append one JSON line (flushed and fsynced: a kill leaves at most a torn last line), and write the same
+        numbers to the run's TensorBoard events (pirl_ablate.tensorboard)."""
+        from pirl_ablate.tensorboard import log_scalars
+
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row, sort_keys=True, default=_json_default) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        log_scalars(self.path, row)
 
     def write_eval(self, name: str, result: dict) -> Path:
         return atomic_write_json(self.evals_dir / f"{name}.json", result)

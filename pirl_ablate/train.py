@@ -31,7 +31,7 @@ from rich.progress import TextColumn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pirl_ablate import checkpoint, config, distributed
+from pirl_ablate import checkpoint, config, distributed, tensorboard
 from pirl_ablate.console import info, progress, track
 from pirl_ablate.data import ImageDataset, build_dataset, make_loader, to_device_batch
 from pirl_ablate.errors import ConfigError, UserError
@@ -313,6 +313,8 @@ def _pretrain(run: RunDir, env: distributed.DistEnv, *, dataset: str, transform:
                     if loss.needs_image_view else None
                 if channels_last and image_view is not None:
                     image_view = image_view.contiguous(memory_format=torch.channels_last)
+                if step == 0 and env.is_main:  # once per run: TensorBoard's picture of what the network sees
+                    tensorboard.log_views(run.path, x, image_view, view)
                 with autocast:
                     total, parts = step_module(image_view, view, index, labels if loss.needs_labels else None)
                 value = total.detach().float()
