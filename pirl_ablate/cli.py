@@ -50,9 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     _bind(s)
 
     s = sub.add_parser("status", help="show the state of every run of a sweep",
-                       description="Show each run's state (pending, running, done, failed with its reason) from "
-                                   "the run folders and, for SLURM, from the scheduler.")
+                       description="Show each run's state (pending, running, done, failed with its reason), epoch, "
+                                   "last loss and kNN, health warnings, elapsed time and time left, from the run "
+                                   "folders and, for SLURM, from the scheduler.")
     s.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep folder, e.g. runs/lambda")
+    s.add_argument("--watch", action="store_true", help="redraw live until no run is queued or running")
+    s.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="--watch refresh period (2)")
 
     s = sub.add_parser("report", help="gather results into a paper table or figure",
                        description="Gather run results into the paper's tables and figures, or a generic table "
