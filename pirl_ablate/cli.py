@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "shown) so you see what the network sees.")
     s.add_argument("name", metavar="NAME", help="transform name or composition, e.g. rotation+jigsaw")
     s.add_argument("--images", type=int, default=4, metavar="N")
-    s.add_argument("--dataset", default="digits", help="where the images come from (default: digits)")
+    s.add_argument("--dataset", default=None,
+                   help="where the images come from (default: the --gin files' train.dataset, else fashion_mnist)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", metavar="FILE.png", required=True)
     _bind(s)
