@@ -39,7 +39,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         out.print(runs_table(f"{sweep.name}: {len(sweep.runs)} runs (dry run, executor {kind})", sweep.axes,
                              [_row(r, s) for r, s in zip(sweep.runs, states)]))
         return 0
-    ensure_datasets([r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE])
+    ensure_datasets([r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE], sweep.settings.job)
     submit = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and not s.live]
     watch = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and s.live]
     skipped = len(sweep.runs) - len(submit) - len(watch)
