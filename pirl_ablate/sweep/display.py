@@ -30,7 +30,8 @@ STATE_STYLE = {STATUS_DONE: "green", STATUS_FAILED: "bold red", STATUS_RUNNING: 
 class RunProgress:
     """How far a run got: `epoch` of `total` (None: unknown), the last metrics row's loss, the last kNN monitor
     (a fraction), health warnings (result.json's, else the last row's), seconds since its first start (to its end
-    once it ended) and the estimated seconds left (mean epoch time x epochs left; None when not running)."""
+    once it ended) and the estimated seconds left (mean epoch time x epochs left; None when not running or when
+    training is over and only evaluation is left)."""
 
     epoch: int | None = None
     total: int | None = None
@@ -55,8 +56,8 @@ def run_progress(run_dir: str | Path, state: str, now: _dt.datetime | None = Non
     epoch = last.get("epoch") if isinstance(last.get("epoch"), int) else (0 if state == STATUS_RUNNING else None)
     eta = None
     epoch_times = [r["epoch_s"] for r in rows if isinstance(r.get("epoch_s"), (int, float))]
-    if state == STATUS_RUNNING and total is not None and epoch is not None and epoch_times:
-        eta = sum(epoch_times) / len(epoch_times) * max(total - epoch, 0)
+    if state == STATUS_RUNNING and total is not None and epoch is not None and epoch < total and epoch_times:
+        eta = sum(epoch_times) / len(epoch_times) * (total - epoch)  # (evaluation time after training: unknown)
     return RunProgress(epoch=epoch, total=total, loss=last.get("loss") if isinstance(last.get("loss"), float) else None,
                        knn=knn, warnings=[str(w) for w in warnings] if isinstance(warnings, list) else [str(warnings)],
                        elapsed_s=elapsed, eta_s=eta)
