@@ -185,7 +185,7 @@ PAPER_ARCH, PAPER_MIN_EPOCHS = "resnet50", 400  # paper Section 4: ResNet-50, 80
 def caption(rows: pd.DataFrame, counts: Iterable[int]) -> str:
     """What the plotted runs are, from their operative configs: scale, pre-training dataset (and images), image
     size, backbone, epochs, evaluation dataset and seeds, e.g. "ours: smoke scale · pre-trained on fashion_mnist
-    (3,000 images, 32 px) · resnet18 x0.5 · 3 epochs · evaluated on fashion_mnist · seed 0 (n = 1 per point)"."""
+    (3,000 images, 32 px) · resnet18 x0.5 · 3 epochs · evaluated on fashion_mnist · seed 0 (n = 1 per point: no error bars)"."""
     counts = set(counts)
     runs = rows.drop_duplicates("run_id")
     configs = [_run_config(path) for path in runs["path"].dropna()]
@@ -207,7 +207,7 @@ def caption(rows: pd.DataFrame, counts: Iterable[int]) -> str:
     seeds = sorted({int(s) for s in runs["seed"].dropna()})
     n_text = " or ".join(str(n) for n in sorted(counts)) or "0"
     parts.append(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} (n = {n_text} per point"
-                 + (", error bars: std over seeds)" if max(counts, default=1) > 1 else ")"))
+                 + (", error bars: std over seeds)" if max(counts, default=1) > 1 else ": no error bars)"))
     return " · ".join(parts)
 
 
