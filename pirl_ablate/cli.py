@@ -50,9 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     _bind(s)
 
     s = sub.add_parser("status", help="show the state of every run of a sweep",
-                       description="Show each run's state (pending, running, done, failed with its reason) from "
-                                   "the run folders and, for SLURM, from the scheduler.")
+                       description="Show each run's state (pending, running, done, failed with its reason), epoch, "
+                                   "last loss and kNN, health warnings, elapsed time and time left, from the run "
+                                   "folders and, for SLURM, from the scheduler.")
     s.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep folder, e.g. runs/lambda")
+    s.add_argument("--watch", action="store_true", help="redraw live until no run is queued or running")
+    s.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="--watch refresh period (2)")
 
     s = sub.add_parser("report", help="gather results into a paper table or figure",
                        description="Gather run results into the paper's tables and figures, or a generic table "
@@ -87,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "shown) so you see what the network sees.")
     s.add_argument("name", metavar="NAME", help="transform name or composition, e.g. rotation+jigsaw")
     s.add_argument("--images", type=int, default=4, metavar="N")
-    s.add_argument("--dataset", default="digits", help="where the images come from (default: digits)")
+    s.add_argument("--dataset", default=None,
+                   help="where the images come from (default: the --gin files' train.dataset, else fashion_mnist)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", metavar="FILE.png", required=True)
     _bind(s)

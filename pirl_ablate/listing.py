@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import inspect
+from typing import Any
 
 from rich.table import Table
 
 from pirl_ablate.config import import_configurables
 from pirl_ablate.console import out
-from pirl_ablate.registry import Registry
+from pirl_ablate.registry import Entry, Registry
 
 REGISTRIES = {
     "transforms": ("pirl_ablate.transforms.registry", "TRANSFORMS"),
@@ -33,17 +34,30 @@ def registry(what: str) -> Registry:
 
 
 def list_command(args: argparse.Namespace) -> int:
-    reg = registry(args.what)
-    table = Table(title=f"{args.what} ({len(reg)})", show_lines=False)
-    table.add_column("name", style="bold cyan", no_wrap=True)
-    table.add_column("gin name")
-    table.add_column("description")
-    table.add_column("parameters (defaults)")
-    for e in reg.describe():
-        params = ", ".join(
-            name if default is inspect.Parameter.empty else f"{name}={default!r}"
-            for name, default in e.params.items()
-        )
-        table.add_row(e.name, e.gin_name or "", e.doc, params)
-    out.print(table)
+    out.print(registry_table(args.what, registry(args.what)))
     return 0
+
+
+def registry_table(what: str, reg: Registry) -> Table:
+    """Name, gin name (when any entry has one), the whole docstring summary (wrapped, never cut) and the public
+    parameters with their defaults."""
+    entries = reg.describe()
+    table = Table(title=f"{what} ({len(reg)})", show_lines=False)
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    with_gin = any(e.gin_name for e in entries)
+    if with_gin:
+        table.add_column("gin name", overflow="fold")
+    table.add_column("description", overflow="fold", ratio=3)
+    table.add_column("parameters (defaults)", overflow="fold", ratio=2)
+    for e in entries:
+        params = ", ".join(name if default is inspect.Parameter.empty else f"{name}={default!r}"
+                           for name, default in public_params(e).items())
+        table.add_row(e.name, *([e.gin_name or ""] if with_gin else []), e.doc, params)
+    return table
+
+
+def public_params(entry: Entry) -> dict[str, Any]:
+    """The parameters a user sets: not `_private` ones, and for an entry gin does not configure (a table, called
+    with the results DataFrame) not the required inputs the code passes in."""
+    return {name: default for name, default in entry.params.items()
+            if not name.startswith("_") and (entry.gin_name or default is not inspect.Parameter.empty)}

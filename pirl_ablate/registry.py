@@ -23,13 +23,15 @@ class Entry:
     name: str
     obj: Any  # the gin-configurable class or function
     gin_name: str | None
-    doc: str  # first line of the docstring
+    doc: str  # the docstring's first paragraph, joined into one line
     params: dict[str, Any]  # keyword parameters and their defaults (inspect.Parameter.empty: required)
 
 
-def _first_line(obj: Any) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+def _summary(obj: Any) -> str:
+    """The docstring's first paragraph (its lines up to the first blank one) as one line: a summary that wraps over
+    several source lines stays whole."""
+    doc = (inspect.getdoc(obj) or "").strip()
+    return " ".join(line.strip() for line in doc.split("\n\n", 1)[0].splitlines())
 
 
 def _params(obj: Any) -> dict[str, Any]:
@@ -72,7 +74,7 @@ class Registry:
                 name=name,
                 obj=wrapped,
                 gin_name=(gin_name or name) if configurable else None,
-                doc=_first_line(obj),
+                doc=_summary(obj),
                 params=_params(obj),
             )
             return wrapped

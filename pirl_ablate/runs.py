@@ -5,12 +5,14 @@ Layout of a run folder::
     config.gin        operative gin config (what was actually used)
     meta.json         run id, seed, bindings, git revision, package versions, host, start/end time
     metrics.jsonl     one JSON object per line (per epoch), appended
+    tensorboard/      the same numbers as TensorBoard events, and a grid of the training views
     checkpoints/      last.pt, written atomically
     evals/<name>.json evaluation results, one file per protocol (and dataset)
     result.json       written last: {"status": "done"|"failed", ...}
 
 Every file except metrics.jsonl is written to a temporary file in the same folder, flushed, fsynced and renamed
-over the target, so a killed process leaves either the previous file or the new one, never half of one.
+over the target, so a killed process leaves either the previous file or the new one, never half of one. Files get
+the mode a plain open() would give them (0666 less the user's umask).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename: the mode open() would give
             with os.fdopen(fd, "wb") as fh:
                 write(fh)
                 fh.flush()
@@ -88,6 +91,12 @@ def _disk_full_named(path: Path) -> Iterator[None]:
         if isinstance(e.__cause__ or e.__context__, OSError) and (e.__cause__ or e.__context__).errno in FULL:
             raise DiskFull(f"disk full writing {path} (free some space, or write elsewhere with --out)") from None
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -230,13 +239,17 @@ class RunDir:
         atomic_write_text(self.config_path, config)
 
     def log_metrics(self, row: dict) -> None:
-        """Append one JSON line (flushed and fsynced: a kill leaves at most a torn last line)."""
+        """Append one JSON line (flushed and fsynced: a kill leaves at most a torn last line), and write the same
+        numbers to the run's TensorBoard events (pirl_ablate.tensorboard)."""
+        from pirl_ablate.tensorboard import log_scalars
+
         with _disk_full_named(self.metrics_path):
             self.path.mkdir(parents=True, exist_ok=True)
             with open(self.metrics_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row, sort_keys=True, default=_json_default) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
+        log_scalars(self.path, row)
 
     def write_eval(self, name: str, result: dict) -> Path:
         return atomic_write_json(self.evals_dir / f"{name}.json", result)

@@ -34,7 +34,7 @@ from rich.progress import TextColumn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pirl_ablate import checkpoint, distributed
+from pirl_ablate import checkpoint, distributed, tensorboard
 from pirl_ablate.console import info, progress, track
 from pirl_ablate.data import EpochLoader, ImageDataset, make_loader, to_device_batch
 from pirl_ablate.errors import ConfigError, UserError
@@ -268,6 +268,17 @@ def _announce(loop: _Loop) -> None:
          f"peak lr {s['peak_lr']:.4g} | views {', '.join(loop.method.views) or '-'}")
 
 
+def _log_views(loop: _Loop, x: Tensor) -> None:
+    """The first batch's views, drawn from a copy of the view generator so the run itself is unchanged."""
+    gen = loop.generators["view"]
+    copy = torch.Generator(device=gen.device)
+    copy.set_state(gen.get_state())
+    method = loop.method
+    image_view = method.image_view(x, copy) if "image" in method.views else None
+    view = method.transform(x, copy) if "transformed" in method.views and method.transform is not None else None
+    tensorboard.log_views(loop.run.path, x, image_view, view)
+
+
 def _run_epoch(loop: _Loop, epoch: int) -> None:
     """One pass over the data, then the epoch's metrics row, monitor and checkpoint."""
     env, method, s = loop.env, loop.method, loop.settings
@@ -281,6 +292,8 @@ def _run_epoch(loop: _Loop, epoch: int) -> None:
             x = to_device_batch(images, env.device, s["image_size"])
             if s["channels_last"]:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if loop.step == 0 and env.is_main:  # once per run: TensorBoard's picture of what the network sees
+                _log_views(loop, x)
             with loop.autocast:
                 total, parts = loop.module(x, index.to(env.device), labels.to(env.device), loop.generators["view"])
             value = total.detach().float()

@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import re
+import stat
 import statistics
 from pathlib import Path
 
@@ -373,5 +375,50 @@ def test_a_sweeps_own_random_init_baseline_is_preferred_and_not_a_problem(tmp_pa
     baseline = [c for key, c in cells.items() if key[1] == "random init"]
     assert baseline and all(float(c["mean"]) == 50.0 for c in baseline)  # the sweep's own, not the other sweep's
     assert not report.problems
-    assert ("random init", 50.0) in report.plot.baselines
+    assert [(r.label, r.mean, r.n) for r in report.plot.baselines] == [("random init", 50.0, 1)]
     assert {s.label for s in report.plot.series} == {"PIRL"}
+
+
+# ------------------------------------------------------------------------------------- figure files, captions
+SMOKE_CONFIG = """train.dataset = 'fashion_mnist'
+train.epochs = 3
+train.image_size = 32
+Backbone.arch = 'resnet18'
+Backbone.width_multiplier = 0.5
+fashion_mnist.subset = 3000
+"""
+
+
+def test_figure6_files_caption_rounded_csv_complete_baseline_and_umask(tmp_path: Path):
+    root = tmp_path / "runs"
+    top1 = {(0.0, 0): 71.35000000000001, (0.0, 1): 70.2, (0.5, 0): 74.125, (0.5, 1): 75.5}
+    for (lam, seed), value in top1.items():
+        run = _run(root, "lambda", f"lam{lam}-s{seed}", seed, {"PIRLLoss.lambda_": lam},
+                   evals={"linear-fashion_mnist": _linear(value)})
+        run.write_config(SMOKE_CONFIG)
+    for seed, value in ((0, 68.0), (1, 69.5)):
+        _run(root, "lambda", f"rand-s{seed}", seed, variant="random init",
+             evals={"linear-fashion_mnist": _linear(value)}).write_config(SMOKE_CONFIG)
+    previous = os.umask(0o027)
+    try:
+        assert main(["report", "--figure", "6", "--results", str(root), "--out", str(tmp_path / "reports")]) == 0
+    finally:
+        os.umask(previous)
+    files = sorted((tmp_path / "reports").iterdir())
+    assert [f.name for f in files] == ["figure6.png", "figure6.txt", "figure6_data.csv"]
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o640 for f in files)  # 0666 less the umask, not mkstemp's 0600
+
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "reports" / "figure6_data.csv").read_text())))
+    by_hand = {("PIRL", "0.0"): (70.2, 71.35), ("PIRL", "0.5"): (74.125, 75.5), ("random init", "all"): (68.0, 69.5)}
+    assert {(r["series"], r["x"]) for r in rows} == set(by_hand)
+    for r in rows:
+        pair = by_hand[(r["series"], r["x"])]
+        assert r["mean"] == f"{statistics.mean(pair):.2f}" and r["std"] == f"{statistics.stdev(pair):.2f}"
+        assert r["n"] == "2"
+
+    report = TABLES.get("figure6")(load_results(root))
+    assert report.plot.caption == ("ours: smoke scale · pre-trained on fashion_mnist (3,000 images, 32 px) · "
+                                   "resnet18 x0.5 · 3 epochs · evaluated on fashion_mnist · seeds 0, 1 "
+                                   "(n = 2 per point, error bars: std over seeds)")
+    assert "best at lambda = 0.5" in report.plot.paper and report.plot.paper.startswith(paper.PAPER_LABEL)
+    assert report.plot.paper_best_x == 0.5

@@ -8,6 +8,7 @@ uses a fresh tmp folder: submitit keys its files by job id, and job ids restart 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -110,8 +111,11 @@ sweep.variants = {'ok': [], 'boom': ['tiny_train.fail_at = 1'],
     assert status.returncode == 0, status.stderr
     rows = {v: next(line for line in status.stdout.splitlines() if d.name in line) for v, d in runs.items()}
     assert "done" in rows["ok"]
-    assert "failed" in rows["boom"] and "tiny job failed on purpose" in rows["boom"]
-    assert "failed" in rows["cancelled"] and "CANCELLED" in rows["cancelled"]
+    for variant, reason in (("boom", "tiny job failed on purpose"), ("cancelled", "CANCELLED")):
+        assert "failed" in rows[variant]
+        note = re.search(r"error \[(\d+)\]", rows[variant]).group(1)  # the reason: one line under the table
+        footnote = next(line for line in status.stdout.splitlines() if line.startswith(f"[{note}] "))
+        assert reason in footnote and runs[variant].name in footnote
 
 
 @pytest.mark.timeout(240)

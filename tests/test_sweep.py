@@ -197,7 +197,8 @@ def test_failed_run_has_its_reason_in_status_and_is_resubmitted(tmp_path):
     assert (failed.state, failed.detail) == ("failed", "RuntimeError: tiny job failed on purpose at step 2")
     printed = _status(out)
     row = next(line for line in printed.splitlines() if runs["boom"].name in line)
-    assert "boom" in row and "failed" in row and "tiny job failed on purpose at step 2" in row
+    assert "boom" in row and "failed" in row and "error [1]" in row  # the reason is one line under the table
+    assert f"[1] RuntimeError: tiny job failed on purpose at step 2  (1 run: {runs['boom'].name})" in printed
     assert "1 done, 1 failed" in printed
 
     assert main(["sweep", str(path), "--executor", "debug", "--out", str(out)]) == 1

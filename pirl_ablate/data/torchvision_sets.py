@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pirl_ablate.cache import cache_dir
 from pirl_ablate.data.arrays import ArrayDataset, take
-from pirl_ablate.data.fashion_mnist import cache_dir
 from pirl_ablate.data.registry import register_dataset
 from pirl_ablate.errors import DataError
 

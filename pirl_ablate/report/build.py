@@ -7,12 +7,13 @@ import math
 import numbers
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from pirl_ablate.report.model import Block, Cell, Plot, Problem, Report, Row, Series, aggregate, cell
-from pirl_ablate.report.results import runs_of
+from pirl_ablate.report.model import Block, Cell, Plot, Problem, Reference, Report, Row, Series, aggregate, cell
+from pirl_ablate.report.results import operative_values, runs_of
 from pirl_ablate.runs import STATUS_DONE
 
 # Variant names as sweep files spell them (any case, separators ignored) -> the paper's row labels.
@@ -180,6 +181,54 @@ def sweep_command(sweep: str) -> str:
     return f"pirl-ablate sweep sweeps/{sweep}.gin"
 
 
+# ------------------------------------------------------------------------------------------------- captions
+CAPTION_KEYS = ("train.dataset", "train.epochs", "train.image_size", "Backbone.arch", "Backbone.width_multiplier")
+PAPER_ARCH, PAPER_MIN_EPOCHS = "resnet50", 400  # paper Section 4: ResNet-50, 800 epochs (ablations 400)
+
+
+def caption(rows: pd.DataFrame, counts: Iterable[int]) -> str:
+    """What the plotted runs are, from their operative configs: scale, pre-training dataset (and images), image
+    size, backbone, epochs, evaluation dataset and seeds, e.g. "ours: smoke scale · pre-trained on fashion_mnist
+    (3,000 images, 32 px) · resnet18 x0.5 · 3 epochs · evaluated on fashion_mnist · seed 0 (n = 1 per point: no
+    error bars)"."""
+    counts = set(counts)
+    runs = rows.drop_duplicates("run_id")
+    configs = [_run_config(path) for path in runs["path"].dropna()]
+    values = {k: sorted({str(c[k]) for c in configs if k in c}) for k in (*CAPTION_KEYS, "subset")}
+    one = {k: ", ".join(v) for k, v in values.items()}
+    paper_scale = values["Backbone.arch"] == [PAPER_ARCH] and all(
+        int(e) >= PAPER_MIN_EPOCHS for e in values["train.epochs"] if e.isdigit()) and values["train.epochs"]
+    parts = ["ours: " + ("paper scale" if paper_scale else "smoke scale")]
+    if one["train.dataset"]:
+        size = [f"{int(n):,} images" for n in values["subset"] if n.isdigit()]
+        size += [f"{one['train.image_size']} px"] if one["train.image_size"] else []
+        parts.append(f"pre-trained on {one['train.dataset']}" + (f" ({', '.join(size)})" if size else ""))
+    if one["Backbone.arch"]:
+        widths = [w for w in values["Backbone.width_multiplier"] if w not in ("1", "1.0")]
+        parts.append(one["Backbone.arch"] + "".join(f" x{w}" for w in widths))
+    if one["train.epochs"]:
+        parts.append(f"{one['train.epochs']} epochs")
+    parts.append(f"evaluated on {', '.join(sorted(map(str, rows['dataset'].dropna().unique())))}")
+    seeds = sorted({int(s) for s in runs["seed"].dropna()})
+    n_text = " or ".join(str(n) for n in sorted(counts)) or "0"
+    parts.append(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} (n = {n_text} per point"
+                 + (", error bars: std over seeds)" if max(counts, default=1) > 1 else ": no error bars)"))
+    return " · ".join(parts)
+
+
+def _run_config(path: str) -> dict[str, Any]:
+    """The caption's bindings from a run's config.gin; `subset` is the training split's `<dataset>.subset`."""
+    config = Path(path) / "config.gin"
+    found = {k.removeprefix("config:"): v for k, v in operative_values(config, CAPTION_KEYS).items()}
+    dataset = found.get("train.dataset")
+    if dataset:
+        subset = operative_values(config, (f"train/{dataset}.subset", f"{dataset}.subset"))
+        value = subset.get(f"config:train/{dataset}.subset", subset.get(f"config:{dataset}.subset"))
+        if value is not None:
+            found["subset"] = value
+    return found
+
+
 # --------------------------------------------------------------------------------------------- line figures
 def line_figure(report: Report, sweep_frame: pd.DataFrame, baseline: pd.DataFrame, axis: str | None,
                 xlabel: str, logx: bool = False, probes: Sequence[tuple[str, str]] = PROBES) -> set[str]:
@@ -206,6 +255,7 @@ def line_figure(report: Report, sweep_frame: pd.DataFrame, baseline: pd.DataFram
         plot.series.append(Series(label=str(s), x=list(part.index), y=list(part["mean"]),
                                   std=[float(v) for v in part["std"]], n=[int(v) for v in part["n"]]))
     _add_baseline(block, plot, baseline, rows, multi)
+    plot.caption = caption(rows, {n for s in plot.series for n in s.n})
     block.mark_best()
     report.blocks.append(block)
     report.plot = plot
@@ -223,7 +273,8 @@ def _add_baseline(block: Block, plot: Plot, baseline: pd.DataFrame, rows: pd.Dat
     cells = {}
     for dataset, mean, std, n in aggregate(base, ["dataset"])[["dataset", "mean", "std", "n"]].itertuples(
             index=False):
-        plot.baselines.append((f"{RANDOM_INIT} · {dataset}" if multi else RANDOM_INIT, float(mean)))
+        plot.baselines.append(Reference(f"{RANDOM_INIT} · {dataset}" if multi else RANDOM_INIT, float(mean),
+                                        float(std) if n > 1 else math.nan, int(n)))
         for col in block.columns:
             if not multi or col.endswith(f" · {dataset}"):
                 cells[col] = cell(mean, std, n)

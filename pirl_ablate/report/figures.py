@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 
 from pirl_ablate.report.model import Plot
 from pirl_ablate.report.render import plot_csv
 from pirl_ablate.runs import atomic_write, atomic_write_text
 
+CAPTION_WIDTH = 110  # characters per caption line (fits the 7-inch figure at 8 pt)
+
 
 def save_figure(plot: Plot, title: str, stem: Path) -> tuple[Path, Path]:
-    """Write `<stem>.png` and `<stem>_data.csv` (the plotted numbers) atomically; return both paths."""
+    """Write `<stem>.png` and `<stem>_data.csv` (the plotted numbers) atomically; return both paths.
+
+    Under the axes: the plot's caption (scale, datasets, backbone, seeds) and the paper's values or finding. Error
+    bars are the std over seeds where a point has n > 1; the random-init baseline is a dashed line with its std as
+    a band; the paper's printed values are dashed lines labelled as the paper's, its stated best x a dotted line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    notes = [textwrap.fill(t, CAPTION_WIDTH) for t in (plot.caption, plot.paper) if t]
+    fig = Figure(figsize=(7.0, 4.6 + 0.16 * sum(n.count("\n") + 1 for n in notes)), layout="constrained")
     ax = fig.add_subplot()
     if plot.kind == "hist":
         for s in plot.series:
@@ -29,18 +38,27 @@ def save_figure(plot: Plot, title: str, stem: Path) -> tuple[Path, Path]:
         for s in plot.series:
             yerr = [0.0 if math.isnan(v) else v for v in s.std] if s.std else None
             ax.errorbar(s.x, s.y, yerr=yerr, marker="o", capsize=3, label=s.label)
-        for label, y in plot.baselines:
-            ax.axhline(y, linestyle="--", color="grey", label=label)
+        for s in plot.paper_series:
+            ax.plot(s.x, s.y, linestyle="--", marker=".", alpha=0.6, label=s.label)
+        for ref in plot.baselines:
+            ax.axhline(ref.mean, linestyle="--", color="grey", label=f"{ref.label} (n = {ref.n})")
+            if ref.n > 1 and not math.isnan(ref.std):
+                ax.axhspan(ref.mean - ref.std, ref.mean + ref.std, color="grey", alpha=0.15)
+        if plot.paper_best_x is not None:
+            ax.axvline(plot.paper_best_x, linestyle=":", color="black", alpha=0.6,
+                       label=f"paper's best: {plot.paper_best_x:g}")
         if plot.logx and not categorical:
             ax.set_xscale("log")
     ax.set_xlabel(plot.xlabel)
     ax.set_ylabel(plot.ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
     if plot.series or plot.baselines:
         ax.legend(fontsize=8)
+    if notes:
+        fig.supxlabel("\n".join(notes), fontsize=8, ha="left", x=0.01)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
+    fig.savefig(buf, format="png", dpi=110)
     png = atomic_write(stem.with_suffix(".png"), lambda fh: fh.write(buf.getvalue()))
     csv_path = atomic_write_text(stem.with_name(f"{stem.name}_data.csv"), plot_csv(plot))
     return png, csv_path

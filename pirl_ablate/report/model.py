@@ -78,6 +78,16 @@ class Series:
     n: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A horizontal reference line (the random-init baseline): its mean, sample std (NaN for n = 1) and n."""
+
+    label: str
+    mean: float
+    std: float
+    n: int
+
+
 @dataclass
 class Plot:
     kind: str  # "line" | "hist"
@@ -85,7 +95,11 @@ class Plot:
     ylabel: str
     series: list[Series]
     logx: bool = False
-    baselines: list[tuple[str, float]] = field(default_factory=list)  # horizontal reference lines
+    baselines: list[Reference] = field(default_factory=list)
+    caption: str = ""  # what the numbers are: scale, datasets, backbone, seeds (under the figure)
+    paper: str = ""  # the paper's values or stated finding, labelled as such (under the caption)
+    paper_best_x: float | None = None  # where the paper says the curve peaks: a dotted vertical line
+    paper_series: list[Series] = field(default_factory=list)  # the paper's printed values, drawn dashed
 
 
 @dataclass

@@ -126,22 +126,28 @@ def _num(v: float) -> str:
 
 
 def plot_csv(plot: Plot) -> str:
-    """The plotted numbers: lines as series, x, mean, std, n; histograms as series, bin_left, bin_right, fraction."""
+    """The plotted numbers, two decimals (four for histogram fractions): lines as series, x, mean, std, n (the
+    random-init baseline as a row with x "all"; std empty for n = 1); histograms as series, bin_left, bin_right,
+    fraction."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if plot.kind == "hist":
         w.writerow(["series", "bin_left", "bin_right", "fraction"])
         for s in plot.series:
             for left, right, y in zip(s.x, s.x[1:], s.y):
-                w.writerow([s.label, left, right, repr(float(y))])
+                w.writerow([s.label, _rounded(left, 4), _rounded(right, 4), _rounded(y, 4)])
     else:
         w.writerow(["series", "x", "mean", "std", "n"])
         for s in plot.series:
             for x, y, sd, n in zip(s.x, s.y, s.std, s.n):
-                w.writerow([s.label, x, repr(float(y)), _num(sd), n])
-        for label, y in plot.baselines:
-            w.writerow([label, "", repr(float(y)), "", ""])
+                w.writerow([s.label, x, _rounded(y), _rounded(sd), n])
+        for ref in plot.baselines:
+            w.writerow([ref.label, "all", _rounded(ref.mean), _rounded(ref.std), ref.n])
     return buf.getvalue()
+
+
+def _rounded(v: float, digits: int = 2) -> str:
+    return "" if math.isnan(v) else f"{float(v):.{digits}f}"
 
 
 # ------------------------------------------------------------------------------------------------------ latex

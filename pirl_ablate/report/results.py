@@ -97,7 +97,7 @@ def load_results(root: str | os.PathLike, expected: Iterable[ExpectedRun] = (),
             continue
         first_copy[key] = run_path
         if config_keys:
-            run["bindings"].update(_operative_values(run_path / "config.gin", config_keys))
+            run["bindings"].update(operative_values(run_path / "config.gin", config_keys))
         binding_names.update(dict.fromkeys(run["bindings"]))
         seen.add((run["sweep"], run["run_id"]))
         records.extend(_flatten(run, rows))
@@ -238,7 +238,7 @@ def _read_run(path: Path, root: Path, left_out: list[tuple[str, str]]
 _BINDING_LINE = re.compile(r"^(?P<key>[\w./]+)\s*=\s*(?P<value>.+?)\s*$")
 
 
-def _operative_values(config_path: Path, keys: Sequence[str]) -> dict[str, Any]:
+def operative_values(config_path: Path, keys: Sequence[str]) -> dict[str, Any]:
     """{"config:<key>": value} for the `keys` that config.gin binds on one line (values parsed as Python
     literals where they are; gin references and macros stay text)."""
     wanted, out = set(keys), {}

@@ -16,6 +16,7 @@ from pirl_ablate.report.build import (
     LAYER_ORDER,
     PROBES,
     RANDOM_INIT,
+    caption,
     delta_row,
     find_axis,
     kind_of,
@@ -172,6 +173,8 @@ def figure4(frame: pd.DataFrame, sweep: str = "loss_variants") -> Report:
     if block.rows:
         report.blocks.append(block)
     if plot.series:
+        plot.caption = caption(inv[inv["run_id"].isin(used)], {len(used)})
+        plot.paper = f"{paper.PAPER_LABEL}: {paper.FIGURE_CLAIMS['figure4']}"
         report.plot = plot
     return _finish(report, frame, rows, used | set(select(rows, "invariance", "relative")["run_id"]), "invariance")
 
@@ -208,6 +211,10 @@ def figure5(frame: pd.DataFrame, sweep: str = "layers") -> Report:
         points = [(r.label, r.cells[s]) for r in block.rows if s in r.cells]
         plot.series.append(Series(label=s, x=[p[0] for p in points], y=[p[1].mean for p in points],
                                   std=[p[1].std for p in points], n=[p[1].n for p in points]))
+    plot.caption = caption(probe, {n for s in plot.series for n in s.n})
+    plot.paper = f"{paper.PAPER_LABEL}, Table 7 (ImageNet top-1, dashed): {paper.FIGURE_CLAIMS['figure5']}"
+    plot.paper_series = [Series(label=f"{method} ({paper.PAPER_LABEL})", x=list(paper.LAYERS),
+                                y=list(paper.TABLE7[method])) for method in ("PIRL", "Jigsaw")]
     if block.rows:
         report.blocks.append(block)
         report.plot = plot
@@ -243,6 +250,9 @@ def _line(name: str, title: str, frame: pd.DataFrame, sweep: str, hints: tuple[s
     report = Report(name=name, title=title, notes=[f"{paper.PAPER_LABEL}: {paper.FIGURE_CLAIMS[name]}"])
     used = line_figure(report, rows, baseline, find_axis(rows, hints) if not rows.empty else None, xlabel, logx,
                        probes)
+    if report.plot is not None:
+        report.plot.paper = f"{paper.PAPER_LABEL}: {paper.FIGURE_CLAIMS[name]}"
+        report.plot.paper_best_x = paper.FIGURE_BEST_X.get(name)
     return _finish(report, frame, rows, used, "linear or knn top-1")
 
 

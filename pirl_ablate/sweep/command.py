@@ -20,11 +20,12 @@ from pirl_ablate.console import info, out
 from pirl_ablate.errors import UserError
 from pirl_ablate.locks import folder_lock
 from pirl_ablate.runs import STATUS_DONE, RunDir, atomic_write_json, now, read_json_object
+from pirl_ablate.sweep.display import STATE_STYLE, status_view, watch
+from pirl_ablate.sweep.preflight import ensure_datasets
 from pirl_ablate.sweep.spec import Run, Sweep, load_sweep
 from pirl_ablate.sweep.state import RunState, run_states
 
 SWEEP_FILE = "sweep.json"
-STATE_STYLE = {"done": "green", "failed": "bold red", "running": "yellow", "pending": "dim"}
 
 
 def sweep_command(args: argparse.Namespace) -> int:
@@ -47,6 +48,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 def _drive(sweep: Sweep, kind: str, folder: Path, dirs: list[Path]) -> int:
     """Submit what is neither done nor alive, wait for it and for the runs still alive, print the table."""
     states = run_states(dirs, sweep.settings.evaluate)
+    ensure_datasets([r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE], sweep.settings.job)
     submit = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and not s.live]
     watch = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and s.live]
     skipped = len(sweep.runs) - len(submit) - len(watch)
@@ -63,21 +65,21 @@ def _drive(sweep: Sweep, kind: str, folder: Path, dirs: list[Path]) -> int:
     with _sigterm_as_interrupt():
         execute(kind, sweep, folder.resolve(), submit, watch)
     states = run_states(dirs, sweep.settings.evaluate)
-    out.print(runs_table(f"{sweep.name}: {sum(s.state == STATUS_DONE for s in states)}/{len(states)} done",
-                         sweep.axes, [_row(r, s) for r, s in zip(sweep.runs, states)]))
+    out.print(status_view(read_sweep_record(folder), folder, states))
     return 0 if all(s.state == STATUS_DONE for s in states) else 1
 
 
 def status_command(args: argparse.Namespace) -> int:
-    """Print every run's state (with the failure reason) from the folders and the scheduler."""
+    """Print every run's state, progress and failure reason (pirl_ablate.sweep.display) from the folders and the
+    scheduler; with --watch, redraw it until no run is queued or running (exit 0 if all are done, else 1)."""
     folder = Path(args.sweep_dir)
     record = read_sweep_record(folder)
-    runs = record["runs"]
-    states = run_states([folder / r["run_id"] for r in runs], record.get("evaluate", ()))
-    rows = [(r["run_id"], r.get("variant"), r.get("bindings", {}), r.get("seed"), s) for r, s in zip(runs, states)]
-    counts = {k: sum(s.state == k for s in states) for k in STATE_STYLE}
-    summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-    out.print(runs_table(f"{record['name']} ({record.get('executor')}): {summary}", record.get("axes", []), rows))
+    if getattr(args, "watch", False):
+        if args.interval <= 0:
+            raise UserError(f"--interval {args.interval}: give a positive number of seconds")
+        states = watch(record, folder, args.interval)
+        return 0 if all(s.state == STATUS_DONE for s in states) else 1
+    out.print(status_view(record, folder))
     return 0
 
 

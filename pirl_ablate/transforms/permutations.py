@@ -20,24 +20,18 @@ import functools
 import io
 import itertools
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from pirl_ablate.cache import cache_dir
 from pirl_ablate.console import info
 from pirl_ablate.errors import ConfigError
 from pirl_ablate.runs import atomic_write
 
 MAX_ENUMERATED = math.factorial(9)  # candidate pools up to 9! permutations are enumerated exactly
 SAMPLED_POOL = 100_000  # candidates for larger grids
-
-
-def cache_dir() -> Path:
-    """$PIRL_ABLATE_CACHE, else ~/.cache/pirl_ablate."""
-    return Path(os.environ.get("PIRL_ABLATE_CACHE") or Path.home() / ".cache" / "pirl_ablate")
 
 
 def random_permutations(batch: int, items: int, generator: torch.Generator, device: torch.device) -> Tensor:

@@ -1,8 +1,13 @@
 """`pirl-ablate show-transform NAME --out FILE.png`: a few images next to the views a transform makes of them.
 
-Each row is one image: the input, then its view. A patch view is drawn as a grid of its patches in the order the
-network receives them (`data[:, j]` at position j, row-major), each patch captioned with the grid cell it came from,
-and the row titled with the labels (permutation index, rotation in degrees, composed label).
+Each row is one image: the input, then the view after each part of the transform (`rotation+jigsaw`: the rotated
+image, then the jigsaw patches of it), so every part of a composition is visible. A patch view is drawn as a grid
+of its patches in the order the network receives them (`data[:, j]` at position j, row-major), each patch
+captioned with the grid cell it came from; every panel is titled in full (wrapped, never clipped) with what that
+part drew (rotation in degrees, permutation index) and the last with the label the network is trained on.
+
+The images come from the configured dataset: `--dataset`, else the `train.dataset` the --gin files bind, else
+Fashion-MNIST (the smoke default). They are resized to 256 px, the input size the paper's jigsaw sizes are made for.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import textwrap
 
+import gin
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,10 +27,13 @@ from pirl_ablate.console import info
 from pirl_ablate.errors import UserError
 from pirl_ablate.runs import atomic_write
 from pirl_ablate.transforms.base import View
+from pirl_ablate.transforms.compose import Compose
 from pirl_ablate.transforms.registry import build_transform
 
 GAP = 4  # pixels between drawn patches
 SIZE = 256  # the images are resized to 256 px, the input size the paper's jigsaw sizes are made for
+DEFAULT_DATASET = "fashion_mnist"  # pirl_ablate.train.pretrain's default
+TITLE_WIDTH = 34  # characters per panel title line
 
 
 def show_transform_command(args: argparse.Namespace) -> int:
@@ -31,14 +41,22 @@ def show_transform_command(args: argparse.Namespace) -> int:
     if args.images < 1:
         raise UserError(f"--images {args.images}: need at least one image")
     config.parse(args.gin, args.bind)
+    dataset = args.dataset or configured_dataset()
     transform = build_transform(args.name)
     generator = torch.Generator().manual_seed(args.seed)
-    images = load_images(args.dataset, args.images, generator)
-    view = transform(images, generator)
-    png = render(images, view, title=f"{args.name} ({args.dataset}, seed {args.seed})")
+    images = load_images(dataset, args.images, generator)
+    stages = apply_stages(args.name, transform, images, generator)
+    png = render(images, stages, title=f"{args.name} on {dataset} (seed {args.seed})")
     atomic_write(args.out, lambda fh: fh.write(png))
     info(f"wrote {args.out}")
     return 0
+
+
+def configured_dataset() -> str:
+    try:
+        return str(gin.query_parameter("train.dataset"))
+    except ValueError:
+        return DEFAULT_DATASET
 
 
 def load_images(dataset: str, count: int, generator: torch.Generator) -> Tensor:
@@ -58,55 +76,83 @@ def load_images(dataset: str, count: int, generator: torch.Generator) -> Tensor:
         data = build_dataset(dataset, split="test")
         picks = torch.randperm(len(data), generator=generator)[:count].tolist()
         chosen = torch.stack([data[i][0] for i in picks]).float().div(255)
-    chosen = F.interpolate(chosen, size=(SIZE, SIZE), mode="bilinear", align_corners=False).clamp(0, 1)
+    chosen = F.interpolate(chosen, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp(0, 1)
     return chosen.expand(-1, 3, -1, -1) if chosen.shape[1] == 1 else chosen
 
 
-def describe(view: View, i: int) -> str:
-    """The labels of sample i as a caption: covariant label, permutation index, rotation."""
+def apply_stages(name: str, transform, images: Tensor, generator: torch.Generator) -> list[tuple[str, View]]:
+    """[(part name, its View)] for each part of a composition, each part applied to the previous part's view with
+    `generator` as `Compose.__call__` applies them; the last entry is the composition's own View (same draws, so the
+    same data) with its composed label. A single transform gives one entry."""
+    if not isinstance(transform, Compose):
+        return [(name, transform(images, generator))]
+    start = generator.get_state()
+    stages, data = [], images
+    for part_name, part in transform.parts:
+        view = part(data, generator)
+        stages.append((part_name, view))
+        data = view.data
+    replay = torch.Generator(device=generator.device)
+    replay.set_state(start)
+    stages[-1] = (stages[-1][0], transform(images, replay))
+    return stages
+
+
+def describe(view: View, i: int, with_label: bool = True, part: str | None = None) -> str:
+    """What a view drew for sample i, as a caption: rotation, permutation index, and the covariant label. `part`:
+    only that part's draws of a composition's View (its "<part>." keys)."""
     parts = []
-    if view.label is not None:
-        parts.append(f"label {int(view.label[i])} of {view.num_classes}")
     for key, value in view.params.items():
+        if part is not None and "." in key and not key.startswith(f"{part}."):
+            continue
         leaf = key.rsplit(".", 1)[-1]
         if leaf == "rotation":
-            parts.append(f"rotated {90 * int(value[i])}°")
+            parts.append(f"rotated {90 * int(value[i])}° counter-clockwise")
         elif leaf == "perm_index":
             parts.append(f"permutation #{int(value[i])}")
+    if with_label and view.label is not None:
+        parts.append(f"label {int(view.label[i])} of {view.num_classes}")
     return ", ".join(parts)
 
 
-def render(images: Tensor, view: View, title: str) -> bytes:
-    """PNG bytes: one row per image, the input then its view (patches in the order the network sees them)."""
+def render(images: Tensor, stages: list[tuple[str, View]], title: str) -> bytes:
+    """PNG bytes: one row per image, the input then each part's view (patches in the order the network sees)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    count = images.shape[0]
-    perm = next((v for k, v in view.params.items() if k.rsplit(".", 1)[-1] == "perm"), None)
-    fig, axes = plt.subplots(count, 2, figsize=(6.5, 3.2 * count), squeeze=False, layout="constrained")
+    count, columns = images.shape[0], 1 + len(stages)
+    fig, axes = plt.subplots(count, columns, figsize=(3.4 * columns, 3.9 * count), squeeze=False,
+                             layout="constrained")
     fig.suptitle(title)
     for i in range(count):
         axes[i, 0].imshow(_to_numpy(images[i]))
         axes[i, 0].set_title("input", fontsize="small")
-        axes[i, 1].set_title(describe(view, i) or "view", fontsize="small")
-        if view.is_patches:
-            axes[i, 1].imshow(_to_numpy(tile(view.data[i])))
-            patches, _, h, w = view.data[i].shape
-            grid = math.ceil(patches ** 0.5)
-            for j in range(patches):
-                caption = f"cell {int(perm[i, j])}" if perm is not None else f"patch {j}"
-                axes[i, 1].text((j % grid) * (w + GAP) + 1, (j // grid) * (h + GAP) + 1, caption, fontsize="x-small",
-                                va="top", color="yellow", backgroundcolor=(0, 0, 0, 0.5))
-        else:
-            axes[i, 1].imshow(_to_numpy(view.data[i]))
+        for s, (name, view) in enumerate(stages, start=1):
+            caption = f"{name}: {describe(view, i, with_label=s == len(stages), part=name) or 'view'}"
+            axes[i, s].set_title(textwrap.fill(caption, TITLE_WIDTH, break_on_hyphens=False), fontsize="small")
+            _draw_view(axes[i, s], view, i)
         for ax in axes[i]:
             ax.set_axis_off()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
+    fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _draw_view(ax, view: View, i: int) -> None:
+    if not view.is_patches:
+        ax.imshow(_to_numpy(view.data[i]))
+        return
+    perm = next((v for k, v in view.params.items() if k.rsplit(".", 1)[-1] == "perm"), None)
+    ax.imshow(_to_numpy(tile(view.data[i])))
+    patches, _, h, w = view.data[i].shape
+    grid = math.ceil(patches ** 0.5)
+    for j in range(patches):
+        caption = f"cell {int(perm[i, j])}" if perm is not None else f"patch {j}"
+        ax.text((j % grid) * (w + GAP) + 1, (j // grid) * (h + GAP) + 1, caption, fontsize="x-small", va="top",
+                color="yellow", backgroundcolor=(0, 0, 0, 0.5))
 
 
 def tile(patches: Tensor) -> Tensor:

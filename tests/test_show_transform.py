@@ -1,0 +1,49 @@
+"""show-transform: every part of a composition drawn from the same draws the network gets (the rotated image is
+torch.rot90 of the input by the drawn quarter turns; the last panel is the composition's own view and label), and
+the images come from the configured dataset (Fashion-MNIST by default)."""
+
+from __future__ import annotations
+
+import torch
+from test_fashion_mnist_fetch import bare_machine, write_idx_files  # noqa: F401  (fixture)
+
+from pirl_ablate import config
+from pirl_ablate.cli import main
+from pirl_ablate.transforms.registry import build_transform
+from pirl_ablate.transforms.show import apply_stages, configured_dataset, describe
+
+
+def test_composition_stages_are_the_networks_views_part_by_part():
+    config.parse([], ["jigsaw.num_permutations = 10"])
+    transform = build_transform("rotation+jigsaw")
+    images = torch.rand(6, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    stages = apply_stages("rotation+jigsaw", transform, images, torch.Generator().manual_seed(5))
+    assert [name for name, _ in stages] == ["rotation", "jigsaw"]
+    rotation, jigsaw = stages[0][1], stages[1][1]
+    for b in range(6):
+        expected = torch.rot90(images[b], int(rotation.params["rotation"][b]), dims=(-2, -1))
+        assert torch.equal(rotation.data[b], expected)
+    network = transform(images, torch.Generator().manual_seed(5))  # what training would get from this seed
+    assert torch.equal(jigsaw.data, network.data) and torch.equal(jigsaw.label, network.label)
+    assert torch.equal(jigsaw.label, rotation.params["rotation"] * 10 + network.params["jigsaw.perm_index"])
+    caption = describe(jigsaw, 0, part="jigsaw")
+    assert "rotated" not in caption and f"of {4 * 10}" in caption and "permutation #" in caption
+
+
+def test_images_come_from_the_configured_dataset(tmp_path, bare_machine, monkeypatch, capsys):  # noqa: F811
+    config.parse([], [])
+    assert configured_dataset() == "fashion_mnist"
+    gin_file = tmp_path / "mine.gin"
+    gin_file.write_text("train.dataset = 'synthetic'\n")
+    config.parse([gin_file], [])
+    assert configured_dataset() == "synthetic"
+
+    out = tmp_path / "views.png"
+    # Fashion-MNIST is the default: on a machine without it, show-transform says so
+    assert main(["--quiet", "show-transform", "rotation", "--images", "2", "--out", str(out)]) == 2
+    assert "Fashion-MNIST IDX files not found" in capsys.readouterr().err and not out.exists()
+    write_idx_files(tmp_path / "data", count=3)
+    monkeypatch.setenv("PIRL_ABLATE_DATA", str(tmp_path / "data"))
+    assert main(["--quiet", "show-transform", "rotation+jigsaw", "--images", "2", "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+    assert main(["--quiet", "show-transform", "jigsaw", "--gin", str(gin_file), "--out", str(out)]) == 0
