@@ -12,12 +12,14 @@ Rows, in this order (each section stops adding rows once `--budget` seconds, 8 m
   chunked (`bank_contrast`) and dense bf16 (`dense_bank_contrast`) scoring on the device against a float64
   chunked reference on the CPU (loss, gradient, Z estimate); the memory bank update with a repeated index equals
   the CPU's. A tiny `pretrain` run in bf16 autocast with channels_last: its loss falls from the first epoch to the
-  last.
+  last. The PIRL loss is `pirl_ablate.losses.pirl_loss` (chunked) or `dense_bank_contrast` with the same Eq. 5
+  weights; the tiny run goes through `pirl_ablate.build.run_training` with `train.method = "pirl"`.
 * speed at paper settings (ResNet-50, 224 px image view plus 9 patches of 64 px from 256 px uint8 images, batch
   256 or the largest that fits, |D| = 1,281,167, N = 32,000, bf16 autocast, channels_last on CUDA): the bare
-  backbone step (forward, backward, SGD) on the same views, the full PIRL step (uint8 -> views -> loss -> SGD),
-  the transforms' share, the loss + bank share for chunked and dense scoring, and the PIRL step with dense
-  scoring (derived: the PIRL step minus the chunked loss plus the dense loss, until PIRLLoss can be told which).
+  backbone step (forward, backward, SGD) on the same views, the full PIRL step through the method
+  (`pirl_ablate.methods.PIRL`: uint8 -> float images -> its views -> loss + bank -> SGD), the transforms' share,
+  the loss + bank share for chunked and dense scoring, and the PIRL step with dense scoring (derived: the PIRL
+  step minus the chunked loss plus the dense loss, until the PIRL method can be told which scoring to use).
   Median of `repeats` steps after two warm-up steps, each timed between device synchronisations.
 * input: images/s of the ImageNet-style input path over a folder of generated JPEGs (ImageNet-like sizes):
   decode + resize to 256 px in DataLoader workers (the `imagefolder` dataset) against reading the bytes in
@@ -39,7 +41,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import gin
@@ -49,15 +50,16 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from pirl_ablate import config
+from pirl_ablate.build import run_training
 from pirl_ablate.console import set_quiet
 from pirl_ablate.data import make_loader, to_device_batch
 from pirl_ablate.data.imagefolder import imagefolder
-from pirl_ablate.losses import MemoryBank, PIRLLoss, bank_contrast, nce_loss
+from pirl_ablate.losses import MemoryBank, bank_contrast, estimator, mean_exp_score, pirl_loss
 from pirl_ablate.losses.dense import dense_bank_contrast
-from pirl_ablate.losses.nce import mean_exp_score
-from pirl_ablate.models import Backbone, PIRLNet
+from pirl_ablate.methods import PIRL
+from pirl_ablate.models import Backbone
 from pirl_ablate.runs import RunDir, atomic_write_text
-from pirl_ablate.train import parameter_groups, run_training
+from pirl_ablate.train import parameter_groups
 from pirl_ablate.transforms.compose import Compose
 from pirl_ablate.transforms.registry import TRANSFORMS
 
@@ -67,6 +69,7 @@ GRAD_RTOL = {"chunked": 1e-5, "dense bf16": 1e-2}
 BANK_ATOL = 1e-6
 SHARE_TARGET, OVERHEAD_TARGET = 0.05, 1.10  # issue 17: transforms and loss + bank < 5%; PIRL within 10% of bare
 TAU = 0.07
+LAMBDA = 0.5  # Eq. 5's weight of the transformed-view term
 
 
 @dataclass(frozen=True)
@@ -200,32 +203,42 @@ def transform_rows(device: torch.device, scale: Scale, perturb: float = 0.0) -> 
 
 
 def loss_rows(device: torch.device, scale: Scale, perturb: float = 0.0) -> list[Row]:
-    """PIRL's two NCE terms (Eq. 5, lambda 0.5) and the bank update on `device` against a float64 CPU reference;
-    `perturb` is added to the device's queries (a check that must then fail)."""
+    """PIRL's two NCE terms (Eq. 5, lambda 0.5: `pirl_loss`, and `dense_bank_contrast` weighted the same) and the
+    bank update on `device` against a float64 `pirl_loss` on the CPU; `perturb` is added to the device's queries
+    (a check that must then fail)."""
     g = torch.Generator().manual_seed(2)
     size, b, n = scale.check_bank, scale.check_batch, scale.check_negatives
     cpu_bank = MemoryBank(size, 128, g)
-    queries = F.normalize(torch.randn(b, 2, 128, generator=g), dim=2)  # stand-ins for g(v_It), f(v_I)
+    queries = F.normalize(torch.randn(b, 2, 128, generator=g), dim=2)  # stand-ins for [g(v_It), f(v_I)]
     index = torch.randperm(size, generator=g)[:b]
     index[-1] = index[0]  # a repeated index: the bank update keeps the last occurrence
     negatives = cpu_bank.sample_negatives(index, n, g)
     log_z = math.log(size)
-    loss_fn = partial(nce_loss, tau=TAU, log_z=log_z, dataset_size=size)
+    loss_fn = estimator("nce", TAU, log_z, size)
 
-    def total_and_grad(contrast: Callable, q: Tensor, bank: Tensor, idx: Tensor, neg: Tensor):
+    def chunked(q: Tensor, bank: Tensor, idx: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 5 by `pirl_loss` (`bank_contrast` scoring): f = q[:, 1], g = q[:, 0]."""
+        total, parts = pirl_loss(q[:, 1], q[:, 0], bank, idx, neg, LAMBDA, loss_fn, TAU)
+        return total, parts["mean_exp"]
+
+    def dense(q: Tensor, bank: Tensor, idx: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 5 with `dense_bank_contrast` (bf16 scores), the terms weighted as `pirl_loss` weights them."""
+        out = dense_bank_contrast(q, bank, idx, neg, loss_fn, TAU)
+        return LAMBDA * out.loss[:, 0].mean() + (1 - LAMBDA) * out.loss[:, 1].mean(), out.mean_exp
+
+    def total_and_grad(loss: Callable, q: Tensor, bank: Tensor, idx: Tensor, neg: Tensor):
         q = q.clone().requires_grad_()
-        out = contrast(q, bank, idx, neg, loss_fn, TAU)
-        total = 0.5 * out.loss[:, 0].mean() + 0.5 * out.loss[:, 1].mean()
+        total, mean_exp = loss(q, bank, idx, neg)
         total.backward()
-        return total.detach(), q.grad, out.mean_exp
+        return total.detach(), q.grad, mean_exp
 
-    ref_total, ref_grad, ref_exp = total_and_grad(bank_contrast, queries.double(), cpu_bank.bank.double(), index,
+    ref_total, ref_grad, ref_exp = total_and_grad(chunked, queries.double(), cpu_bank.bank.double(), index,
                                                   negatives)
     q_dev = (queries + perturb).to(device)
     bank_dev, index_dev, neg_dev = cpu_bank.bank.to(device), index.to(device), negatives.to(device)
     rows = []
-    for name, contrast in (("chunked", bank_contrast), ("dense bf16", dense_bank_contrast)):
-        total, grad, exp = total_and_grad(contrast, q_dev, bank_dev, index_dev, neg_dev)
+    for name, loss in (("chunked", chunked), ("dense bf16", dense)):
+        total, grad, _ = total_and_grad(loss, q_dev, bank_dev, index_dev, neg_dev)
         err, grad_err = relative(total, ref_total), relative(grad, ref_grad)
         rows.append(Row("correctness", f"PIRL loss, {name} scoring on {device.type} = cpu float64",
                         f"rel err {err:.1e}", f"<= {LOSS_RTOL[name]:g}", verdict(err <= LOSS_RTOL[name])))
@@ -246,6 +259,7 @@ def loss_rows(device: torch.device, scale: Scale, perturb: float = 0.0) -> list[
 
 TRAIN_CONFIG = """
 include 'pirl_jigsaw.gin'
+train.method = "pirl"
 train.dataset = "synthetic"
 synthetic.size = 48
 synthetic.image_size = 16
@@ -262,7 +276,8 @@ PIRLLoss.num_negatives = 32
 
 
 def training_rows(device: torch.device, scale: Scale, workdir: Path) -> list[Row]:
-    """A tiny `pretrain` run (16 px synthetic images, half-width ResNet-18) in bf16 autocast with channels_last."""
+    """A tiny `pretrain` run (16 px synthetic images, half-width ResNet-18) in bf16 autocast with channels_last,
+    through `pirl_ablate.build.run_training` (the gin edge `pirl-ablate train` uses)."""
     path = workdir / "tiny_bf16.gin"
     path.write_text(TRAIN_CONFIG + f"train.epochs = {scale.train_epochs}\ntrain.device = '{device}'\n")
     try:
@@ -277,20 +292,21 @@ def training_rows(device: torch.device, scale: Scale, workdir: Path) -> list[Row
 
 # --------------------------------------------------------------------------------------------------- speed
 def paper_parts(device: torch.device, scale: Scale, batch: int):
-    """The network, loss, optimiser, transforms and one uint8 batch of the speed section."""
+    """The PIRL method (trunk, heads, memory bank, transforms), optimiser and one uint8 batch of the speed
+    section, with the generator of the views and draws."""
     torch.manual_seed(0)
     gen = torch.Generator(device=device).manual_seed(0)
-    net = PIRLNet(Backbone(scale.arch, width_multiplier=scale.width)).to(device)
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-    loss = PIRLLoss(num_negatives=scale.negatives)
-    loss.bind(scale.dataset_size, net, None, gen)
-    opt = torch.optim.SGD(parameter_groups([net], 1e-4), lr=1e-3, momentum=0.9)
     jigsaw = TRANSFORMS.get("jigsaw")(crop_size=scale.crop, patch_size=scale.patch)
     image = TRANSFORMS.get("image")(size=scale.view)
+    bank = MemoryBank(scale.dataset_size, 128, gen, device=device)
+    method = PIRL(Backbone(scale.arch, width_multiplier=scale.width).to(device), bank, jigsaw, image,
+                  generator=gen, lambda_=LAMBDA, tau=TAU, num_negatives=scale.negatives).to(device)
+    if device.type == "cuda":
+        method = method.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(parameter_groups([method], 1e-4), lr=1e-3, momentum=0.9)
     uint8 = torch.randint(0, 256, (batch, 3, scale.source, scale.source), dtype=torch.uint8, device=device,
                           generator=gen)
-    return net, loss, opt, jigsaw, image, uint8, gen
+    return method, opt, uint8, gen
 
 
 def speed_rows(device: torch.device, scale: Scale, measured: dict[str, float]) -> list[Row]:
@@ -311,15 +327,21 @@ def speed_rows(device: torch.device, scale: Scale, measured: dict[str, float]) -
 
 def _speed_rows(device: torch.device, scale: Scale, batch: int, autocast: torch.autocast,
                 memory_format: torch.memory_format, measured: dict[str, float]) -> list[Row]:
-    net, loss, opt, jigsaw, image, uint8, gen = paper_parts(device, scale, batch)
+    method, opt, uint8, gen = paper_parts(device, scale, batch)
     index = torch.randperm(scale.dataset_size, generator=gen, device=device)[:batch]
+    labels = torch.zeros(batch, dtype=torch.long, device=device)  # PIRL ignores them
+
+    def images() -> Tensor:
+        """uint8 -> float (B, 3, s, s) in [0, 1], as the training loop hands the method its batch."""
+        return to_device_batch(uint8, device, None).contiguous(memory_format=memory_format)
 
     def views() -> tuple[Tensor, object]:
-        x = to_device_batch(uint8, device, None)
-        return image(x, gen).data.contiguous(memory_format=memory_format), jigsaw(x, gen)
+        """The method's two views of a batch: its image view v_I and its jigsaw view v_It."""
+        x = images()
+        return method.image_view(x, gen).contiguous(memory_format=memory_format), method.transform(x, gen)
 
     fixed_image, fixed_patches = views()
-    flat_patches = fixed_patches.data.flatten(0, 1)  # as PIRLNet.pooled_view passes them
+    flat_patches = fixed_patches.data.flatten(0, 1)  # as Method.pooled_view passes them
 
     def sgd(total: Tensor) -> None:
         opt.zero_grad(set_to_none=True)
@@ -328,25 +350,27 @@ def _speed_rows(device: torch.device, scale: Scale, batch: int, autocast: torch.
 
     def bare_step() -> None:
         with autocast:
-            total = net.pooled(fixed_image).float().square().mean() + net.pooled(flat_patches).float().square().mean()
+            total = (method.pooled(fixed_image).float().square().mean()
+                     + method.pooled(flat_patches).float().square().mean())
         sgd(total)
 
     def pirl_step() -> None:
-        image_view, patches = views()
+        x = images()
         with autocast:
-            total = loss(net, image_view, patches, index).total
+            total, _ = method(x, index, labels, gen)  # its views, Eq. 5 against the bank, the bank update
         sgd(total)
 
     q_fixed = F.normalize(torch.randn(batch, 2, 128, device=device, generator=gen), dim=2)
-    loss_fn = partial(nce_loss, tau=TAU, log_z=math.log(scale.dataset_size), dataset_size=scale.dataset_size)
+    loss_fn = estimator("nce", TAU, math.log(scale.dataset_size), scale.dataset_size)
+    bank = method.memory_bank
 
     def loss_bank(contrast: Callable) -> Callable[[], None]:
         def step() -> None:
             q = q_fixed.clone().requires_grad_()
-            negatives = loss.memory_bank.sample_negatives(index, scale.negatives, gen)
-            out = contrast(q, loss.memory_bank.bank, index, negatives, loss_fn)
-            loss.memory_bank.update(index, q[:, 1].detach())
-            (0.5 * out.loss[:, 0].mean() + 0.5 * out.loss[:, 1].mean()).backward()
+            negatives = bank.sample_negatives(index, scale.negatives, gen)
+            out = contrast(q, bank.bank, index, negatives, loss_fn, TAU)
+            bank.update(index, q[:, 1].detach())
+            (LAMBDA * out.loss[:, 0].mean() + (1 - LAMBDA) * out.loss[:, 1].mean()).backward()
         return step
 
     steps = {"bare": bare_step, "pirl": pirl_step, "views": views, "chunked": loss_bank(bank_contrast),
@@ -359,7 +383,7 @@ def _speed_rows(device: torch.device, scale: Scale, batch: int, autocast: torch.
     overhead = min(ms["pirl"], dense_step) / ms["bare"]
     rows = [Row("speed", f"bare backbone step, same views ({setting})",
                 f"{ms['bare']:.1f} ms ({1000 * batch / ms['bare']:.0f} img/s)"),
-            Row("speed", "PIRL step, chunked scoring (uint8 -> views -> loss + bank -> SGD)",
+            Row("speed", "PIRL step, chunked scoring (uint8 -> method: views -> loss + bank -> SGD)",
                 f"{ms['pirl']:.1f} ms ({1000 * batch / ms['pirl']:.0f} img/s)"),
             Row("speed", "PIRL step, dense scoring (derived: step - chunked + dense)",
                 f"{dense_step:.1f} ms ({1000 * batch / dense_step:.0f} img/s)"),
