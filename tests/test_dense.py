@@ -71,7 +71,9 @@ def test_dense_scoring_matches_float64_transcription(estimator, score_dtype, los
     q_d, m_d = queries.double(), bank.double()
     pos64 = torch.einsum("bkd,bd->bk", q_d, m_d[positive])
     assert rel(out.pos_sim, pos64) < 1e-6  # the positive is scored exactly, whatever score_dtype
-    scores = torch.cat([pos64.unsqueeze(-1), torch.einsum("bkd,bnd->bkn", q_d, m_d[negatives])], dim=-1)
+    neg64 = torch.einsum("bkd,bnd->bkn", q_d, m_d[negatives])
+    assert rel(out.neg_sim, neg64.mean(-1)) < 10 * loss_tol  # the mean negative score, in score_dtype
+    scores = torch.cat([pos64.unsqueeze(-1), neg64], dim=-1)
     assert float(out.mean_exp) == pytest.approx(float(torch.exp(scores / TAU).mean()), rel=10 * loss_tol)
 
 

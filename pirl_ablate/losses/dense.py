@@ -1,7 +1,7 @@
 """Scoring queries against a memory bank with one dense matrix product over the whole bank (the GPU path).
 
 Same contract as `pirl_ablate.losses.nce.bank_contrast` (per-query losses differentiable in the queries, the
-positive similarities, mean(exp(s / tau))), computed differently. Instead of gathering each sample's N negative
+positive and mean negative similarities, mean(exp(s / tau))), computed differently. Instead of gathering each sample's N negative
 rows, (B, N, d) random reads of 512-byte rows in chunks of a few samples, it multiplies the B K queries with the
 whole bank once and picks each sample's N scores out of the product:
 
@@ -56,6 +56,7 @@ def dense_bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negativ
     values = torch.empty(q.shape[:2], dtype=q.dtype, device=q.device)
     grad = torch.empty_like(q)
     pos_sim = torch.empty_like(values)
+    neg_sim = torch.empty_like(values)
     exp_sum = q.new_zeros(())
     for start in range(0, batch, rows_per_chunk):
         rows = slice(start, min(start + rows_per_chunk, batch))
@@ -73,10 +74,11 @@ def dense_bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negativ
             grad[rows] = grad_pos + (weights @ dense).view(-1, k, d).to(q.dtype)
         values[rows] = loss.detach()
         pos_sim[rows] = s_pos.detach()
+        neg_sim[rows] = s_neg.detach().mean(-1)
         if tau is not None:
             exp_sum += torch.exp(s_pos.detach() / tau).sum() + torch.exp(s_neg.detach() / tau).sum()
     mean_exp = exp_sum / (batch * k * (n + 1)) if tau is not None else None
-    return Contrast(_KnownGradient.apply(queries, values, grad), pos_sim, mean_exp)
+    return Contrast(_KnownGradient.apply(queries, values, grad), pos_sim, neg_sim, mean_exp)
 
 
 def contrast_function(scoring: str, device: torch.device | str) -> Callable[..., Contrast]:

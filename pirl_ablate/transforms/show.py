@@ -17,7 +17,6 @@ import io
 import math
 import textwrap
 
-import gin
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -53,10 +52,7 @@ def show_transform_command(args: argparse.Namespace) -> int:
 
 
 def configured_dataset() -> str:
-    try:
-        return str(gin.query_parameter("train.dataset"))
-    except ValueError:
-        return DEFAULT_DATASET
+    return str(config.bound_kwargs("train").get("dataset", DEFAULT_DATASET))
 
 
 def load_images(dataset: str, count: int, generator: torch.Generator) -> Tensor:
