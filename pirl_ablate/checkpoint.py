@@ -56,8 +56,10 @@ def save(state: dict[str, Any], checkpoint_dir: str | os.PathLike) -> Path:
     return atomic_torch_save({"version": VERSION, **state}, Path(checkpoint_dir) / LAST)
 
 
-def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint read with weights_only=True; a file that is not one raises UserError naming it."""
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+         keys: tuple[str, ...] = KEYS) -> dict[str, Any]:
+    """A checkpoint read with weights_only=True; a file that is not one, or lacks one of `keys` (a training
+    checkpoint's by default; other loops, e.g. detection fine-tuning, name theirs), raises UserError naming it."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:  # weights_only refusals too
@@ -68,8 +70,8 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
                         f"version cannot load: retrain the run into a new folder")
     if not isinstance(state, dict) or state.get("version") != VERSION:
         raise UserError(f"{path}: not a pirl-ablate checkpoint of version {VERSION}")
-    missing = [k for k in KEYS if k not in state]
-    if missing or not isinstance(state["record"], dict):
+    missing = [k for k in keys if k not in state]
+    if missing or ("record" in keys and not isinstance(state["record"], dict)):
         what = ", ".join(missing) if missing else "record as a dict"
         raise UserError(f"{path}: not a complete pirl-ablate checkpoint (missing {what})")
     return state

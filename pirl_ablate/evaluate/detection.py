@@ -39,6 +39,7 @@ from pirl_ablate.evaluate.detection_metrics import coco_ap, cpu_detections, voc0
 from pirl_ablate.models.backbone import Backbone
 
 ARCHS = ("c4", "fpn")
+DETECTION_KEYS = ("detector", "optimizer", "iteration", "rng")  # a fine-tuning checkpoint (not a run's)
 
 
 class C4Trunk(nn.Module):
@@ -182,7 +183,7 @@ def train_detector(model: nn.Module, annotations: Sequence[Annotation], out_dir:
     start = 0
     torch.manual_seed(seed)  # torchvision's RPN and RoI samplers draw from torch's global generator
     if checkpoint.last(ckpt_dir) is not None:
-        state = checkpoint.load(checkpoint.last(ckpt_dir), map_location=device)
+        state = checkpoint.load(checkpoint.last(ckpt_dir), map_location=device, keys=DETECTION_KEYS)
         model.load_state_dict(state["detector"])
         optimizer.load_state_dict(state["optimizer"])
         checkpoint.restore_rng_states(state["rng"], {})

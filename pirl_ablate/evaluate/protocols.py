@@ -172,7 +172,7 @@ def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_imag
     transform: a transform name or composition (default: the run's pretext transform); representation: whose
     relative distances the histogram holds: "heads", "pooled", or "auto" = "heads" when the run's method trains
     both f and g (PIRL), else "pooled".
-    Result: {"heads" | "res5": {mean, std (raw), relative}} plus "histogram" {"edges", "counts"} of the relative
+    Result: {"heads" (methods with f and g only), "res5": {mean, std (raw), relative}} plus "histogram" {"edges", "counts"} of the relative
     distances over [0, RELATIVE_MAX].
     """
     from pirl_ablate.transforms import build_transform
@@ -181,17 +181,22 @@ def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_imag
     name = transform or pretext["name"]
     if name is None:
         raise ConfigError("the run records no pretext transform: bind invariance_eval.transform (e.g. 'jigsaw')")
+    has_heads = {"image", "transformed"} <= set(ctx.net.views)  # f and g (PIRL); other methods: pooled res5 only
     if representation == "auto":
-        representation = "heads" if {"image", "transformed"} <= set(ctx.net.views) else "pooled"
+        representation = "heads" if has_heads else "pooled"
     if representation not in REPRESENTATIONS:
         raise ConfigError(f"invariance_eval.representation = {representation!r}"
                           f"{did_you_mean(representation, (*REPRESENTATIONS, 'auto'))}")
     t = build_transform(name, **(pretext["kwargs"] if name == pretext["name"] else {}))
     test = ctx.split("test")
     subset = _subset(test, torch.arange(min(num_images, len(test))))
-    pairs: dict[str, list[tuple[Tensor, Tensor]]] = {rep: [] for rep in REPRESENTATIONS}
+    if representation == "heads" and not has_heads:
+        raise ConfigError(f"invariance_eval.representation = 'heads': this run's method "
+                          f"({ctx.record['method']['name']}) trains no g head; use 'pooled'")
+    reps = REPRESENTATIONS if has_heads else ("pooled",)
+    pairs: dict[str, list[tuple[Tensor, Tensor]]] = {rep: [] for rep in reps}
     for i, (images, _) in enumerate(ctx.batches(subset, description=f"invariance {name}")):
-        for rep in REPRESENTATIONS:  # the same draws for both: a generator per batch, seeded alike
+        for rep in reps:  # the same draws for both: a generator per batch, seeded alike
             gen = torch.Generator(device=ctx.device).manual_seed(ctx.settings.seed * 100003 + i)
             pairs[rep].append(representations(ctx.net, images, t, gen, rep))
     metrics, relative = {}, {}

@@ -213,7 +213,7 @@ def figure5(frame: pd.DataFrame, sweep: str = "layers") -> Report:
                                   std=[p[1].std for p in points], n=[p[1].n for p in points]))
     plot.caption = caption(probe, {n for s in plot.series for n in s.n})
     plot.paper = f"{paper.PAPER_LABEL}, Table 7 (ImageNet top-1, dashed): {paper.FIGURE_CLAIMS['figure5']}"
-    plot.paper_series = [Series(label=f"{method} ({paper.PAPER_LABEL})", x=list(paper.LAYERS),
+    plot.paper_series = [Series(label=f"{method} ({paper.PAPER_LABEL})", x=list(LAYERS),
                                 y=list(paper.TABLE7[method])) for method in ("PIRL", "Jigsaw")]
     if block.rows:
         report.blocks.append(block)

@@ -41,6 +41,8 @@ def sweep_command(args: argparse.Namespace) -> int:
         out.print(runs_table(f"{sweep.name}: {len(sweep.runs)} runs (dry run, executor {kind})", sweep.axes,
                              [_row(r, s) for r, s in zip(sweep.runs, states)]))
         return 0
+    pending = [r for r, s in zip(sweep.runs, run_states(dirs, sweep.settings.evaluate)) if s.state != STATUS_DONE]
+    ensure_datasets(pending, sweep.settings.job)  # before anything is written: a missing dataset is one line
     with folder_lock(folder, "sweep"):  # a second sweep command on this folder is refused, naming this one
         return _drive(sweep, kind, folder, dirs)
 
@@ -48,7 +50,6 @@ def sweep_command(args: argparse.Namespace) -> int:
 def _drive(sweep: Sweep, kind: str, folder: Path, dirs: list[Path]) -> int:
     """Submit what is neither done nor alive, wait for it and for the runs still alive, print the table."""
     states = run_states(dirs, sweep.settings.evaluate)
-    ensure_datasets([r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE], sweep.settings.job)
     submit = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and not s.live]
     watch = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and s.live]
     skipped = len(sweep.runs) - len(submit) - len(watch)

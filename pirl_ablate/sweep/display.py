@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pirl_ablate.report.results import operative_values
-from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, RunDir
+from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, RunDir, UnreadableFile
 from pirl_ablate.sweep.state import RunState, run_states
 
 STATE_STYLE = {STATUS_DONE: "green", STATUS_FAILED: "bold red", STATUS_RUNNING: "yellow", STATUS_PENDING: "dim"}
@@ -44,7 +44,7 @@ class RunProgress:
 
 def run_progress(run_dir: str | Path, state: str, now: _dt.datetime | None = None) -> RunProgress:
     run = RunDir(run_dir)
-    rows, meta, result = run.metrics(), run.meta() or {}, run.result() or {}
+    rows, meta, result = _readable(run.metrics, []), _readable(run.meta, None) or {}, _readable(run.result, None) or {}
     total = operative_values(run.config_path, ["train.epochs"]).get("config:train.epochs", result.get("epochs"))
     total = total if isinstance(total, int) else None
     last = rows[-1] if rows else {}
@@ -61,6 +61,15 @@ def run_progress(run_dir: str | Path, state: str, now: _dt.datetime | None = Non
     return RunProgress(epoch=epoch, total=total, loss=last.get("loss") if isinstance(last.get("loss"), float) else None,
                        knn=knn, warnings=[str(w) for w in warnings] if isinstance(warnings, list) else [str(warnings)],
                        elapsed_s=elapsed, eta_s=eta)
+
+
+def _readable(read: Callable[[], Any], default: Any) -> Any:
+    """read(), or `default` for a garbled file: the run's state already names it (sweep.state), progress shows
+    nothing of it."""
+    try:
+        return read()
+    except (UnreadableFile, ValueError):
+        return default
 
 
 def _time(stamp: Any) -> _dt.datetime | None:

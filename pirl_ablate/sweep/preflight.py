@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import gin
-
 from pirl_ablate import config
-from pirl_ablate.sweep.spec import Run
+from pirl_ablate.sweep.spec import TRAINING_JOB, Run
 
-TRAIN_DEFAULT_DATASET = "fashion_mnist"  # pirl_ablate.train.pretrain's default
-TRAINING_JOB = "pirl_ablate.train.run_training"  # the job whose datasets this knows (sweep.job's default)
+TRAIN_DEFAULT_DATASET = "fashion_mnist"  # pirl_ablate.build.train's default
 
 
 def ensure_datasets(runs: Sequence[Run], job: str = TRAINING_JOB) -> None:
@@ -25,14 +22,9 @@ def ensure_datasets(runs: Sequence[Run], job: str = TRAINING_JOB) -> None:
     wanted = set()
     for text in dict.fromkeys(r.config for r in runs):
         config.parse_text(text, finalize=False)
-        if _binding("train.dataset", TRAIN_DEFAULT_DATASET) == "fashion_mnist":
-            wanted.add((_binding("fashion_mnist.root", None), _binding("fashion_mnist.download", True)))
+        if config.bound_kwargs("train").get("dataset", TRAIN_DEFAULT_DATASET) == "fashion_mnist":
+            data = config.bound_kwargs("fashion_mnist")
+            wanted.add((data.get("root"), data.get("download", True)))
     for root, download in sorted(wanted, key=repr):
         ensure_available(root, download)
 
-
-def _binding(key: str, default: object) -> object:
-    try:
-        return gin.query_parameter(key)
-    except ValueError:
-        return default

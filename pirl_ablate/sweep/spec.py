@@ -61,12 +61,15 @@ class SweepSettings:
     seed_binding: str | None
 
 
+TRAINING_JOB = "pirl_ablate.build.run_training"  # sweep.job's default: pre-training one run of the sweep
+
+
 @gin.configurable("sweep")
 def sweep_settings(name: str | None = None, grid: dict | None = None, zip: dict | None = None,
                    variants: dict | None = None, baselines: dict | None = None, seeds: Sequence[int] = (0,),
                    evaluate: Sequence[str] = (),
                    eval_layers: Sequence[str] = ("res5",), executor: str = "local",
-                   job: str = "pirl_ablate.build.run_training", seed_binding: str | None = "train.seed"
+                   job: str = TRAINING_JOB, seed_binding: str | None = "train.seed"
                    ) -> SweepSettings:
     """The sweep a gin file binds.
 
