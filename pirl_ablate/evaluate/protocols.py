@@ -172,8 +172,8 @@ def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_imag
     transform: a transform name or composition (default: the run's pretext transform); representation: whose
     relative distances the histogram holds: "heads", "pooled", or "auto" = "heads" when the run's method trains
     both f and g (PIRL), else "pooled".
-    Result: {"heads" (methods with f and g only), "res5": {mean, std (raw), relative}} plus "histogram" {"edges", "counts"} of the relative
-    distances over [0, RELATIVE_MAX].
+    Result: {"heads" (methods with f and g only), "res5": {mean, std (raw), relative}} plus "histogram" {"edges",
+    "counts"} of the relative distances over [0, RELATIVE_MAX].
     """
     from pirl_ablate.transforms import build_transform
 

@@ -1,9 +1,9 @@
 """Scoring queries against a memory bank with one dense matrix product over the whole bank (the GPU path).
 
 Same contract as `pirl_ablate.losses.nce.bank_contrast` (per-query losses differentiable in the queries, the
-positive and mean negative similarities, mean(exp(s / tau))), computed differently. Instead of gathering each sample's N negative
-rows, (B, N, d) random reads of 512-byte rows in chunks of a few samples, it multiplies the B K queries with the
-whole bank once and picks each sample's N scores out of the product:
+positive and mean negative similarities, mean(exp(s / tau))), computed differently. Instead of gathering each
+sample's N negative rows, (B, N, d) random reads of 512-byte rows in chunks of a few samples, it multiplies the
+B K queries with the whole bank once and picks each sample's N scores out of the product:
 
     S = q @ bank^T                (B K, |D|)   one matrix product in `score_dtype` (bf16: the GPU's tensor cores)
     s_neg[b, k, j] = S[b k, negatives[b, j]]       s_pos[b, k] = q[b, k] . bank[positive[b]]  (in the bank's dtype)
