@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import gin
+from gin import config_parser
 
 from pirl_ablate.errors import ConfigError, did_you_mean
 
@@ -242,8 +243,6 @@ def configurable_error(e: BaseException) -> str | None:
     m = _IN_CALL.search(str(e))
     if not isinstance(e, (TypeError, ValueError)) or m is None:
         return None
-    from pirl_ablate.run_guard import bindings_of
-
     name = m.group("name").rsplit(".", 1)[-1]
     first = str(e).strip().splitlines()[0]
     own = {k: v for k, v in bindings_of(gin.config_str()).items() if k.rsplit(".", 1)[0].rsplit(".", 1)[-1] == name}
@@ -267,6 +266,32 @@ def bound_kwargs(name: str, scope: str | None = None) -> dict[str, Any]:
     """The keyword arguments the current config binds for configurable `name` (inside gin scope `scope`)."""
     with gin.config_scope(scope) if scope else contextlib.nullcontext():
         return dict(gin.get_bindings(name))
+
+
+def bindings_of(text: str) -> dict[str, Any]:
+    """{"scope/Configurable.param": value} of every binding in gin `text` (a later binding wins); references and
+    macros are their text."""
+    out: dict[str, str] = {}
+    for statement in config_parser.ConfigParser(text, _Literal()):
+        if isinstance(statement, config_parser.BindingStatement):
+            key = f"{statement.scope + '/' if statement.scope else ''}{statement.selector}.{statement.arg_name}"
+            out[key] = statement.value
+    return out
+
+
+class _Literal(config_parser.ParserDelegate):
+    """Parses references and macros as their text (`@name`, `%name`), so no configurable needs to be known."""
+
+    def configurable_reference(self, scoped_selector: str, evaluate: bool) -> Any:
+        return _Text(f"@{scoped_selector}{'()' if evaluate else ''}")
+
+    def macro(self, name: str) -> Any:
+        return _Text(f"%{name}")
+
+
+class _Text(str):
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _configurable_params(name: str) -> list[str]:

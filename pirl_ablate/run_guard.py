@@ -17,8 +17,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from gin import config_parser
-
+from pirl_ablate.config import bindings_of
 from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.locks import folder_lock
 from pirl_ablate.runs import STATUS_DONE, RunDir, remove_orphan_temporaries
@@ -71,32 +70,6 @@ def check_resume_config(run: RunDir, config_str: str) -> None:
         run.retire_result()
 
 
-def bindings_of(text: str) -> dict[str, Any]:
-    """{"scope/Configurable.param": value} of every binding in gin `text` (a later binding wins); references and
-    macros are their text."""
-    out: dict[str, str] = {}
-    for statement in config_parser.ConfigParser(text, _Literal()):
-        if isinstance(statement, config_parser.BindingStatement):
-            key = f"{statement.scope + '/' if statement.scope else ''}{statement.selector}.{statement.arg_name}"
-            out[key] = statement.value
-    return out
-
-
-class _Literal(config_parser.ParserDelegate):
-    """Parses references and macros as their text (`@name`, `%name`), so no configurable needs to be known."""
-
-    def configurable_reference(self, scoped_selector: str, evaluate: bool) -> Any:
-        return _Text(f"@{scoped_selector}{'()' if evaluate else ''}")
-
-    def macro(self, name: str) -> Any:
-        return _Text(f"%{name}")
-
-
-class _Text(str):
-    def __repr__(self) -> str:
-        return str(self)
-
-
 def check_train_values(*, epochs: Any, batch_size: Any) -> None:
     """train.epochs a whole number >= 0 and train.batch_size a whole number >= 1 (ConfigError otherwise)."""
     if not _whole(epochs) or epochs < 0:
@@ -110,4 +83,4 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-__all__ = ["bindings_of", "check_resume_config", "check_train_values", "guarded_run"]
+__all__ = ["check_resume_config", "check_train_values", "guarded_run"]
