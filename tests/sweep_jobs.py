@@ -50,6 +50,9 @@ def run_tiny(config_str: str, run_dir: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------ helpers for tests
 TESTS_DIR = Path(__file__).resolve().parent
+# How long a test waits on a subprocess (a sweep, a job, a SLURM state) before calling it hung. A hang guard, not a
+# speed check: a worker that imports torch on a machine with a CPU hog beside it can take minutes to start.
+PATIENCE_S = 1200
 
 HEADER = """import sweep_jobs
 sweep.job = 'sweep_jobs.run_tiny'

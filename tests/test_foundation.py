@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gin
 import pytest
+from sweep_jobs import PATIENCE_S
 
 from pirl_ablate import config
 from pirl_ablate.errors import ConfigError, UnknownNameError
@@ -186,7 +187,7 @@ def test_run_dir_lifecycle(tmp_path):
 # ------------------------------------------------------------------------------------------------------- CLI
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pirl_ablate.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+                          cwd=cwd, timeout=PATIENCE_S)
 
 
 def test_cli_help_lists_every_subcommand():

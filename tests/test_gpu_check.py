@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sweep_jobs import PATIENCE_S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +34,7 @@ def test_cpu_tiny_run_prints_every_row_and_every_check_passes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PIRL_ABLATE_CACHE": str(tmp_path / "cache"), "PYTHON": sys.executable}
     env.pop("OUT", None)
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--tiny", "--out",
-                           str(out)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+                           str(out)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=PATIENCE_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = table_rows(out.read_text())
     assert out.read_text() in proc.stdout  # printed, and written to --out

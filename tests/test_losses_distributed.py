@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from sweep_jobs import PATIENCE_S
 
 WORKER = textwrap.dedent("""
     import sys
@@ -71,7 +72,7 @@ def test_two_gloo_ranks_keep_identical_banks(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(rank), init, str(tmp_path / f"rank{rank}.pt")],
                               env=env, stderr=subprocess.PIPE, text=True) for rank in range(2)]
     for p in procs:
-        _, err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=PATIENCE_S)
         assert p.returncode == 0, err
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert torch.equal(r0["init"], r1["init"])  # rank 0's initialisation, broadcast

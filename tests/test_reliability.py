@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from sweep_jobs import cli_command, worker_env, write_sweep
+from sweep_jobs import PATIENCE_S, cli_command, worker_env, write_sweep
 from tiny_pirl import SIZE, TINY
 
 from pirl_ablate.cli import main
@@ -297,7 +297,7 @@ def test_a_sweep_job_waits_for_a_train_that_holds_its_run_folder(tmp_path):
     finally:
         holder.stdin.close()
         holder.wait()
-    assert driver.wait(timeout=300) == 0, driver.stderr.read()  # then it ran
+    assert driver.wait(timeout=PATIENCE_S) == 0, driver.stderr.read()  # then it ran
     assert read_json(run / "result.json")["status"] == "done"
 
 

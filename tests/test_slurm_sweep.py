@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sweep_jobs import cli_command, starts, worker_env, write_sweep
+from sweep_jobs import PATIENCE_S, cli_command, starts, worker_env, write_sweep
 from tiny_pirl import TINY
 
 from pirl_ablate.runs import RunDir, read_json
@@ -74,7 +74,7 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float, what: str) -> N
         time.sleep(0.3)
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(3 * PATIENCE_S)
 def test_slurm_sweep_runs_as_one_array_and_status_reports_failures(slurm_cluster, tmp_path):
     """Three runs in one job array (2 at a time): one finishes, one raises (reason from result.json), one is
     cancelled with scancel while it runs (reason from the scheduler: CANCELLED)."""
@@ -90,12 +90,12 @@ sweep.variants = {'ok': [], 'boom': ['tiny_train.fail_at = 1'],
     out = tmp_path / "runs"
     runs = {r.variant: out / r.run_id for r in load_sweep(path).runs}
     proc = _sweep(path, out)
-    _wait_for(lambda: (runs["cancelled"] / "checkpoints" / "last.json").exists(), proc, 150, "the long run")
+    _wait_for(lambda: (runs["cancelled"] / "checkpoints" / "last.json").exists(), proc, PATIENCE_S, "the long run")
     jobs = {v: read_json(d / "job.json")["job_id"] for v, d in runs.items()}
     assert len({j.split("_")[0] for j in jobs.values()}) == 1  # one array
     assert sorted(j.split("_")[1] for j in jobs.values()) == ["0", "1", "2"]
     subprocess.run(["scancel", jobs["cancelled"]], check=True)
-    stdout, _ = proc.communicate(timeout=150)
+    stdout, _ = proc.communicate(timeout=PATIENCE_S)
     assert proc.returncode == 1, stdout
 
     assert run_state(runs["ok"]).state == "done"
@@ -107,7 +107,7 @@ sweep.variants = {'ok': [], 'boom': ['tiny_train.fail_at = 1'],
     assert slurm_states([jobs["ok"]]) == {jobs["ok"]: "COMPLETED"}  # what sacct says, independently
 
     status = subprocess.run(cli_command("status", str(out)), capture_output=True, text=True, env=worker_env(),
-                            timeout=60)
+                            timeout=PATIENCE_S)
     assert status.returncode == 0, status.stderr
     rows = {v: next(line for line in status.stdout.splitlines() if d.name in line) for v, d in runs.items()}
     assert "done" in rows["ok"]
@@ -118,7 +118,7 @@ sweep.variants = {'ok': [], 'boom': ['tiny_train.fail_at = 1'],
         assert reason in footnote and runs[variant].name in footnote
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(3 * PATIENCE_S)
 def test_preempted_slurm_job_requeues_and_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
     """submitit's preemption signal mid-run: the Checkpointable job requeues itself (same job id), the new start
     resumes from the last saved step, and the run finishes with every step done once."""
@@ -135,11 +135,11 @@ tiny_train.step_s = 0.5
     run_dir = out / load_sweep(path).runs[0].run_id
     proc = _sweep(path, out)
     last = run_dir / "checkpoints" / "last.json"
-    _wait_for(lambda: last.exists() and read_json(last)["step"] >= 3, proc, 150, "step 3")
+    _wait_for(lambda: last.exists() and read_json(last)["step"] >= 3, proc, PATIENCE_S, "step 3")
     record = read_json(run_dir / "job.json")
     job = submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"])
     job._interrupt()  # what SLURM sends before preemption: the job checkpoints and requeues itself
-    stdout, _ = proc.communicate(timeout=200)
+    stdout, _ = proc.communicate(timeout=PATIENCE_S)
     assert proc.returncode == 0, stdout
 
     result = read_json(run_dir / "result.json")
@@ -153,7 +153,7 @@ tiny_train.step_s = 0.5
     assert read_json(run_dir / "meta.json")["restarts"] == 1
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(3 * PATIENCE_S)
 def test_slurm_job_with_two_tasks_trains_one_ddp_run_and_evaluates_once(slurm_cluster, tmp_path):
     """tasks_per_node = 2: SLURM starts two processes; rank and world size come from submitit's JobEnvironment
     (no torchrun), they train one PIRL run with gloo DDP, and rank 0 alone writes the run folder and evaluates."""
@@ -170,7 +170,7 @@ slurm.cpus_per_task = 1
     out = tmp_path / "runs"
     run_dir = out / load_sweep(path).runs[0].run_id
     proc = _sweep(path, out)
-    stdout, _ = proc.communicate(timeout=280)
+    stdout, _ = proc.communicate(timeout=PATIENCE_S)
     assert proc.returncode == 0, stdout
     result = read_json(run_dir / "result.json")
     # 48 images, global batch 16 split over the two tasks: 3 steps, each process 8 images a step
@@ -180,7 +180,7 @@ slurm.cpus_per_task = 1
     knn = read_json(run_dir / "evals" / "knn-synthetic.json")
     assert 0.0 <= knn["metrics"]["res5"]["top1"] <= 100.0
     job_id = read_json(run_dir / "job.json")["job_id"]
-    deadline = time.time() + 120  # rank 0's result ends the sweep; the job ends when both tasks have exited 0
+    deadline = time.time() + PATIENCE_S  # rank 0's result ends the sweep; the job ends when both tasks have exited 0
     while (state := slurm_states([job_id])[job_id]) in ("RUNNING", "COMPLETING") and time.time() < deadline:
         time.sleep(1)
     assert state == "COMPLETED"

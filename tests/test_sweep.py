@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sweep_jobs import cli_command, starts, worker_env, write_sweep
+from sweep_jobs import PATIENCE_S, cli_command, starts, worker_env, write_sweep
 
 from pirl_ablate import config
 from pirl_ablate.cli import main
@@ -25,7 +25,7 @@ from pirl_ablate.sweep.state import run_state
 
 def _status(folder: Path) -> str:
     """`pirl-ablate status` output, wide enough that no cell wraps."""
-    proc = subprocess.run(cli_command("status", str(folder)), capture_output=True, text=True, timeout=120,
+    proc = subprocess.run(cli_command("status", str(folder)), capture_output=True, text=True, timeout=PATIENCE_S,
                           env=worker_env())
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -106,7 +106,7 @@ def test_run_ids_are_stable_and_distinguish_seed_variant_and_values(tmp_path):
     assert len(ids) == 5
     # the same id in a fresh process (no hash randomisation): a re-run finds the folders of an earlier one
     code = "from pirl_ablate.sweep import run_id; print(run_id({'A.x': 1}, 0, 'v'))"
-    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PATIENCE_S)
     assert fresh.stdout.strip() == run_id({"A.x": 1}, 0, "v")
     a = write_sweep(tmp_path / "a", "sweep.grid = {'tiny_train.lr': [0.1, 0.2], 'tiny_train.steps': [3]}\n")
     b = write_sweep(tmp_path / "b", "tiny_train.step_s = 0.01\n"  # another base config, keys in another order
@@ -224,7 +224,7 @@ def _intervals(out: Path) -> list[tuple[float, float]]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(3 * PATIENCE_S)
 def test_local_sweep_killed_midway_reruns_only_missing_runs(tmp_path):
     """3 runs, 2 at a time: kill the sweep command once the quick run is done, re-run: the quick run is not run
     again, the interrupted slow one resumes from its checkpoint, and never more than 2 ran at once."""
@@ -239,17 +239,17 @@ sweep.zip = {'tiny_train.lr': [0.1, 0.2, 0.3], 'tiny_train.steps': [1, 30, 2]}
     cmd = cli_command("sweep", str(path), "--out", str(out))
     first = subprocess.Popen(cmd, cwd=tmp_path, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
-    deadline = time.time() + 240
+    deadline = time.time() + PATIENCE_S
     while not ((runs[0.1] / "result.json").exists() and (runs[0.2] / "checkpoints" / "last.json").exists()):
         assert first.poll() is None and time.time() < deadline, first.stdout.read() if first.stdout else ""
         time.sleep(0.2)
     quick_result_mtime = (runs[0.1] / "result.json").stat().st_mtime_ns
     first.send_signal(signal.SIGTERM)
-    assert first.wait(timeout=60) == 130
+    assert first.wait(timeout=PATIENCE_S) == 130
     assert run_state(runs[0.2]).state == "failed"  # its local job was stopped with the sweep command
     assert not (runs[0.2] / "result.json").exists()
 
-    second = subprocess.run(cmd, cwd=tmp_path, env=worker_env(), capture_output=True, text=True, timeout=300)
+    second = subprocess.run(cmd, cwd=tmp_path, env=worker_env(), capture_output=True, text=True, timeout=PATIENCE_S)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "1 done already" in second.stderr
     assert (runs[0.1] / "result.json").stat().st_mtime_ns == quick_result_mtime
@@ -264,14 +264,14 @@ sweep.zip = {'tiny_train.lr': [0.1, 0.2, 0.3], 'tiny_train.steps': [1, 30, 2]}
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(3 * PATIENCE_S)
 def test_local_job_that_dies_without_a_result_is_failed_with_its_reason(tmp_path):
     path = write_sweep(tmp_path, "sweep.name = 'crash'\ntiny_train.steps = 3\n"
                                  "sweep.variants = {'crash': ['tiny_train.exit_at = 2'], "
                                  "'boom': ['tiny_train.fail_at = 1']}\n")
     out = tmp_path / "runs"
     proc = subprocess.run(cli_command("sweep", str(path), "--out", str(out), "--executor", "local"), cwd=tmp_path,
-                          env=worker_env(), capture_output=True, text=True, timeout=240)
+                          env=worker_env(), capture_output=True, text=True, timeout=PATIENCE_S)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     runs = {r.variant: out / r.run_id for r in load_sweep(path).runs}
     job_id = read_json(runs["crash"] / "job.json")["job_id"]
@@ -284,7 +284,7 @@ def test_local_job_that_dies_without_a_result_is_failed_with_its_reason(tmp_path
     # fixed (a later --bind wins over the variants' lines; run ids stay): both run again, resume and finish
     proc = subprocess.run(cli_command("sweep", str(path), "--out", str(out), "--bind", "tiny_train.exit_at = None",
                                       "--bind", "tiny_train.fail_at = None"),
-                          cwd=tmp_path, env=worker_env(), capture_output=True, text=True, timeout=240)
+                          cwd=tmp_path, env=worker_env(), capture_output=True, text=True, timeout=PATIENCE_S)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for variant, run_dir in runs.items():
         assert read_json(run_dir / "result.json")["steps"] == 3
@@ -307,5 +307,5 @@ def test_worker_gets_the_thread_limit(tmp_path):
     import cloudpickle
 
     proc = subprocess.run([sys.executable, "-c", code], input=cloudpickle.dumps(job), capture_output=True,
-                          env=worker_env(), timeout=60)
+                          env=worker_env(), timeout=PATIENCE_S)
     assert proc.stdout.decode().strip() == "3", proc.stderr.decode()

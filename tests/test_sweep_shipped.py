@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gin
 import pytest
-from sweep_jobs import cli_command, worker_env
+from sweep_jobs import PATIENCE_S, cli_command, worker_env
 
 from pirl_ablate import config
 from pirl_ablate.runs import read_json
@@ -77,7 +77,7 @@ def test_paper_twins_run_on_32_gpus_and_the_smoke_sweeps_fit_this_machine():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(3 * PATIENCE_S)
 def test_real_tiny_sweep_trains_and_evaluates_through_the_local_executor(tmp_path):
     """Two PIRL runs (lambda 0 and 0.5) on 256 Fashion-MNIST images, one epoch, two at a time: each run folder
     gets the swept value in its config, a done result, and linear + kNN evaluations."""
@@ -97,7 +97,7 @@ local.threads_per_job = 1
 """)
     out = tmp_path / "runs"
     proc = subprocess.run(cli_command("sweep", str(sweep_file), "--out", str(out)), cwd=tmp_path, env=worker_env(),
-                          capture_output=True, text=True, timeout=540)
+                          capture_output=True, text=True, timeout=PATIENCE_S)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for run in load_sweep(sweep_file).runs:
         run_dir = out / run.run_id

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from sweep_jobs import PATIENCE_S
 from tiny_pirl import BATCH, NEGATIVES, SIZE, TINY
 
 from pirl_ablate import checkpoint, config
@@ -154,7 +155,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     whole = _cli("train", str(cfg), "--out", str(tmp_path / "whole"))
     killed = _cli("train", str(cfg), "--out", str(tmp_path / "killed"))
     last = tmp_path / "killed" / "checkpoints" / "last.pt"
-    deadline = time.time() + 600
+    deadline = time.time() + PATIENCE_S
     while not last.exists() and killed.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)  # into the next epoch
@@ -164,8 +165,8 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert not (tmp_path / "killed" / "result.json").exists()
     assert checkpoint.load(last)["epoch"] < 4  # it really was interrupted
     resumed = _cli("train", str(cfg), "--out", str(tmp_path / "killed"))
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    assert resumed.wait(timeout=PATIENCE_S) == 0, resumed.stderr.read()
+    assert whole.wait(timeout=PATIENCE_S) == 0, whole.stderr.read()
     a = checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt")
     b = checkpoint.load(last)
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (4, 4 * SIZE // BATCH)
@@ -217,7 +218,7 @@ def test_two_process_gloo_run_updates_every_bank_entry(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                            f"--master_port={port}", "--master_addr=127.0.0.1", "-m", "pirl_ablate.cli", "-q", "train",
                            str(cfg), "--out", str(tmp_path / "ddp")], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # 2 processes, 2 cores
+                          timeout=PATIENCE_S, env={**os.environ, "OMP_NUM_THREADS": "1"})  # 2 processes, 2 cores
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = read_json(tmp_path / "ddp" / "result.json")
     assert result["status"] == "done" and result["world_size"] == 2 and result["steps"] == SIZE // BATCH
@@ -232,10 +233,10 @@ def test_two_process_gloo_run_updates_every_bank_entry(tmp_path):
 @pytest.mark.slow
 def test_cli_missing_gin_file_and_typo_binding_are_one_line_errors(tmp_path):
     missing = _cli("train", str(tmp_path / "nope.gin"))
-    _, err = missing.communicate(timeout=120)
+    _, err = missing.communicate(timeout=PATIENCE_S)
     assert missing.returncode == 2 and "nope.gin" in err and len(err.strip().splitlines()) == 1
     typo = _cli("train", "gin/pirl_jigsaw.gin", "--bind", "train.epoch = 3", "--out", str(tmp_path / "x"))
-    _, err = typo.communicate(timeout=120)
+    _, err = typo.communicate(timeout=PATIENCE_S)
     assert typo.returncode == 2 and "epochs" in err and len(err.strip().splitlines()) == 1, err
 
 
