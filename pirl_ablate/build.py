@@ -83,7 +83,8 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
           base_batch: int = 1024, final_lr_fraction: float = 1e-3, warmup_epochs: float = 0.0, momentum: float = 0.9,
           weight_decay: float = 1e-4, image_size: int = 32, seed: int = 0, checkpoint_every: int = 1,
           monitor_every: int = 1, monitor_k: int = 200, monitor_sigma: float = 0.07, precise_bn_batches: int = 0,
-          precision: str = "auto", channels_last: bool = False, device: str | None = None) -> dict:
+          precision: str = "auto", channels_last: bool = False, health_images: int = 256,
+          device: str | None = None) -> dict:
     """Build the run's objects from gin and `pretrain` them into `run_dir` (resuming if possible).
 
     Args:
@@ -100,7 +101,7 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
             bank, negatives, classifier initialisation), views and data order.
         device: None picks cuda:LOCAL_RANK when available, else the CPU.
         epochs, batch_size, image_size, checkpoint_every, monitor_every, monitor_k, monitor_sigma,
-        precise_bn_batches, precision, channels_last: as `pirl_ablate.train.pretrain`.
+        precise_bn_batches, precision, channels_last, health_images: as `pirl_ablate.train.pretrain`.
     Returns the result dict also written to result.json.
     """
     env = distributed.setup(device)
@@ -131,7 +132,8 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
                         image_size=image_size, schedule=schedule, seed=seed, test_dataset=test_set,
                         checkpoint_every=checkpoint_every, monitor_every=monitor_every, monitor_k=monitor_k,
                         monitor_sigma=monitor_sigma, precise_bn_batches=precise_bn_batches, precision=precision,
-                        channels_last=channels_last, env=env, record=record, config_text=config_text)
+                        channels_last=channels_last, health_images=health_images, env=env, record=record,
+                        config_text=config_text)
     finally:
         distributed.teardown(env)
 

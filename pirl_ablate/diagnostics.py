@@ -14,21 +14,24 @@ own memory entry still lowers InfoNCE). These do, each from tensors the loss alr
   L2-normalised vectors, I' another image of the batch. Below 1: the transformed view sits closer to its own image
   than other images do; a collapsed network (every vector alike) gets about 1, not the 0 of the raw distance.
 
-`health_warnings(row)` turns a metrics row into plain-language warnings.
+`epoch_health(method, row, images, generator)` computes them for the training loop's metrics row (every epoch),
+`health_warnings(row)` turns a row into plain-language warnings.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 UNIFORMITY_COLLAPSED = -0.5  # log E exp(-2 d^2) above this: typical squared distance under ~0.25 (cosine > ~0.87)
 LOSS_RUNAWAY = 2.0  # a loss above this multiple of its chance value is running away
 TERMS = ("transformed", "image")
+HEALTH_PAIRS = 4096  # bank entry pairs of the uniformity estimate (its standard error is well under 0.05)
 
 
 @torch.no_grad()
@@ -106,4 +109,36 @@ def health_warnings(row: Mapping[str, float], *, chance: float | None = None) ->
     drift = row.get("z_drift")
     if drift is not None and abs(drift) > 1:
         out.append(f"partition estimate Z is 10^{drift:+.1f} times the batch's mean exp score x |D|: stale Z")
+    return out
+
+
+@torch.no_grad()
+def epoch_health(method: nn.Module, row: Mapping[str, Any], images: Tensor | None, generator: torch.Generator,
+                 num_pairs: int = HEALTH_PAIRS) -> dict[str, Any]:
+    """The health numbers of `method` at the end of an epoch whose metrics `row` (epoch means of the loss parts)
+    is given, and its `health_warnings`.
+
+    method: a method (pirl_ablate.methods); what it lacks is left out: `uniformity` of its memory bank
+        (`num_pairs` pairs); `loss_chance` (`chance_loss` of its estimator and N); `z_drift` from the row's mean
+        `Z` and `mean_exp` (NCE); `rel_invariance` of f(v_I) against g(v_It) on `images`, a fixed held-out batch
+        (B >= 2, on the method's device), with one draw of its pretext transform (methods training f and g only).
+    generator: draws the pairs and the transform; seed it alike at every call so each epoch sees the same views.
+        The method's own generators are not used, so the run is the same with or without these numbers.
+    """
+    out: dict[str, Any] = {}
+    bank = getattr(method, "memory_bank", None)
+    if bank is not None:
+        out["uniformity"] = uniformity(bank.bank, num_pairs, generator)
+        if "Z" in row and "mean_exp" in row:
+            out["z_drift"] = z_drift(float(row["Z"]), float(row["mean_exp"]), bank.size)
+    if getattr(method, "estimator", None) in ("nce", "infonce"):
+        out["loss_chance"] = chance_loss(method.estimator, method.num_negatives)
+    if images is not None and {"image", "transformed"} <= set(method.views):
+        was_training = method.training
+        method.eval()
+        f = method.embed_image(images)
+        g = method.embed_transformed(method.transform(images, generator))
+        method.train(was_training)
+        out["rel_invariance"] = relative_invariance(f, g)
+    out["warnings"] = health_warnings({**row, **out})
     return out

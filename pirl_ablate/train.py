@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pirl_ablate import checkpoint, distributed, tensorboard
 from pirl_ablate.console import info, progress, track
 from pirl_ablate.data import EpochLoader, ImageDataset, make_loader, to_device_batch
+from pirl_ablate.diagnostics import epoch_health
 from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.evaluate.knn import knn_top1
 from pirl_ablate.methods import Method
@@ -142,14 +143,16 @@ class _Loop:
     step: int = 0
     resumed: bool = False
     last_row: dict[str, Any] = field(default_factory=dict)
+    health_images: Tensor | None = None  # the fixed held-out batch of the relative invariance (diagnostics)
 
 
 def pretrain(method: Method, dataset: ImageDataset, optimizer: torch.optim.Optimizer, run_dir: str | Path, *,
              epochs: int, batch_size: int, image_size: int, schedule: Callable[[int, int], float] | None = None,
              seed: int = 0, test_dataset: ImageDataset | None = None, checkpoint_every: int = 1,
              monitor_every: int = 1, monitor_k: int = 200, monitor_sigma: float = 0.07, precise_bn_batches: int = 0,
-             precision: str = "auto", channels_last: bool = False, env: distributed.DistEnv | None = None,
-             record: dict[str, Any] | None = None, config_text: str | None = None) -> dict:
+             precision: str = "auto", channels_last: bool = False, health_images: int = 256,
+             env: distributed.DistEnv | None = None, record: dict[str, Any] | None = None,
+             config_text: str | None = None) -> dict:
     """Pre-train `method` on `dataset` into the run folder `run_dir`; resume from its last checkpoint if any.
 
     Args:
@@ -161,7 +164,8 @@ def pretrain(method: Method, dataset: ImageDataset, optimizer: torch.optim.Optim
         image_size: side the uint8 images are resized to on the device (32 at smoke scale, 224 in the paper).
         schedule: `schedule(step, steps_per_epoch)`, the lr multiplier of each step; None: `cosine` from 1 to 1e-3
             of the peak over all steps, no warm-up (Section 4).
-        seed: the data order and the view generator (seed * 1000 + 2 * rank + 2).
+        seed: the data order, the view generator (seed * 1000 + 2 * rank + 2) and the health numbers' draws
+            (seed * 1000 + 999).
         checkpoint_every: epochs between checkpoints (always one at the end).
         monitor_every: epochs between weighted-kNN monitors of the memory bank against `test_dataset` (k =
             monitor_k = 200, sigma = monitor_sigma = 0.07, as NPID); 0 disables.
@@ -169,6 +173,9 @@ def pretrain(method: Method, dataset: ImageDataset, optimizer: torch.optim.Optim
             checkpoint (recorded in result.json as "bn": "precise").
         precision: "auto" (bf16 autocast on CUDA devices that support it, fp32 elsewhere), "fp32", "bf16".
         channels_last: NHWC memory format for the method and inputs (faster convolutions on recent GPUs).
+        health_images: size of the fixed held-out batch (the first images of `test_dataset`, else of `dataset`)
+            on which every epoch's row measures f against g (`pirl_ablate.diagnostics.epoch_health`); 0 skips that
+            number. The other health numbers (alignment, uniformity, Z, warnings) are always in the row.
         env: the process's place in torch.distributed (`distributed.setup()`); None: one process.
         record: what evaluation needs besides the method (`checkpoint.run_record`: dataset name and per-split
             keyword arguments, ...); None records the dataset's name.
@@ -182,7 +189,7 @@ def pretrain(method: Method, dataset: ImageDataset, optimizer: torch.optim.Optim
                       image_size=image_size, schedule=schedule, seed=seed, test_dataset=test_dataset,
                       checkpoint_every=checkpoint_every, monitor_every=monitor_every, monitor_k=monitor_k,
                       monitor_sigma=monitor_sigma, precise_bn_batches=precise_bn_batches, precision=precision,
-                      channels_last=channels_last, record=record)
+                      channels_last=channels_last, health_images=health_images, record=record)
         _resume(loop)
         _announce(loop)
         started = time.perf_counter()
@@ -202,7 +209,7 @@ def _build(run: RunDir, env: distributed.DistEnv, method: Method, dataset: Image
            optimizer: torch.optim.Optimizer, *, epochs: int, batch_size: int, image_size: int,
            schedule: Callable[[int, int], float] | None, seed: int, test_dataset: ImageDataset | None,
            checkpoint_every: int, monitor_every: int, monitor_k: int, monitor_sigma: float, precise_bn_batches: int,
-           precision: str, channels_last: bool, record: dict[str, Any] | None) -> _Loop:
+           precision: str, channels_last: bool, health_images: int, record: dict[str, Any] | None) -> _Loop:
     """Check the settings; make the loader, the lr scheduler, the view generator and the DDP wrapper."""
     dev = env.device
     check_train_values(epochs=epochs, batch_size=batch_size)
@@ -235,7 +242,18 @@ def _build(run: RunDir, env: distributed.DistEnv, method: Method, dataset: Image
     record = {"dataset": {"name": getattr(dataset, "name", None)}, **(record or {}),
               **checkpoint.method_record(method), "image_size": image_size, "dataset_size": len(dataset)}
     return _Loop(run, env, method, module, dataset, test_dataset, loader, optimizer, scheduler, generators,
-                 torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"), settings, record)
+                 torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"), settings, record,
+                 health_images=_held_out_batch(test_dataset or dataset, health_images, dev, image_size))
+
+
+def _held_out_batch(dataset: ImageDataset, size: int, device: torch.device, image_size: int) -> Tensor | None:
+    """The first `size` images of `dataset` on `device` (None for size < 2: relative distances need two)."""
+    if min(size, len(dataset)) < 2:
+        return None
+    loader = make_loader(dataset, min(size, len(dataset)), shuffle=False, drop_last=False, num_workers=0)
+    loader.set_epoch(0)
+    images, _, _ = next(iter(loader))
+    return to_device_batch(images, device, image_size)
 
 
 def _resume(loop: _Loop) -> None:
@@ -320,8 +338,13 @@ def _run_epoch(loop: _Loop, epoch: int) -> None:
         row["knn_top1"] = knn_top1(method.memory_bank.bank, loop.dataset.labels, queries, loop.test_dataset.labels,
                                    loop.dataset.num_classes, k=s["monitor_k"], sigma=s["monitor_sigma"])
     if env.is_main:
+        health = torch.Generator(device=env.device).manual_seed(s["seed"] * 1000 + 999)  # same draws each epoch
+        row.update(epoch_health(method, row, loop.health_images, health))
         loop.run.log_metrics(row)
-        info(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        info(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                        if k != "warnings"))
+        for warning in row["warnings"]:
+            info(f"[yellow]warning[/] epoch {epoch + 1}: {warning}")
     if (epoch + 1) % s["checkpoint_every"] == 0 or final:
         _save(loop, epoch + 1)
     loop.last_row = row
@@ -339,7 +362,8 @@ def _finish(loop: _Loop, wall_s: float, config_text: str | None) -> dict:
         loop.last_row = (loop.run.metrics() or [{}])[-1]  # (a random bank has nothing to monitor)
     if not distributed.same_on_all_ranks(sum(p.double().sum() for p in loop.method.parameters()), env):
         raise RuntimeError("the processes ended with different weights (DDP replicas out of sync)")
-    result = {"epochs": s["epochs"], "steps": loop.step, "final": loop.last_row, "wall_s": wall_s,
+    result = {"epochs": s["epochs"], "steps": loop.step, "final": loop.last_row,
+              "warnings": loop.last_row.get("warnings", []), "wall_s": wall_s,
               "bn": "precise" if s["precise_bn_batches"] > 0 else "train", "lr": s["peak_lr"],
               "batch_size": s["batch_size"], "world_size": env.world_size, "dataset_size": len(loop.dataset),
               "precision": s["precision"]}

@@ -150,6 +150,40 @@ def test_tiny_pirl_run_learns_and_writes_the_run_folder(tmp_path):
 
 
 @pytest.mark.slow
+def test_every_epoch_row_holds_the_health_numbers_and_they_leave_the_run_unchanged(tmp_path):
+    from pirl_ablate.data import build_dataset, to_device_batch
+
+    extra = "train.epochs = 3\n"
+    cfg = config.parse([_config(tmp_path, extra)])
+    result = run_training(cfg, tmp_path / "run")
+    test_images = to_device_batch(build_dataset("synthetic", "test").images, "cpu", 16)  # the held-out batch
+    run_training(config.parse([_config(tmp_path, extra + "train.health_images = 0\n", "plain.gin")]),
+                 tmp_path / "plain")
+    rows, plain_rows = RunDir(tmp_path / "run").metrics(), RunDir(tmp_path / "plain").metrics()
+    assert [r["loss"] for r in rows] == [r["loss"] for r in plain_rows]  # bit-identical with or without them
+    net, plain_net = load_method(tmp_path / "run"), load_method(tmp_path / "plain")
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, plain_net.state_dict()[key]), key
+    assert "rel_invariance" not in plain_rows[-1] and "uniformity" in plain_rows[-1]
+
+    last = rows[-1]
+    assert last["loss_chance"] == pytest.approx(math.log(NEGATIVES + 1))  # InfoNCE, every score alike
+    # uniformity (Wang & Isola Eq. 4, t = 2) in float64 over every pair of distinct entries of the final bank
+    bank = net.memory_bank.bank.double()
+    sq = (bank[:, None] - bank[None]).pow(2).sum(-1)[~torch.eye(SIZE, dtype=torch.bool)]
+    assert last["uniformity"] == pytest.approx(math.log(torch.exp(-2 * sq).mean()), abs=0.1)
+    # mean d(f(v_I), g(v_It)) / mean d(f(v_I), f(v_I')) by hand on the held-out images, with other view draws
+    with torch.no_grad():
+        f = F.normalize(net.embed_image(test_images).double(), dim=1)
+        g = F.normalize(net.embed_transformed(net.transform(test_images, torch.Generator().manual_seed(7))).double(),
+                        dim=1)
+    by_hand = float((f - g).norm(dim=1).mean() / (f - f.roll(1, dims=0)).norm(dim=1).mean())
+    assert last["rel_invariance"] == pytest.approx(by_hand, abs=0.15)
+    assert isinstance(last["warnings"], list) and result["warnings"] == last["warnings"]
+    assert read_json(tmp_path / "run" / "result.json")["warnings"] == last["warnings"]
+
+
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
     cfg = _config(tmp_path, "train.epochs = 4\n")
     whole = _cli("train", str(cfg), "--out", str(tmp_path / "whole"))

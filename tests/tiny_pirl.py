@@ -21,3 +21,20 @@ NPIDLoss.num_negatives = {NEGATIVES}
 PIRLLoss.estimator = "infonce"
 NPIDLoss.estimator = "infonce"
 """
+
+# PIRL's mechanism in a run this small (tests/test_mechanism.py): 16 images, every other one a negative, 40 steps at
+# lr 0.12, so each image's own entry is visited often enough for g(v_It) to single it out.
+MECHANISM_SIZE = 16
+MECHANISM = TINY + f"""
+synthetic.size = {MECHANISM_SIZE}
+PIRLLoss.num_negatives = {MECHANISM_SIZE - 1}
+train.base_lr = 0.12
+train.epochs = 40
+train.monitor_every = 0
+"""
+# gin/jigsaw.gin's method lines without its include of the smoke scale (which would re-bind the dataset)
+COVARIANT_JIGSAW = """
+train.method = "jigsaw"
+jigsaw.num_permutations = 100
+PIRLNet.patch_bn_stats = True
+"""

@@ -19,19 +19,23 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from pirl_ablate.diagnostics import TERMS
 from pirl_ablate.report.results import operative_values
 from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, RunDir, UnreadableFile
 from pirl_ablate.sweep.state import RunState, run_states
 
+# each loss term's alignment margin (mean positive - mean negative cosine; > 0: the term works), in TERMS' order
+ALIGN_HEADER = "align t I"
 STATE_STYLE = {STATUS_DONE: "green", STATUS_FAILED: "bold red", STATUS_RUNNING: "yellow", STATUS_PENDING: "dim"}
 
 
 @dataclass(frozen=True)
 class RunProgress:
     """How far a run got: `epoch` of `total` (None: unknown), the last metrics row's loss, the last kNN monitor
-    (a fraction), health warnings (result.json's, else the last row's), seconds since its first start (to its end
-    once it ended) and the estimated seconds left (mean epoch time x epochs left; None when not running or when
-    training is over and only evaluation is left)."""
+    (a fraction), the last row's health numbers (`pirl_ablate.diagnostics`: each term's alignment margin, relative
+    invariance, bank uniformity), health warnings (result.json's, else the last row's), seconds since its first
+    start (to its end once it ended) and the estimated seconds left (mean epoch time x epochs left; None when not
+    running or when training is over and only evaluation is left)."""
 
     epoch: int | None = None
     total: int | None = None
@@ -40,6 +44,9 @@ class RunProgress:
     warnings: list[str] = field(default_factory=list)
     elapsed_s: float | None = None
     eta_s: float | None = None
+    margins: dict[str, float] = field(default_factory=dict)  # per loss term: mean positive - mean negative score
+    rel_invariance: float | None = None
+    uniformity: float | None = None
 
 
 def run_progress(run_dir: str | Path, state: str, now: _dt.datetime | None = None) -> RunProgress:
@@ -60,7 +67,18 @@ def run_progress(run_dir: str | Path, state: str, now: _dt.datetime | None = Non
         eta = sum(epoch_times) / len(epoch_times) * (total - epoch)  # (evaluation time after training: unknown)
     return RunProgress(epoch=epoch, total=total, loss=last.get("loss") if isinstance(last.get("loss"), float) else None,
                        knn=knn, warnings=[str(w) for w in warnings] if isinstance(warnings, list) else [str(warnings)],
-                       elapsed_s=elapsed, eta_s=eta)
+                       elapsed_s=elapsed, eta_s=eta, margins=_margins(last),
+                       rel_invariance=_number(last, "rel_invariance"), uniformity=_number(last, "uniformity"))
+
+
+def _number(row: dict[str, Any], key: str) -> float | None:
+    value = row.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _margins(row: dict[str, Any]) -> dict[str, float]:
+    terms = {term: (_number(row, f"pos_sim_{term}"), _number(row, f"neg_sim_{term}")) for term in TERMS}
+    return {term: pos - neg for term, (pos, neg) in terms.items() if pos is not None and neg is not None}
 
 
 def _readable(read: Callable[[], Any], default: Any) -> Any:
@@ -107,7 +125,8 @@ def status_view(record: dict[str, Any], folder: Path, states: Sequence[RunState]
     for axis in axes:
         table.add_column(axis, justify="right")
     for name, justify in (("seed", "right"), ("state", "left"), ("epoch", "right"), ("loss", "right"),
-                          ("kNN", "right"), ("elapsed", "right"), ("left", "right"), ("notes", "left")):
+                          ("kNN", "right"), (ALIGN_HEADER, "right"), ("inv", "right"), ("unif", "right"),
+                          ("elapsed", "right"), ("left", "right"), ("notes", "left")):
         table.add_column(name, justify=justify, no_wrap=name != "notes")
     errors: dict[str, list[str]] = {}
     for run, state in zip(runs, states):
@@ -125,6 +144,9 @@ def status_view(record: dict[str, Any], folder: Path, states: Sequence[RunState]
             Text(state.state, style=STATE_STYLE.get(state.state, "")),
             f"{p.epoch}/{p.total}" if p.epoch is not None and p.total is not None else "",
             f"{p.loss:.3f}" if p.loss is not None else "", f"{100 * p.knn:.1f}%" if p.knn is not None else "",
+            " ".join(f"{p.margins[t]:+.2f}" if t in p.margins else "·" for t in TERMS) if p.margins else "",
+            f"{p.rel_invariance:.2f}" if p.rel_invariance is not None else "",
+            f"{p.uniformity:.2f}" if p.uniformity is not None else "",
             duration(p.elapsed_s) if state.state != STATUS_PENDING else "",
             f"~{duration(p.eta_s)}" if p.eta_s is not None else "", Text(" ").join(notes))
     lines = [Text(f"[{i}] {reason}  ({len(ids)} run{'s' if len(ids) > 1 else ''}: {', '.join(ids)})", style="red")

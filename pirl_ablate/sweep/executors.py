@@ -29,6 +29,7 @@ from pirl_ablate.sweep.spec import Run, Sweep
 from pirl_ablate.sweep.state import RunState, run_states, write_job_record
 
 POLL_S = {"local": 1.0, "slurm": 2.0}
+STOP_NOTICE_S = 10.0  # after Ctrl-C, say that the sweep waits for its local jobs to stop once this has passed
 
 
 def submitit_folder(out: Path) -> Path:
@@ -115,8 +116,11 @@ def _run_local(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Ru
         live = [h for h in submitted if not h.done()]
         for handle in live:
             handle.cancel()  # SIGINT to the job's controller, which stops the worker
-        deadline = time.time() + 10
-        while any(not h.done() for h in live) and time.time() < deadline:
+        began, said = time.time(), False
+        while any(not h.done() for h in live):  # exit only once they ended: a state read then says "failed"
+            if not said and time.time() - began > STOP_NOTICE_S:  # (a loaded machine); Ctrl-C again stops waiting
+                console.print(f"waiting for {sum(not h.done() for h in live)} local job(s) to stop")
+                said = True
             time.sleep(0.2)
         console.print(f"stopped {len(live)} local job(s); run the sweep again to finish the missing runs")
         raise
