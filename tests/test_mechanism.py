@@ -47,6 +47,6 @@ def test_pirl_aligns_its_transformed_term_and_is_more_invariant_than_jigsaw(tmp_
     assert last["pos_sim_transformed"] > last["neg_sim_transformed"] + 0.02, last
     assert not any("transformed term not aligned" in w for w in last["warnings"])
 
-    test_images = to_device_batch(build_dataset("synthetic", "test").images, "cpu", 16)
+    test_images = to_device_batch(build_dataset("synthetic", "test").images, "cpu", 32)
     pirl_inv, jigsaw_inv = _relative_invariance(pirl, test_images), _relative_invariance(jigsaw, test_images)
     assert pirl_inv < jigsaw_inv, (pirl_inv, jigsaw_inv)
