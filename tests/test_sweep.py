@@ -78,6 +78,25 @@ sweep.seeds = [0, 1]
     assert grid_lrs == [0.1, 0.1, 0.2, 0.2, 0.3, 0.3]
 
 
+def test_bind_reaches_every_run_but_not_the_bindings_a_baseline_makes_itself(tmp_path):
+    # random_init.gin-like: the baseline's file binds steps = 0 (it trains nothing) on top of a shared scale file
+    (tmp_path / "common.gin").write_text("tiny_train.steps = 5\n")
+    (tmp_path / "untrained.gin").write_text("include 'common.gin'\ntiny_train.steps = 0\n")
+    path = write_sweep(tmp_path, """
+include 'common.gin'
+sweep.grid = {'tiny_train.lr': [0.1, 0.2]}
+sweep.baselines = {'random init': ["include 'untrained.gin'"], 'own line': ['tiny_train.name = "own"']}
+""")
+    from sweep_jobs import tiny_train
+
+    seen = {}
+    for run in load_sweep(path, bindings=["tiny_train.steps = 9", "tiny_train.name = 'bound'"]).runs:
+        config.parse_text(run.config)
+        p = tiny_train()
+        seen[run.variant or p["lr"]] = (p["steps"], p["name"])
+    assert seen == {0.1: (9, "bound"), 0.2: (9, "bound"), "random init": (0, "bound"), "own line": (9, "own")}
+
+
 def test_a_variant_including_a_file_the_sweep_file_included_keeps_the_sweep_files_bindings(tmp_path):
     # common.gin plays the scale file: the sweep file includes it and overrides its lr; each variant's base config
     # includes it again (skipped: every file is read once), adds its own binding, and a variant line still wins

@@ -25,7 +25,8 @@ def test_event_files_hold_every_metrics_number_and_one_views_grid(tmp_path: Path
     events.Reload()
     tags = set(events.Tags()["scalars"])
     expected = {k for row in rows for k, v in row.items() if k not in ("step", "epoch") and isinstance(v, float)}
-    assert {"loss", "loss_image", "loss_transformed", "lr", "images_per_s", "knn_top1"} <= expected == tags
+    assert {"loss", "loss_image", "loss_transformed", "lr", "images_per_s", "knn_top1", "pos_sim_transformed",
+            "neg_sim_transformed", "uniformity", "rel_invariance"} <= expected == tags
     for tag in expected:
         logged = {e.step: e.value for e in events.Scalars(tag)}
         assert logged == pytest.approx({row["step"]: row[tag] for row in rows}, rel=1e-6), tag

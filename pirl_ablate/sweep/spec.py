@@ -14,7 +14,9 @@ A sweep file, e.g. sweeps/lambda.gin (Figure 6)::
 Runs = variants x zip points x grid points x seeds. Each run's config is the sweep file, then the `--gin` files,
 then the files its variant includes (any file already read, e.g. the scale they include, is skipped: see
 pirl_ablate.config), then its lines (the variant's bindings, `key = value` for every swept key, the
-seed binding, `--bind` overrides; a later binding wins), flattened with `gin.config_str()`. That text travels
+seed binding, `--bind` overrides; a later binding wins; a baseline's own bindings, those of its lines and of
+its included files' top level, are applied again after `--bind`: random init stays untrained under
+`--bind train.epochs=...`), flattened with `gin.config_str()`. That text travels
 with the job and is re-parsed in the worker: gin bindings live in a process-global registry that pickling does not
 carry.
 
@@ -191,16 +193,18 @@ def load_sweep(path: str | os.PathLike, bindings: Sequence[str] = (), gin_files:
 
     grid_points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     zip_points = [dict(zip(zipped, combo)) for combo in zip(*zipped.values())] if zipped else [{}]
-    points = [*itertools.product(variants, zip_points, grid_points, settings.seeds),
-              *itertools.product(baselines, [{}], [{}], settings.seeds)]
+    points = [*((False, *p) for p in itertools.product(variants, zip_points, grid_points, settings.seeds)),
+              *((True, *p) for p in itertools.product(baselines, [{}], [{}], settings.seeds))]
     runs = []
-    for (variant, includes, lines), zip_point, grid_point, seed in points:
+    for baseline, (variant, includes, lines), zip_point, grid_point, seed in points:
         swept = {**zip_point, **grid_point}
         run_lines = [*lines, *(f"{k} = {gin_value(v)}" for k, v in swept.items())]
         if settings.seed_binding:
             run_lines.append(f"{settings.seed_binding} = {int(seed)}")
+        # a baseline is defined by its own bindings (random init: train.epochs = 0): --bind does not override them
+        own = _own_bindings(includes, lines) if baseline and bindings else []
         try:
-            text = config.parse([*files, *includes], [*run_lines, *bindings], finalize=False)
+            text = config.parse([*files, *includes], [*run_lines, *bindings, *own], finalize=False)
         except ConfigError as e:
             after = "sweep.baselines" if variant in (settings.baselines or {}) else "sweep.variants"
             where = _where(files, variant, after=after) if variant else _where(files, "sweep.")
@@ -334,6 +338,16 @@ def _variants(variants: dict | None, files: Sequence[Path], what: str = "variant
                 raise ConfigError(f"{where}: variant {name!r}: {e}") from None
         out.append((name, includes, bindings))
     return out
+
+
+def _own_bindings(includes: Sequence[Path], lines: Sequence[str]) -> list[str]:
+    """The bindings a baseline makes itself, as gin lines: those written at the top level of its included files
+    (not of the files they include in turn) and its own lines."""
+    own: dict[str, Any] = {}
+    for path in includes:
+        own.update(config.bindings_of(path.read_text(encoding="utf-8")))
+    own.update(config.bindings_of("\n".join(lines)))
+    return [f"{key} = {gin_value(value)}" for key, value in own.items()]
 
 
 _INCLUDE_LINE = re.compile(r"""^\s*include\s+(['"])(?P<path>.+?)\1\s*$""")
