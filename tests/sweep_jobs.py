@@ -21,10 +21,11 @@ from pirl_ablate.runs import RunDir, atomic_write_json, read_json
 
 @gin.configurable
 def tiny_train(lr: float = 0.1, name: str = "tiny", seed: int = 0, steps: int = 3, step_s: float = 0.0,
-               fail_at: int | None = None, exit_at: int | None = None) -> dict:
-    """The bound parameters (the job reads them as the worker's gin config sees them)."""
+               fail_at: int | None = None, exit_at: int | None = None, hold_at: int | None = None) -> dict:
+    """The bound parameters (the job reads them as the worker's gin config sees them). hold_at: after that step
+    the job waits until it is stopped (a run that is certainly unfinished when a test interrupts it)."""
     return {"lr": lr, "name": name, "seed": seed, "steps": steps, "step_s": step_s, "fail_at": fail_at,
-            "exit_at": exit_at}
+            "exit_at": exit_at, "hold_at": hold_at}
 
 
 def run_tiny(config_str: str, run_dir: Path) -> dict:
@@ -45,6 +46,8 @@ def run_tiny(config_str: str, run_dir: Path) -> dict:
             os._exit(3)
         atomic_write_json(last, {"step": step})
         run.log_metrics({"step": step, "time": time.time()})
+        while step == p["hold_at"]:
+            time.sleep(0.1)
     return run.finish(steps=step, seen={k: p[k] for k in ("lr", "name", "seed")}, pid=os.getpid())
 
 

@@ -245,13 +245,14 @@ def _intervals(out: Path) -> list[tuple[float, float]]:
 @pytest.mark.slow
 @pytest.mark.timeout(3 * PATIENCE_S)
 def test_local_sweep_killed_midway_reruns_only_missing_runs(tmp_path):
-    """3 runs, 2 at a time: kill the sweep command once the quick run is done, re-run: the quick run is not run
-    again, the interrupted slow one resumes from its checkpoint, and never more than 2 ran at once."""
+    """3 runs, 2 at a time: kill the sweep command once the quick run is done (the slow one holds after its first
+    step until stopped), re-run: the quick run is not run again, the interrupted slow one resumes from its
+    checkpoint, and never more than 2 ran at once."""
     path = write_sweep(tmp_path, """
 sweep.name = 'killme'
 local.parallelism = 2
 tiny_train.step_s = 0.5
-sweep.zip = {'tiny_train.lr': [0.1, 0.2, 0.3], 'tiny_train.steps': [1, 30, 2]}
+sweep.zip = {'tiny_train.lr': [0.1, 0.2, 0.3], 'tiny_train.steps': [1, 30, 2], 'tiny_train.hold_at': [None, 1, None]}
 """)
     out = tmp_path / "runs"
     runs = {r.bindings["tiny_train.lr"]: out / r.run_id for r in load_sweep(path).runs}
@@ -268,7 +269,9 @@ sweep.zip = {'tiny_train.lr': [0.1, 0.2, 0.3], 'tiny_train.steps': [1, 30, 2]}
     assert run_state(runs[0.2]).state == "failed"  # its local job was stopped with the sweep command
     assert not (runs[0.2] / "result.json").exists()
 
-    second = subprocess.run(cmd, cwd=tmp_path, env=worker_env(), capture_output=True, text=True, timeout=PATIENCE_S)
+    # the slow run held after step 1 until stopped, so it is unfinished whatever the machine's load
+    second = subprocess.run([*cmd, "--bind", "tiny_train.hold_at = None"], cwd=tmp_path, env=worker_env(),
+                            capture_output=True, text=True, timeout=PATIENCE_S)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "1 done already" in second.stderr
     assert (runs[0.1] / "result.json").stat().st_mtime_ns == quick_result_mtime
