@@ -82,7 +82,8 @@ class SweepJob(submitit.helpers.Checkpointable):
             if self.evaluate and rank0 and (run_dir.result() or {}).get("status") == "done":  # once per run
                 from pirl_ablate.evaluate import run_evaluations
 
-                run_evaluations(run_dir.path, list(self.evaluate), layers=self.eval_layers)
+                # under the run's own config: the sweep's bindings of the protocols (e.g. detection_eval.*) apply
+                run_evaluations(run_dir.path, list(self.evaluate), layers=self.eval_layers, bindings=[self.run.config])
         except Exception as e:
             previous = run_dir.result() or {}
             if rank0 and previous.get("status") != "failed":  # keep the reason the target recorded
