@@ -96,8 +96,9 @@ class NegativeSource(nn.Module):
     def spec(self) -> dict[str, Any]:
         """{"name", "kwargs"}: `build_negatives(**spec)` builds it again (what a checkpoint records)."""
         name = next(e.name for e in NEGATIVES.describe() if e.obj is type(self))
-        params = inspect.signature(type(self).__init__).parameters
-        return {"name": name, "kwargs": {p: getattr(self, p) for p in params if p != "self"}}
+        params = inspect.signature(type(self).__init__).parameters.values()
+        return {"name": name, "kwargs": {p.name: getattr(self, p.name) for p in params
+                                         if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}}
 
     def bind(self, method: nn.Module) -> None:
         """Allocate the state for `method` (nothing by default)."""
