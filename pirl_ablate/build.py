@@ -93,7 +93,8 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
     """Build the run's objects from gin and `pretrain` them into `run_dir` (resuming if possible).
 
     Args:
-        method: registered method ("pirl", "npid", "jigsaw", "rotation", "supervised"; `pirl-ablate list methods`).
+        method: registered method ("pirl", "npid", "jigsaw", "rotation", "supervised", "moco_v2"; `pirl-ablate list
+            methods`).
         dataset: registered dataset name; its "train" split is trained on, its "test" split feeds the kNN monitor.
         transform: pretext transform name or chain ("jigsaw", "rotation", "rotation+jigsaw"), for methods that
             use a transformed view.
