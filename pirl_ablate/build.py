@@ -2,7 +2,8 @@
 
 `pirl-ablate train CONFIG.gin` and every sweep run go through `run_training(config_str, run_dir)`, which re-creates
 the config, starts the run folder and calls `train(run_dir)`: it builds the datasets, the trunk (`Backbone.*`), the
-memory bank (`MemoryBank.*`), the transforms (`jigsaw.*`, `image.*`, ...), the method (`train.method`, its
+negative source (`train.negatives`, settings under its gin name, e.g. `MomentumQueue.size`), the memory bank
+(`MemoryBank.*`) when that source uses one, the transforms (`jigsaw.*`, `image.*`, ...), the method (`train.method`, its
 hyperparameters under its gin name, e.g. `PIRLLoss.lambda_`, the shared head settings under `PIRLNet.*`), the SGD
 optimiser and the cosine schedule, records what evaluation needs, and trains.
 """
@@ -21,7 +22,7 @@ from pirl_ablate import config, distributed
 from pirl_ablate.console import info
 from pirl_ablate.data import build_dataset
 from pirl_ablate.errors import UserError
-from pirl_ablate.losses import MemoryBank
+from pirl_ablate.losses import MemoryBank, build_negatives
 from pirl_ablate.methods import METHODS, Method, build_method
 from pirl_ablate.models import Backbone
 from pirl_ablate.run_guard import guarded_run
@@ -59,14 +60,18 @@ def configured_transform(spec: str) -> Any:
 
 
 def configured_method(method: str, dataset_size: int, num_classes: int | None, transform: str | None,
-                      image_transform: str | None, generator: torch.Generator, device: torch.device) -> Method:
+                      image_transform: str | None, generator: torch.Generator, device: torch.device,
+                      negatives: str = "memory_bank") -> Method:
     """The method `method` of the current gin config for a dataset of `dataset_size` images in `num_classes`
-    classes, with the parts its constructor takes (trunk, memory bank, transforms, generator, head settings)."""
+    classes, with the parts its constructor takes (trunk, negative source `negatives` with its gin bindings,
+    memory bank if that source uses one, transforms, generator, head settings)."""
     params = METHODS.entry(method).params
     heads = head_settings()
     kwargs: dict[str, Any] = {"backbone": configured_backbone().to(device), "generator": generator,
                               **{k: v for k, v in heads.items() if k in params}}
-    if "memory_bank" in params:
+    if "negatives" in params:
+        kwargs["negatives"] = build_negatives(negatives)
+    if "memory_bank" in params and getattr(kwargs.get("negatives"), "uses_memory_bank", True):
         kwargs["memory_bank"] = configured_bank(dataset_size, heads["embed_dim"], generator, device=device)
     if "transform" in params and transform:
         kwargs["transform"] = configured_transform(transform)
@@ -79,20 +84,23 @@ def configured_method(method: str, dataset_size: int, num_classes: int | None, t
 
 @gin.configurable("train", denylist=["run_dir"])
 def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_mnist", transform: str = "jigsaw",
-          image_transform: str | None = "image", epochs: int = 800, batch_size: int = 1024, base_lr: float = 0.12,
-          base_batch: int = 1024, final_lr_fraction: float = 1e-3, warmup_epochs: float = 0.0, momentum: float = 0.9,
-          weight_decay: float = 1e-4, image_size: int = 32, seed: int = 0, checkpoint_every: int = 1,
-          monitor_every: int = 1, monitor_k: int = 200, monitor_sigma: float = 0.07, precise_bn_batches: int = 0,
-          precision: str = "auto", channels_last: bool = False, health_images: int = 256,
-          device: str | None = None) -> dict:
+          image_transform: str | None = "image", negatives: str = "memory_bank", epochs: int = 800,
+          batch_size: int = 1024, base_lr: float = 0.12, base_batch: int = 1024, final_lr_fraction: float = 1e-3,
+          warmup_epochs: float = 0.0, momentum: float = 0.9, weight_decay: float = 1e-4, image_size: int = 32,
+          seed: int = 0, checkpoint_every: int = 1, monitor_every: int = 1, monitor_k: int = 200,
+          monitor_sigma: float = 0.07, precise_bn_batches: int = 0, precision: str = "auto",
+          channels_last: bool = False, health_images: int = 256, device: str | None = None) -> dict:
     """Build the run's objects from gin and `pretrain` them into `run_dir` (resuming if possible).
 
     Args:
-        method: registered method ("pirl", "npid", "jigsaw", "rotation", "supervised"; `pirl-ablate list methods`).
+        method: registered method ("pirl", "npid", "jigsaw", "rotation", "supervised", "moco_v2"; `pirl-ablate list
+            methods`).
         dataset: registered dataset name; its "train" split is trained on, its "test" split feeds the kNN monitor.
         transform: pretext transform name or chain ("jigsaw", "rotation", "rotation+jigsaw"), for methods that
             use a transformed view.
         image_transform: the augmentation of the image view f embeds ("image"); None uses the plain images.
+        negatives: the source of negatives of PIRL / NPID ("memory_bank", "momentum_queue", "in_batch"; `pirl-ablate
+            list negatives`), its settings under its gin name (`MomentumQueue.size`, `MemoryBankNegatives.*`).
         base_lr, base_batch: peak lr = base_lr * batch_size / base_batch (paper: 0.12 at 1024).
         final_lr_fraction: the cosine ends at peak * this (paper: 0.12 -> 1.2e-4, i.e. 1e-3).
         warmup_epochs: linear warm-up from 0 (not in the paper; 0 disables).
@@ -112,7 +120,7 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
             torch.manual_seed(seed)
             generator = torch.Generator(device=env.device).manual_seed(seed * 1000 + 2 * env.rank + 1)
             net = configured_method(method, len(train_set), train_set.num_classes, transform, image_transform,
-                                    generator, env.device)
+                                    generator, env.device, negatives)
             optimizer = torch.optim.SGD(parameter_groups([net], weight_decay), lr=base_lr * batch_size / base_batch,
                                         momentum=momentum)
             schedule = partial(cosine, epochs=epochs, warmup_epochs=warmup_epochs, final_fraction=final_lr_fraction)

@@ -7,8 +7,8 @@ A checkpoint is a dict of tensors and plain values only (RNG states are the uint
      "method": the method's state_dict (trunk, heads, memory bank, Z), "optimizer": ..., "scheduler": ...,
      "rng": {"view": ..., "method": ..., "torch": ..., "cuda": [...]}, "world_size": int, "dataset_size": int,
      "record": {"method": {"name", "config"}, "backbone": {...}, "transform": {"name", "kwargs"} | None,
-                "image_transform": ... | None, "dataset": {"name", "kwargs": {split: {...}}}, "image_size": int,
-                "dataset_size": int}}
+                "image_transform": ... | None, "negatives": {"name", "kwargs"} | None (the source of negatives),
+                "dataset": {"name", "kwargs": {split: {...}}}, "image_size": int, "dataset_size": int}}
 
 The record is what evaluation needs (`load_method`, `run_record`), so nothing re-parses the run's gin config.
 The data order needs no state: it is a function of (seed, epoch) (pirl_ablate.data.loader).
@@ -91,9 +91,11 @@ def method_record(method: Method) -> dict[str, Any]:
     name = next((e.name for e in METHODS.describe() if e.obj is type(method)), None)
     if name is None:
         raise UserError(f"{type(method).__name__} is not a registered method: decorate it with @register_method")
+    negatives = getattr(method, "negatives", None)
     return {"method": {"name": name, "config": method.config()}, "backbone": method.backbone.config(),
             "transform": getattr(method.transform, "spec", None),
-            "image_transform": getattr(method.image_transform, "spec", None)}
+            "image_transform": getattr(method.image_transform, "spec", None),
+            "negatives": negatives.spec if negatives is not None else None}
 
 
 def _last_state(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -111,7 +113,7 @@ def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def load_method(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> Method:
     """The trained method (trunk + heads) of a run folder's last checkpoint, in eval mode; no gin needed."""
-    from pirl_ablate.losses import MemoryBank
+    from pirl_ablate.losses import MemoryBank, build_negatives
     from pirl_ablate.methods import METHODS, build_method
     from pirl_ablate.models import Backbone
     from pirl_ablate.transforms import build_transform
@@ -121,7 +123,10 @@ def load_method(run_dir: str | os.PathLike, map_location: str | torch.device = "
     name, config = record["method"]["name"], record["method"]["config"]
     params = METHODS.entry(name).params
     parts: dict[str, Any] = {"backbone": Backbone(**record["backbone"]), "generator": torch.Generator()}
-    if "memory_bank" in params:
+    negatives = record.get("negatives")  # absent in runs recorded before the negative sources: the memory bank
+    if "negatives" in params and negatives is not None:
+        parts["negatives"] = build_negatives(negatives["name"], **negatives["kwargs"])
+    if "memory_bank" in params and getattr(parts.get("negatives"), "uses_memory_bank", True):
         parts["memory_bank"] = MemoryBank(record["dataset_size"], config["embed_dim"], torch.Generator())
     for key in ("transform", "image_transform"):
         if key in params and record[key] is not None:

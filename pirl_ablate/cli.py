@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="FILE.png", required=True)
     _bind(s)
 
-    s = sub.add_parser("list", help="list registered transforms, methods, datasets or tables")
-    s.add_argument("what", choices=("transforms", "methods", "datasets", "tables"))
+    s = sub.add_parser("list", help="list registered transforms, methods, negative sources, datasets or tables")
+    s.add_argument("what", choices=("transforms", "methods", "negatives", "datasets", "tables"))
     return p
 
 

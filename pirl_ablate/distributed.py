@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,23 @@ def setup(device: str | None = None) -> DistEnv:
 def initialized_world() -> int:
     """The size of the initialised default process group; 1 without one (single process, or not set up)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_gather_rows(*tensors: Tensor) -> list[Tensor]:
+    """Concatenate each tensor's rows over all ranks, in rank order; ranks may hold different numbers of rows."""
+    n = tensors[0].shape[0]
+    world = dist.get_world_size()
+    sizes = [torch.zeros(1, dtype=torch.long, device=tensors[0].device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([n], device=tensors[0].device))
+    counts = [int(s) for s in sizes]
+    gathered = []
+    for t in tensors:
+        padded = t.new_zeros((max(counts), *t.shape[1:]))
+        padded[:n] = t
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded.contiguous())
+        gathered.append(torch.cat([p[:c] for p, c in zip(parts, counts)]))
+    return gathered
 
 
 def single_process(device: torch.device | str) -> DistEnv:

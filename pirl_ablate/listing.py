@@ -1,4 +1,4 @@
-"""`pirl-ablate list transforms|methods|datasets|tables`: what the registries hold."""
+"""`pirl-ablate list transforms|methods|negatives|datasets|tables`: what the registries hold."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pirl_ablate.registry import Entry, Registry
 REGISTRIES = {
     "transforms": ("pirl_ablate.transforms.registry", "TRANSFORMS"),
     "methods": ("pirl_ablate.methods.base", "METHODS"),
+    "negatives": ("pirl_ablate.losses.negatives", "NEGATIVES"),
     "datasets": ("pirl_ablate.data.registry", "DATASETS"),
     "tables": ("pirl_ablate.report.registry", "TABLES"),
 }

@@ -68,3 +68,15 @@ def test_only_public_parameters_and_no_empty_gin_column():
     text = _printed(tables, 120)
     assert "gin name" not in text
     assert "sweep='lambda'" in text and "frame" not in text
+
+
+def test_list_shows_moco_v2_and_the_negative_sources():
+    from pirl_ablate.listing import registry
+
+    methods = _printed(registry("methods"), 200)
+    assert "moco_v2" in methods and "MoCoV2" in methods and "queue_size=65536" in methods
+    negatives = _printed(registry("negatives"), 200)
+    for name, gin_name in (("memory_bank", "MemoryBankNegatives"), ("momentum_queue", "MomentumQueue"),
+                           ("in_batch", "InBatchNegatives")):
+        assert name in negatives and gin_name in negatives
+    assert "size=65536" in negatives and "momentum_encoder=False" in negatives

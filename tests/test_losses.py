@@ -139,7 +139,7 @@ def test_loss_matches_float64_transcription_of_the_paper(monkeypatch, cls, kw, e
 def test_npid_never_makes_or_embeds_the_transformed_view():
     method = make(NPID, num_negatives=N)
     assert method.views == ("image",) and method.transform is None
-    assert set(dict(method.named_children())) == {"backbone", "f", "memory_bank", "partition"}  # no g
+    assert set(dict(method.named_children())) == {"backbone", "f", "memory_bank", "partition", "negatives"}  # no g
     x, _, index = batch(0)
     _, parts = method(x, index, index, torch.Generator())
     assert set(parts) == {"Z", "loss_image", "pos_sim_image", "neg_sim_image", "mean_exp"}
@@ -153,7 +153,7 @@ def test_gradients_reach_both_heads_and_never_the_bank():
     loss.backward()  # the bank was updated inside; backward must not need it
     for head in (method.f, method.g.patch, method.g.mix, method.backbone.conv1):
         assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
-    assert set(dict(method.named_children())) == {"backbone", "f", "g", "memory_bank", "partition"}  # only its heads
+    assert set(dict(method.named_children())) == {"backbone", "f", "g", "memory_bank", "partition", "negatives"}
     assert all(p.grad is not None for p in method.parameters())  # every parameter used: DDP needs no unused check
     assert not method.memory_bank.bank.requires_grad and method.memory_bank.bank.grad is None
     outside = {k for k in method.state_dict() if not k.startswith(("backbone.", "f.", "g."))}

@@ -151,9 +151,33 @@ def test_registry_knows_the_papers_tables_and_their_sweeps():
     expected = {"table2": "loss_variants", "table3": "loss_variants", "table5": "pretext", "table7": "layers",
                 "figure4": "loss_variants", "figure5": "layers", "figure6": "lambda",
                 "figure7": "num_permutations", "figure8": "negatives", "fidelity": "fidelity",
-                "table1": "transfer", "table6": "transfer"}
+                "table1": "transfer", "table6": "transfer", "negative_source": "negative_source"}
     assert {name: TABLES.entry(name).params["sweep"] for name in TABLES} == expected
-    assert all(TABLES.entry(name).doc.startswith(("Table", "Figure", "Fidelity")) for name in TABLES)
+    assert all(TABLES.entry(name).doc.startswith(("Table", "Figure", "Fidelity", "Beyond the paper"))
+               for name in TABLES)
+
+
+def test_negative_source_table_methods_by_source_with_seed_aggregates(tmp_path: Path):
+    root = tmp_path / "runs"
+    top1 = {("PIRL", "memory_bank"): (60.0, 62.0), ("PIRL", "momentum_queue"): (58.0, 57.0),
+            ("PIRL", "in_batch"): (55.5, 56.5), ("NPID", "memory_bank"): (57.0, 59.0),
+            ("NPID", "momentum_queue"): (61.0, 61.5), ("NPID", "in_batch"): (50.0, 52.0)}
+    for (variant, source), values in top1.items():
+        for seed, value in enumerate(values):
+            _run(root, "negative_source", f"{variant}-{source}-{seed}", seed, {"train.negatives": source},
+                 variant=variant, evals={"linear-fashion_mnist": _linear(value)})
+    report = TABLES.get("negative_source")(load_results(root))
+    linear = report.blocks[0]
+    assert linear.columns == ["memory_bank", "momentum_queue", "in_batch"] and linear.title.startswith("ours: linear")
+    assert [r.label for r in linear.rows] == ["PIRL", "NPID"]
+    for row in linear.rows:
+        for source, cell in row.cells.items():
+            values = top1[(row.label, source)]
+            assert cell.mean == pytest.approx(statistics.mean(values)) and cell.n == 2
+            assert cell.std == pytest.approx(statistics.stdev(values))
+    best = {source: [r.label for r in linear.rows if r.cells[source].best] for source in linear.columns}
+    assert best == {"memory_bank": ["PIRL"], "momentum_queue": ["NPID"], "in_batch": ["PIRL"]}
+    assert report.problems == [] and report.has_results
 
 
 def test_table2_seed_aggregates_best_mark_and_paper_rows(results: Path):

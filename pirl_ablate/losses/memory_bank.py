@@ -20,27 +20,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pirl_ablate.distributed import initialized_world
+from pirl_ablate.distributed import all_gather_rows, initialized_world
 from pirl_ablate.errors import ConfigError
 
 BANK_INITS = ("random", "features")
-
-
-def all_gather_rows(*tensors: Tensor) -> list[Tensor]:
-    """Concatenate each tensor's rows over all ranks, in rank order; ranks may hold different numbers of rows."""
-    n = tensors[0].shape[0]
-    world = dist.get_world_size()
-    sizes = [torch.zeros(1, dtype=torch.long, device=tensors[0].device) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([n], device=tensors[0].device))
-    counts = [int(s) for s in sizes]
-    gathered = []
-    for t in tensors:
-        padded = t.new_zeros((max(counts), *t.shape[1:]))
-        padded[:n] = t
-        parts = [torch.empty_like(padded) for _ in range(world)]
-        dist.all_gather(parts, padded.contiguous())
-        gathered.append(torch.cat([p[:c] for p, c in zip(parts, counts)]))
-    return gathered
 
 
 class MemoryBank(nn.Module):

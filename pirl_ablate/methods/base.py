@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from pirl_ablate.losses import MemoryBank
-from pirl_ablate.models import Backbone, frozen_bn_stats
+from pirl_ablate.models import Backbone, ImageEncoder, frozen_bn_stats, pooled_res5
 from pirl_ablate.registry import Registry
 from pirl_ablate.transforms import View
 
@@ -31,7 +31,7 @@ METHODS = Registry("method")
 register_method = METHODS.register
 
 # Constructor arguments that are objects (built by the caller), not hyperparameters recorded by `Method.config`.
-PARTS = ("backbone", "memory_bank", "transform", "image_transform", "generator")
+PARTS = ("backbone", "memory_bank", "negatives", "transform", "image_transform", "generator")
 
 
 def build_method(name: str, **kwargs: Any) -> Method:
@@ -79,7 +79,7 @@ class Method(nn.Module):
     # --------------------------------------------------------------------------------------------- the trunk
     def pooled(self, x: Tensor) -> Tensor:
         """Globally average-pooled res5 features (N, feature_dim) of images `x` (N, 3, H, W) in [0, 1]."""
-        return self.backbone(x, ("res5",))["res5"].mean(dim=(2, 3))
+        return pooled_res5(self.backbone, x)
 
     def pooled_view(self, view: View) -> Tensor:
         """Pooled res5 features of a transformed view: (B, P, feature_dim) for patch views (one batched trunk
@@ -91,6 +91,11 @@ class Method(nn.Module):
         with frozen_bn_stats(self.backbone) if frozen else contextlib.nullcontext():
             feats = self.pooled(view.data.flatten(0, 1))
         return feats.view(b, p, -1)
+
+    def image_encoder(self) -> ImageEncoder:
+        """normalise(f(pool(res5(x)))) as one module over this method's trunk and its `f` head (methods with one):
+        what a momentum encoder copies and updates from."""
+        return ImageEncoder(self.backbone, self.f)
 
     def image_view(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """v_I (B, 3, h, w): `image_transform`'s view of the images, or the images themselves."""

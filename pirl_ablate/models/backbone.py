@@ -116,3 +116,8 @@ class Backbone(ResNet):
         state["fc.weight"] = like.new_zeros(1000, self.feature_dim)
         state["fc.bias"] = like.new_zeros(1000)
         return state
+
+
+def pooled_res5(backbone: Backbone, x: Tensor) -> Tensor:
+    """Globally average-pooled res5 features (N, feature_dim) of images `x` (N, 3, H, W) in [0, 1]."""
+    return backbone(x, ("res5",))["res5"].mean(dim=(2, 3))

@@ -37,6 +37,7 @@ from pirl_ablate.runs import STATUS_DONE
 
 TABLE2_ORDER = ("NPID", "NPID++", "Jigsaw", "Rotation", "PIRL", RANDOM_INIT, "supervised")
 TABLE5_ORDER = ("Rotation", "Jigsaw", "PIRL (Rotation)", "PIRL (Jigsaw)", "PIRL (Rotation+Jigsaw)")
+NEGATIVE_SOURCES = ("memory_bank", "momentum_queue", "in_batch")
 
 
 def _prepare(frame: pd.DataFrame, sweep: str, default: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -290,3 +291,35 @@ def _detection(name: str, title: str, frame: pd.DataFrame, sweep: str, paper_dat
     report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: {title.split(':')[0]}, AP / AP50 / AP75",
                                      paper.DETECTION_METRICS, published))
     return _finish(report, frame, rows, set(rows[rows["protocol"] == "detection"]["run_id"]), "detection")
+
+
+@register_table("negative_source", configurable=False)
+def negative_source(frame: pd.DataFrame, sweep: str = "negative_source") -> Report:
+    """Beyond the paper: PIRL and NPID with each source of negatives (memory bank, momentum queue, in-batch),
+    linear top-1 (res5) and kNN top-1 per evaluation dataset, with random init."""
+    frame, rows, baseline = _prepare(frame, sweep, "PIRL")
+    report = Report(name="negative_source", title="Beyond the paper: the source of negatives, PIRL and NPID",
+                    notes=["not in the paper (it compares PIRL with MoCo, Table 2, but never swaps PIRL's negatives)"])
+    axis = find_axis(rows, ("negatives",)) if not rows.empty else None
+    used: set[str] = set()
+    for protocol, metric, group, need in (("linear", "top1", "res5", "linear top-1 (res5)"),
+                                          ("knn", "top1", None, "kNN top-1")):
+        picked = select(rows, protocol, metric, group)
+        if axis is None or picked.empty:
+            continue
+        picked = picked.assign(source=picked[axis].fillna("memory_bank"))
+        for dataset in ordered(picked["dataset"].unique()):
+            part = picked[picked["dataset"] == dataset]
+            columns = ordered(part["source"].unique(), NEGATIVE_SOURCES)
+            block = Block(title=f"ours: {need} on {dataset}", columns=columns, row_header="method / negatives",
+                          rows=pivot_rows(part, "method", "source", ordered(part["method"].unique(), ("PIRL", "NPID")),
+                                          columns))
+            block.mark_best()
+            report.blocks.append(block)
+        base = select(baseline, protocol, metric, group)
+        if not base.empty:
+            datasets = ordered(base["dataset"].unique())
+            report.blocks.append(Block(title=f"{RANDOM_INIT}: {need}", columns=datasets,
+                                       rows=pivot_rows(base, "method", "dataset", [RANDOM_INIT], datasets)))
+        used |= set(picked["run_id"])
+    return _finish(report, frame, rows, used, "linear or knn top-1")

@@ -1,0 +1,111 @@
+"""Two real gloo processes training PIRL under DDP: identical momentum queues and key encoders while seeing different
+data (FIFO order by hand, rank 0's keys before rank 1's); in-batch negatives are the global batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from sweep_jobs import PATIENCE_S
+
+WORKER = textwrap.dedent("""
+    import sys
+
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from pirl_ablate.losses import InBatchNegatives, MomentumQueue
+    from pirl_ablate.methods import PIRL
+    from pirl_ablate.models import Backbone
+    from pirl_ablate.transforms import build_transform
+
+    rank, init, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+
+
+    def method(source):
+        torch.manual_seed(0)
+        draws = torch.Generator().manual_seed(100 + rank)  # rank-specific draws: states must still agree
+        net = PIRL(Backbone("resnet18", width_multiplier=0.5, small_stem=True), None, build_transform("rotation"),
+                   build_transform("image", size=8, scale=(0.5, 1.0)), generator=draws, negatives=source,
+                   estimator="nce", embed_dim=16, tau=0.2)
+        # as train.py: DDP does not broadcast buffers, so the query networks' BN statistics differ between ranks
+        return net, DistributedDataParallel(net, broadcast_buffers=False)
+
+
+    def train(net, ddp, steps, record):
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        data = torch.Generator().manual_seed(200 + rank)
+        views = torch.Generator().manual_seed(300 + rank)
+        update = net.negatives.update
+        def recording_update(keys, f):  # this rank's keys of the step, before the source gathers them
+            record["keys"].append(keys.write.clone() if keys.write is not None else keys.negatives.detach().clone())
+            update(keys, f)
+        net.negatives.update = recording_update
+        batch = 4 if rank == 0 else 3  # 7 keys a step: the fourth step wraps around the 24 rows
+        for _ in range(steps):
+            x = torch.rand(batch, 3, 8, 8, generator=data)
+            index = torch.arange(batch) + 10 * rank
+            loss, parts = ddp(x, index, index, views)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            record["Z"].append(parts["Z"])
+        record["weights"] = {k: v.clone() for k, v in net.state_dict().items()}
+
+
+    queue = MomentumQueue(size=24, momentum=0.9, shuffle_bn=True)
+    net, ddp = method(queue)
+    record = {"init": queue.queue.clone(), "keys": [], "Z": []}
+    train(net, ddp, 4, record)
+    in_batch = {"keys": [], "Z": []}
+    net, ddp = method(InBatchNegatives())
+    train(net, ddp, 2, in_batch)
+    torch.save({"queue": record, "in_batch": in_batch}, out)
+    dist.destroy_process_group()
+""")
+
+
+def per_rank(name: str) -> bool:
+    """The query network's own BN statistics, which DDP leaves per rank (broadcast_buffers=False); the key
+    encoder's ("negatives.encoder...") are rank 0's everywhere."""
+    return not name.startswith("negatives.") and ("running" in name or name.endswith("num_batches_tracked"))
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_keep_identical_queues_key_encoders_and_weights(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(rank), init, str(tmp_path / f"rank{rank}.pt")],
+                              env=env, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=PATIENCE_S)
+        assert p.returncode == 0, err
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    q0, q1 = r0["queue"], r1["queue"]
+    assert torch.equal(q0["init"], q1["init"])  # rank 0's initial queue, broadcast
+    for name, value in q0["weights"].items():  # network, queue, pointer and key encoder (parameters and BN buffers)
+        if not per_rank(name):
+            assert torch.equal(value, q1["weights"][name]), name
+    assert all(torch.equal(a, b) for a, b in zip(q0["Z"], q1["Z"]))
+    assert int(q0["weights"]["negatives.pointer"]) == 28 % 24
+    # FIFO by hand: oldest first, each step drops the oldest and appends rank 0's keys, then rank 1's
+    rows = list(q0["init"])
+    for step in range(4):
+        for record in (q0, q1):
+            rows = rows[len(record["keys"][step]):] + list(record["keys"][step])
+    pointer = 28 % 24  # the newest key is in the row before the pointer
+    assert torch.equal(q0["weights"]["negatives.queue"], torch.stack(rows[-pointer:] + rows[:-pointer]))
+    # in-batch: every rank scores against the global batch of 7 keys, rank 0's first; the weights stay equal
+    b0, b1 = r0["in_batch"], r1["in_batch"]
+    for step in range(2):
+        assert b0["keys"][step].shape == (7, 16) and torch.equal(b0["keys"][step], b1["keys"][step])
+    for name, value in b0["weights"].items():
+        if not per_rank(name):
+            assert torch.equal(value, b1["weights"][name]), name
