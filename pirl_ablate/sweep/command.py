@@ -136,13 +136,17 @@ def runs_table(title: str, axes: Sequence[str], rows: Sequence[tuple]) -> Table:
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """`kill PID` stops the sweep like Ctrl-C: local jobs are stopped, SLURM jobs keep running."""
+    """`kill PID` stops the sweep like Ctrl-C: local jobs are stopped, SLURM jobs keep running. Ctrl-C works even
+    when the sweep was started with SIGINT ignored (in the background of a non-interactive shell, as CI does): the
+    handler is Python's again, and the jobs it starts get the default disposition, so they can be stopped too."""
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # children: SIG_DFL, not SIG_IGN
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,23 @@ from pirl_ablate.sweep.spec import Run, Sweep
 from pirl_ablate.sweep.state import RunState, run_states, write_job_record
 
 POLL_S = {"local": 1.0, "slurm": 2.0}
-STOP_NOTICE_S = 10.0  # after Ctrl-C, say that the sweep waits for its local jobs to stop once this has passed
+STOP_GRACE_S = 30.0  # after Ctrl-C, seconds a local job has to stop before its processes are killed
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL process `pid` and its descendants (children first, read from /proc); gone ones are skipped."""
+    for child in _children(pid):
+        kill_tree(child)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
 
 
 def submitit_folder(out: Path) -> Path:
@@ -115,12 +133,14 @@ def _run_local(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Ru
     except KeyboardInterrupt:
         live = [h for h in submitted if not h.done()]
         for handle in live:
-            handle.cancel()  # SIGINT to the job's controller, which stops the worker
-        began, said = time.time(), False
+            handle.cancel()  # SIGINT to the job's controller, which stops the worker (SIGINT, then SIGKILL)
+        began, killed = time.time(), False
         while any(not h.done() for h in live):  # exit only once they ended: a state read then says "failed"
-            if not said and time.time() - began > STOP_NOTICE_S:  # (a loaded machine); Ctrl-C again stops waiting
-                console.print(f"waiting for {sum(not h.done() for h in live)} local job(s) to stop")
-                said = True
+            if not killed and time.time() - began > STOP_GRACE_S:  # a controller that did not stop: kill its tree
+                console.print(f"killing {sum(not h.done() for h in live)} local job(s) that did not stop")
+                for handle in live:
+                    kill_tree(int(handle.job_id))
+                killed = True
             time.sleep(0.2)
         console.print(f"stopped {len(live)} local job(s); run the sweep again to finish the missing runs")
         raise
