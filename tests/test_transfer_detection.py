@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_pirl import untrained
 
 from pirl_ablate import config
 from pirl_ablate.build import run_training
@@ -107,20 +108,7 @@ def test_training_resumes_from_its_checkpoint_as_if_uninterrupted(devkit, tmp_pa
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-RUN = """
-train.dataset = "synthetic"
-synthetic.size = 8
-synthetic.image_size = 16
-train.image_size = 32
-train.batch_size = 8
-train.epochs = 0
-train.monitor_every = 0
-Backbone.arch = "resnet18"
-Backbone.width_multiplier = 0.5
-Backbone.small_stem = True
-train.method = "npid"
-NPIDLoss.num_negatives = 4
-"""
+RUN = untrained(size=8, train_image_size=32, negatives=4)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 import torch
+from tiny_pirl import untrained
 
 from pirl_ablate import config
 from pirl_ablate.build import run_training
@@ -48,20 +49,7 @@ def test_detectron2_mapping_is_complete_and_one_to_one(arch, depths, convs):
     assert torch.equal(mapped["stem.conv1.norm.bias"], backbone.bn1.bias)
 
 
-TINY = """
-train.dataset = "synthetic"
-synthetic.size = 8
-synthetic.image_size = 16
-train.image_size = 16
-train.batch_size = 8
-train.epochs = 0
-train.monitor_every = 0
-Backbone.arch = "resnet18"
-Backbone.width_multiplier = 0.5
-Backbone.small_stem = True
-train.method = "npid"
-NPIDLoss.num_negatives = 4
-"""
+TINY = untrained(size=8, train_image_size=16, negatives=4)
 
 
 def test_export_command_writes_detectron2_pickle_and_torch_file(tmp_path):

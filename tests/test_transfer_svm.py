@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_pirl import untrained
 
 from pirl_ablate import config
 from pirl_ablate.build import run_training
@@ -104,20 +105,7 @@ def test_voc2007_missing_devkit_is_a_one_line_error(tmp_path, capsys):
         voc2007("train", root=str(tmp_path))
 
 
-TINY = """
-train.dataset = "synthetic"
-synthetic.size = 16
-synthetic.image_size = 16
-train.image_size = 32
-train.batch_size = 8
-train.epochs = 0
-train.monitor_every = 0
-Backbone.arch = "resnet18"
-Backbone.width_multiplier = 0.5
-Backbone.small_stem = True
-train.method = "npid"
-NPIDLoss.num_negatives = 8
-"""
+TINY = untrained(size=16, train_image_size=32, negatives=8)
 
 
 @pytest.mark.slow

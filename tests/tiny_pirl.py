@@ -44,3 +44,21 @@ train.method = "jigsaw"
 jigsaw.num_permutations = 100
 PIRLNet.patch_bn_stats = True
 """
+
+
+def untrained(size: int, train_image_size: int, negatives: int) -> str:
+    """An untrained (epochs 0) NPID run of `size` synthetic 16 px images: what the transfer tests evaluate."""
+    return f"""
+train.dataset = "synthetic"
+synthetic.size = {size}
+synthetic.image_size = 16
+train.image_size = {train_image_size}
+train.batch_size = 8
+train.epochs = 0
+train.monitor_every = 0
+Backbone.arch = "resnet18"
+Backbone.width_multiplier = 0.5
+Backbone.small_stem = True
+train.method = "npid"
+NPIDLoss.num_negatives = {negatives}
+"""
