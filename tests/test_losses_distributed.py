@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
-from sweep_jobs import PATIENCE_S
+from gloo import two_ranks
 
 WORKER = textwrap.dedent("""
     import sys
@@ -67,14 +64,7 @@ WORKER = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_two_gloo_ranks_keep_identical_banks(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    init = f"file://{tmp_path / 'rendezvous'}"
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(rank), init, str(tmp_path / f"rank{rank}.pt")],
-                              env=env, stderr=subprocess.PIPE, text=True) for rank in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=PATIENCE_S)
-        assert p.returncode == 0, err
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    r0, r1 = two_ranks(WORKER, tmp_path)
     assert torch.equal(r0["init"], r1["init"])  # rank 0's initialisation, broadcast
     assert torch.equal(r0["filled"], r1["filled"]) and torch.equal(r0["bank"], r1["bank"])  # bitwise identical
     assert all(torch.equal(a, b) for a, b in zip(r0["Z"], r1["Z"]))

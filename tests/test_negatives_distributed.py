@@ -3,14 +3,11 @@ data (FIFO order by hand, rank 0's keys before rank 1's); in-batch negatives are
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from sweep_jobs import PATIENCE_S
+from gloo import two_ranks
 
 WORKER = textwrap.dedent("""
     import sys
@@ -80,14 +77,7 @@ def per_rank(name: str) -> bool:
 
 @pytest.mark.slow
 def test_two_gloo_ranks_keep_identical_queues_key_encoders_and_weights(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    init = f"file://{tmp_path / 'rendezvous'}"
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(rank), init, str(tmp_path / f"rank{rank}.pt")],
-                              env=env, stderr=subprocess.PIPE, text=True) for rank in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=PATIENCE_S)
-        assert p.returncode == 0, err
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    r0, r1 = two_ranks(WORKER, tmp_path)
     q0, q1 = r0["queue"], r1["queue"]
     assert torch.equal(q0["init"], q1["init"])  # rank 0's initial queue, broadcast
     for name, value in q0["weights"].items():  # network, queue, pointer and key encoder (parameters and BN buffers)
