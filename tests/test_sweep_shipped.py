@@ -80,7 +80,8 @@ def test_paper_twins_run_on_32_gpus_and_the_smoke_sweeps_fit_this_machine():
 @pytest.mark.timeout(3 * PATIENCE_S)
 def test_real_tiny_sweep_trains_and_evaluates_through_the_local_executor(tmp_path):
     """Two PIRL runs (lambda 0 and 0.5) on 256 Fashion-MNIST images, one epoch, two at a time: each run folder
-    gets the swept value in its config, a done result, and linear + kNN evaluations."""
+    gets the swept value in its config, a done result, and linear + kNN evaluations under the sweep's bindings
+    of the protocols."""
     sweep_file = tmp_path / "tiny_lambda.gin"
     sweep_file.write_text("""
 include 'pirl_jigsaw.gin'
@@ -92,6 +93,7 @@ train.monitor_every = 0
 PIRLLoss.num_negatives = 64
 sweep.grid = {'PIRLLoss.lambda_': [0.0, 0.5]}
 sweep.evaluate = ['linear', 'knn']
+knn_eval.k = 7
 local.parallelism = 2
 local.threads_per_job = 1
 """)
@@ -109,4 +111,5 @@ local.threads_per_job = 1
         for protocol in ("linear", "knn"):
             evaluation = read_json(run_dir / "evals" / f"{protocol}-fashion_mnist.json")
             assert 0.0 <= evaluation["metrics"]["res5"]["top1"] <= 100.0
+        assert read_json(run_dir / "evals" / "knn-fashion_mnist.json")["hyperparameters"]["k"] == 7  # the sweep's
     gin.clear_config()
