@@ -5,7 +5,8 @@
 - the run folder is locked (pirl_ablate.locks): a second process training into it is refused, naming the holder;
 - temporary files that killed writers left behind are removed;
 - a run folder with a checkpoint is resumed only under the config it was started with (its config.gin): any
-  binding the new config gives a different value is listed in the refusal. `train.epochs` alone may grow; a run
+  binding the new config gives a different value, and any binding the run was given that the new config drops, is
+  listed in the refusal. `train.epochs` alone may grow; a run
   that had finished then trains on (its result.json is retired to result.previous.json).
 
 `check_train_values` refuses epochs and batch sizes that would otherwise train silently wrong or crash.
@@ -23,6 +24,8 @@ from pirl_ablate.locks import folder_lock
 from pirl_ablate.runs import STATUS_DONE, RunDir, remove_orphan_temporaries
 
 GROWABLE = "train.epochs"
+# config.gin of a finished run: the operative config, then this line, then every binding as given
+GIVEN_MARKER = "\n# All bindings as given\n"
 
 
 @contextlib.contextmanager
@@ -50,12 +53,16 @@ def check_resume_config(run: RunDir, config_str: str) -> None:
     last = checkpoint.last(run.checkpoint_dir)
     if last is None or not run.config_path.is_file():
         return  # nothing trained yet: any config may start it
-    before = bindings_of(run.config_path.read_text(encoding="utf-8"))
+    text = run.config_path.read_text(encoding="utf-8")
+    before = bindings_of(text)  # operative values (defaults included) and the bindings as given
+    given = bindings_of(text.split(GIVEN_MARKER)[-1])  # config.gin as first written is the as-given text alone
     after = bindings_of(config_str)
     differ = sorted(k for k in after if k in before and before[k] != after[k] and k != GROWABLE)
     differ += sorted(k for k in after if k not in before and k != GROWABLE)
+    differ += sorted(k for k in given if k not in after and k != GROWABLE)  # dropped: its default would apply
     if differ:
-        changes = "; ".join(f"{k}: {before[k]!r} -> {after[k]!r}" if k in before else f"{k}: (unbound) -> {after[k]!r}"
+        changes = "; ".join(f"{k}: {before[k]!r} -> {after[k]!r}" if k in before and k in after else
+                            f"{k}: (unbound) -> {after[k]!r}" if k in after else f"{k}: {before[k]!r} -> (unbound)"
                             for k in differ)
         raise ConfigError(f"{run.config_path}: this run folder was trained under another config ({changes}); "
                           f"resume it with its own bindings, or train into another --out (only {GROWABLE} may grow)")

@@ -20,9 +20,10 @@ import torch
 from sweep_jobs import PATIENCE_S, cli_command, worker_env, write_sweep
 from tiny_pirl import SIZE, TINY
 
+from pirl_ablate import checkpoint
 from pirl_ablate.cli import main
 from pirl_ablate.data import build_dataset, make_loader
-from pirl_ablate.errors import DataError
+from pirl_ablate.errors import DataError, UserError
 from pirl_ablate.report.results import load_results, runs_of
 from pirl_ablate.runs import DiskFull, RunDir, atomic_write_json, read_json
 from pirl_ablate.sweep import load_sweep
@@ -210,7 +211,25 @@ def test_planted_payloads_never_run_under_status_report_eval_resume_export(tmp_p
     assert not _temporaries(tmp_path)
 
 
-@pytest.mark.parametrize("content, why", [(os.urandom(256), "not a readable"), (b"PK\x03\x04garbage", "not a readable"),
+def _garbage(seed: int) -> bytes:
+    """Seeded random bytes of 1-600 bytes; a third start like a zip (torch's format), a third like a pickle."""
+    gen = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 600, (), generator=gen))
+    body = bytes(torch.randint(0, 256, (n,), generator=gen, dtype=torch.uint8).tolist())
+    return (b"", b"PK\x03\x04", b"\x80\x02")[seed % 3] + body
+
+
+def test_any_garbage_as_a_checkpoint_is_a_user_error_naming_the_file(tmp_path):
+    """Random bytes make torch's weights_only unpickler raise many kinds of errors (UnpicklingError, IndexError,
+    KeyError, ...): every one must come out as the one-line UserError."""
+    path = tmp_path / "last.pt"
+    for seed in range(300):
+        path.write_bytes(_garbage(seed))
+        with pytest.raises(UserError, match=f"^{path}: not a readable pirl-ablate checkpoint"):
+            checkpoint.load(path)
+
+
+@pytest.mark.parametrize("content, why", [(_garbage(0), "not a readable"), (b"PK\x03\x04garbage", "not a readable"),
                                           (None, "missing record")])
 def test_garbled_or_foreign_checkpoint_is_one_line_naming_it(tmp_path, capsys, trained, content, why):
     _, trained_run = trained
@@ -312,6 +331,18 @@ def test_resume_under_another_config_is_refused_listing_the_keys(tmp_path, capsy
     line = _one_line_error(capsys)
     assert "PIRLLoss.lambda_: 0.5 -> 0.9" in line and "train.seed: 0 -> 4" in line
     assert (run / "config.gin").read_text() == before and not (run / "result.json").exists()
+
+
+def test_resume_without_a_binding_the_run_was_given_is_refused(tmp_path, capsys, trained):
+    """Dropping a binding changes the run as much as changing it: its default would apply."""
+    config, trained_run = trained
+    run = _copy(trained_run, tmp_path / "run")
+    (run / "result.json").unlink()
+    edited = tmp_path / "edited.gin"
+    edited.write_text(config.read_text().replace("synthetic.image_size = 16\n", ""))
+    assert main(["--quiet", "train", str(edited), "--out", str(run)]) == 2
+    assert "synthetic.image_size: 16 -> (unbound)" in _one_line_error(capsys)
+    assert not (run / "result.json").exists()
 
 
 def test_more_epochs_on_a_finished_run_trains_on(tmp_path, trained):
