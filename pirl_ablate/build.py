@@ -17,15 +17,16 @@ from typing import Any
 
 import gin
 import torch
+from torch import nn
 
 from pirl_ablate import config, distributed
 from pirl_ablate.console import info
 from pirl_ablate.data import build_dataset
-from pirl_ablate.errors import UserError
-from pirl_ablate.losses import MemoryBank, build_negatives
+from pirl_ablate.errors import ConfigError, UserError
+from pirl_ablate.losses import MemoryBank, MomentumQueue, build_negatives
 from pirl_ablate.methods import METHODS, Method, build_method
 from pirl_ablate.models import Backbone
-from pirl_ablate.run_guard import guarded_run
+from pirl_ablate.run_guard import GIVEN_MARKER, guarded_run
 from pirl_ablate.runs import RunDir
 from pirl_ablate.train import TrainingDiverged, cosine, parameter_groups, pretrain
 from pirl_ablate.transforms import build_transform
@@ -79,7 +80,20 @@ def configured_method(method: str, dataset_size: int, num_classes: int | None, t
         kwargs["image_transform"] = configured_transform(image_transform)
     if "num_classes" in params:
         kwargs["num_classes"] = num_classes
-    return build_method(method, **kwargs).to(device)
+    built = build_method(method, **kwargs).to(device)
+    check_queue_size(built, dataset_size)
+    return built
+
+
+def check_queue_size(method: nn.Module, dataset_size: int) -> None:
+    """Refuse a momentum queue of more keys than the training set has images: it would hold older keys of a query's
+    own image among the query's negatives (MoCo keeps K <= |D|: 65,536 of ImageNet's 1.28M)."""
+    for name, module in method.named_modules():
+        if isinstance(module, MomentumQueue) and module.size > dataset_size:
+            key = "MoCoV2.queue_size" if name == "queue" else "MomentumQueue.size"
+            raise ConfigError(f"{key} = {module.size} is larger than the {dataset_size} training images: the queue "
+                              f"would hold older keys of a query's own image among its negatives; bind "
+                              f"{key} <= {dataset_size}")
 
 
 @gin.configurable("train", denylist=["run_dir"])
@@ -131,7 +145,7 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
                       "pretext_transform": transform_spec(transform) if transform else None}
             # operative values first, then every binding as given: a binding training never read (e.g. the test
             # split's `fashion_mnist.subset` when no kNN monitor ran) is kept for whoever reads the config
-            config_text = gin.operative_config_str() + "\n# All bindings as given\n" + gin.config_str()
+            config_text = gin.operative_config_str() + GIVEN_MARKER + gin.config_str()
         except Exception as e:
             if env.is_main:
                 run.fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")

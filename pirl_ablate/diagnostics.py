@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-UNIFORMITY_COLLAPSED = -0.5  # log E exp(-2 d^2) above this: typical squared distance under ~0.25 (cosine > ~0.87)
-LOSS_RUNAWAY = 2.0  # a loss above this multiple of its chance value is running away
-TERMS = ("transformed", "image")
+# the row-level half (no torch: status and reports read rows), re-exported here
+from pirl_ablate.health import LOSS_RUNAWAY, TERMS, UNIFORMITY_COLLAPSED, chance_loss, health_warnings, z_drift  # noqa: F401
+
 HEALTH_PAIRS = 4096  # bank entry pairs of the uniformity estimate (its standard error is well under 0.05)
 
 
@@ -55,12 +55,6 @@ def uniformity(entries: Tensor, num_pairs: int, generator: torch.Generator, t: f
     return float(torch.logsumexp(-t * sq, dim=0) - math.log(num_pairs))
 
 
-def z_drift(z: float, mean_exp: float, dataset_size: int) -> float:
-    """log10(Z / (mean_exp * |D|)): how far the partition estimate in use is from the batch's own estimate
-    (0 = agrees; +-1 = a factor of ten)."""
-    return math.log10(z / (mean_exp * dataset_size))
-
-
 @torch.no_grad()
 def relative_distances(a: Tensor, b: Tensor) -> Tensor:
     """d(a_i, b_i) / mean_j d(a_j, a_(j+1 mod B)) (B,) float64, distances of L2-normalised rows of a, b (B, D),
@@ -75,43 +69,6 @@ def relative_invariance(a: Tensor, b: Tensor) -> float:
     return float(relative_distances(a, b).mean())
 
 
-def chance_loss(estimator: str, num_negatives: int) -> float:
-    """The loss of a query scored alike against its positive and its N negatives: ln(N + 1) for InfoNCE; for NCE
-    with Z at its batch estimate (p = 1/|D|, so h = 1/(N + 1)) ln(N + 1) + N ln(1 + 1/N)."""
-    n = num_negatives
-    if estimator == "infonce":
-        return math.log(n + 1)
-    if estimator == "nce":
-        return math.log(n + 1) + n * math.log1p(1 / n)
-    raise ValueError(f"estimator must be 'nce' or 'infonce', got {estimator!r}")
-
-
-def health_warnings(row: Mapping[str, float], *, chance: float | None = None) -> list[str]:
-    """Warnings for one metrics row (an epoch's or a monitor's), [] for a healthy one.
-
-    Reads, where present: `pos_sim_<term>` / `neg_sim_<term>` for term in "transformed", "image"; `loss` with
-    `chance` (or the row's `loss_chance`); `uniformity`; `z_drift`.
-    """
-    out = []
-    for term in TERMS:
-        pos, neg = row.get(f"pos_sim_{term}"), row.get(f"neg_sim_{term}")
-        if pos is not None and neg is not None and pos <= neg:
-            out.append(f"{term} term not aligned: its positive similarity {pos:.3f} is not above its negatives' "
-                       f"{neg:.3f}")
-    chance = chance if chance is not None else row.get("loss_chance")
-    loss = row.get("loss")
-    if chance is not None and loss is not None and loss > LOSS_RUNAWAY * chance:
-        out.append(f"loss {loss:.3g} is above {LOSS_RUNAWAY:g}x its chance value {chance:.3g}: running away")
-    u = row.get("uniformity")
-    if u is not None and u > UNIFORMITY_COLLAPSED:
-        out.append(f"memory bank collapsed: uniformity {u:.3f} > {UNIFORMITY_COLLAPSED} (uniform on the sphere: "
-                   f"about -4)")
-    drift = row.get("z_drift")
-    if drift is not None and abs(drift) > 1:
-        out.append(f"partition estimate Z is 10^{drift:+.1f} times the batch's mean exp score x |D|: stale Z")
-    return out
-
-
 @torch.no_grad()
 def epoch_health(method: nn.Module, row: Mapping[str, Any], images: Tensor | None, generator: torch.Generator,
                  num_pairs: int = HEALTH_PAIRS) -> dict[str, Any]:
@@ -119,8 +76,9 @@ def epoch_health(method: nn.Module, row: Mapping[str, Any], images: Tensor | Non
     is given, and its `health_warnings`.
 
     method: a method (pirl_ablate.methods); what it lacks is left out: `uniformity` of its memory bank
-        (`num_pairs` pairs); `loss_chance` (`chance_loss` of its estimator and N); `z_drift` from the row's mean
-        `Z` and `mean_exp` (NCE); `rel_invariance` of f(v_I) against g(v_It) on `images`, a fixed held-out batch
+        (`num_pairs` pairs); `loss_chance` (`chance_loss` of its estimator and the N of its negative source: the
+        bank's num_negatives, the queue's K, in-batch's G - 1); `z_drift` from the row's mean `Z` and `mean_exp`
+        (NCE) and the source's |D|; `rel_invariance` of f(v_I) against g(v_It) on `images`, a fixed held-out batch
         (B >= 2, on the method's device), with one draw of its pretext transform (methods training f and g only).
     generator: draws the pairs and the transform; seed it alike at every call so each epoch sees the same views.
         The method's own generators are not used, so the run is the same with or without these numbers.
@@ -131,8 +89,13 @@ def epoch_health(method: nn.Module, row: Mapping[str, Any], images: Tensor | Non
         out["uniformity"] = uniformity(bank.bank, num_pairs, generator)
         if "Z" in row and "mean_exp" in row:
             out["z_drift"] = z_drift(float(row["Z"]), float(row["mean_exp"]), bank.size)
+    source = getattr(method, "negatives", None)  # PIRL / NPID: N and |D| are the source's (queue: K; in-batch: G - 1)
+    if source is not None and bank is None and "Z" in row and "mean_exp" in row and source.noise_size(method):
+        out["z_drift"] = z_drift(float(row["Z"]), float(row["mean_exp"]), source.noise_size(method))
     if getattr(method, "estimator", None) in ("nce", "infonce"):
-        out["loss_chance"] = chance_loss(method.estimator, method.num_negatives)
+        n = source.num_keys(method) if source is not None else method.num_negatives
+        if n:
+            out["loss_chance"] = chance_loss(method.estimator, n)
     if images is not None and {"image", "transformed"} <= set(method.views):
         was_training = method.training
         method.eval()

@@ -26,6 +26,7 @@ from pirl_ablate.build import configured_method
 from pirl_ablate.checkpoint import load_method
 from pirl_ablate.data import build_dataset
 from pirl_ablate.data.synthetic import synthetic
+from pirl_ablate.diagnostics import epoch_health
 from pirl_ablate.errors import ConfigError, UnknownNameError
 from pirl_ablate.losses import (
     NEGATIVES,
@@ -254,6 +255,37 @@ def test_sources_are_registered_and_selected_from_gin():
     assert isinstance(npid.negatives, MemoryBankNegatives) and npid.memory_bank.size == 40
     with pytest.raises(UnknownNameError, match="negative source `momentum_queu`.*did you mean `momentum_queue`"):
         build_negatives("momentum_queu")
+
+
+@pytest.mark.parametrize("method_name, binding", [("pirl", "MomentumQueue.size"), ("moco_v2", "MoCoV2.queue_size")])
+def test_a_queue_larger_than_the_dataset_is_refused(method_name, binding):
+    """K > |D| would put older keys of a query's own image among its negatives: one ConfigError naming the key."""
+    config.parse_text(f"{binding} = 11\nBackbone.arch = 'resnet18'\nBackbone.width_multiplier = 0.5\n"
+                      "PIRLNet.embed_dim = 16")
+    build = partial(configured_method, method_name, num_classes=None, transform="rotation", image_transform=None,
+                    generator=torch.Generator(), device=torch.device("cpu"), negatives="momentum_queue")
+    with pytest.raises(ConfigError, match=rf"^{binding} = 11 is larger than the 10 training images: .*"
+                                          rf"bind {binding} <= 10$"):
+        build(dataset_size=10)
+    assert build(dataset_size=11) is not None  # K = |D| is allowed
+
+
+def test_health_chance_loss_counts_the_negatives_of_the_source():
+    """`loss_chance` is ln(N + 1) (InfoNCE) with N the source's: the bank's num_negatives (8), the queue's K (7),
+    the other images of the batch (B - 1 = 3, known after a step); NCE's z_drift uses the source's |D|."""
+    gen = torch.Generator().manual_seed(0)
+    expected = {"memory_bank": 8, "momentum_queue": 7, "in_batch": B - 1}
+    sources = {"memory_bank": MemoryBankNegatives(), "momentum_queue": MomentumQueue(size=7),
+               "in_batch": InBatchNegatives()}
+    for name, source in sources.items():
+        method = tiny_pirl(source)
+        method(images(2), torch.arange(B), torch.arange(B), torch.Generator().manual_seed(4))
+        health = epoch_health(method, {}, None, gen)
+        assert health["loss_chance"] == pytest.approx(math.log(expected[name] + 1), rel=1e-12), name
+    queue = tiny_pirl(MomentumQueue(size=7), estimator="nce")
+    row = {"Z": 70.0, "mean_exp": 1.0}  # Z = 10 x mean_exp x K
+    assert epoch_health(queue, row, None, gen)["z_drift"] == pytest.approx(1.0)
+    assert "loss_chance" not in epoch_health(tiny_pirl(InBatchNegatives()), {}, None, gen)  # no step yet: N unknown
 
 
 def test_unknown_source_from_the_command_line_is_one_line_and_exit_2(tmp_path):

@@ -27,7 +27,8 @@ EXPECTED = {
     "loss_variants": (7, {}, ["NPID", "NPID++", "PIRL", "Jigsaw", "Rotation", "random init", "supervised"]),
     "fidelity": (18, {}, ["PIRL (Jigsaw)", "NPID", "Jigsaw", "Rotation", "PIRL (Rotation+Jigsaw)", "random init"]),
     "transfer": (5, {}, ["PIRL", "NPID++", "Jigsaw", "random init", "supervised"]),
-    "negative_source": (6, {"train.negatives": ["in_batch", "memory_bank", "momentum_queue"]}, ["PIRL", "NPID"]),
+    "negative_source": (7, {"train.negatives": ["in_batch", "memory_bank", "momentum_queue"]},
+                        ["PIRL", "NPID", "random init"]),
 }
 # what each variant's config must bind (the method it trains, and the transform where it has one)
 VARIANT_LOSS = {"NPID": "npid", "NPID++": "npid", "PIRL": "pirl", "Jigsaw": "jigsaw", "Rotation": "rotation",

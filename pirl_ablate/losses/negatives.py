@@ -118,6 +118,16 @@ class NegativeSource(nn.Module):
     def update(self, keys: Keys, f: Tensor) -> None:
         """After the loss: store what the next steps draw from (nothing by default)."""
 
+    def num_keys(self, method: nn.Module) -> int | None:
+        """N, the negatives each query is scored against (None before the first step where it depends on the
+        batch): what a query's chance loss ln(N + 1) is of."""
+        raise NotImplementedError
+
+    def noise_size(self, method: nn.Module) -> int | None:
+        """The |D| of the NCE estimator's N / |D| (`Keys.dataset_size`): N for the sources whose noise samples are
+        the keys themselves."""
+        return self.num_keys(method)
+
 
 def shared_scores(queries: Tensor, positives: Tensor, negatives: Tensor, exclude: Tensor | None = None
                   ) -> tuple[Tensor, Tensor]:
@@ -200,14 +210,21 @@ class MemoryBankNegatives(NegativeSource):
         """m_I <- normalise(mu m_I + (1 - mu) x), x the key encoder's embedding or else `f` (B, d), detached."""
         keys.memory_bank.update(keys.positive, keys.write if keys.write is not None else f.detach())
 
+    def num_keys(self, method: nn.Module) -> int:
+        return method.num_negatives
+
+    def noise_size(self, method: nn.Module) -> int:
+        return method.memory_bank.size
+
 
 @register_negatives("momentum_queue", gin_name="MomentumQueue")
 class MomentumQueue(NegativeSource):
     """MoCo's negatives: a FIFO queue of the K most recent keys of a momentum encoder of f.
 
     Args:
-        size: K, the number of keys in the queue (65,536, MoCo / MoCo v2); keep it at most |D| (a larger queue holds
-            older keys of the query's own image among the negatives).
+        size: K, the number of keys in the queue (65,536, MoCo / MoCo v2); at most |D|: a larger queue would hold
+            older keys of the query's own image among its negatives, and training refuses it
+            (`pirl_ablate.build.check_queue_size`).
         momentum: m of the key encoder (0.999, MoCo).
         shuffle_bn: MoCo's shuffling BN under torch.distributed (`MomentumEncoder`).
 
@@ -269,6 +286,9 @@ class MomentumQueue(NegativeSource):
         self.queue[rows] = k.to(self.queue.dtype)
         self.pointer.copy_((self.pointer + n) % self.size)
 
+    def num_keys(self, method: nn.Module) -> int:
+        return self.size
+
 
 @register_negatives("in_batch", gin_name="InBatchNegatives")
 class InBatchNegatives(NegativeSource):
@@ -278,6 +298,10 @@ class InBatchNegatives(NegativeSource):
     (the gradient of a key reaches the rank that computed it); a sample's negatives are the other G - 1 keys.
     """
 
+    def __init__(self):
+        super().__init__()
+        self.last_num_keys: int | None = None  # G - 1 of the last step (not state: the next step sets it again)
+
     def keys(self, method: nn.Module, images: Tensor, view: Tensor, index: Tensor, generator: torch.Generator
              ) -> Keys:
         """f(v_I') (B, d) as positives; the (G, d) keys of all ranks, in rank order, as shared negatives."""
@@ -286,6 +310,7 @@ class InBatchNegatives(NegativeSource):
         if initialized_world() > 1:
             everyone, offset = _gather_with_grad(k)
         exclude = offset + torch.arange(k.shape[0], device=k.device)
+        self.last_num_keys = everyone.shape[0] - 1
         return Keys(positive=k, negatives=everyone, dataset_size=everyone.shape[0] - 1, exclude=exclude)
 
     def contrast(self, queries: Tensor, keys: Keys, loss_fn: LossFn, tau: float | None = None) -> Contrast:
@@ -294,6 +319,10 @@ class InBatchNegatives(NegativeSource):
     @torch.no_grad()
     def mean_exp(self, queries: Tensor, keys: Keys, tau: float) -> Tensor:
         return scores_mean_exp(*shared_scores(queries, keys.positive, keys.negatives, keys.exclude), tau)
+
+    def num_keys(self, method: nn.Module) -> int | None:
+        """G - 1 for the global batch G of the last step; None before the first."""
+        return self.last_num_keys
 
 
 def _gather_with_grad(t: Tensor) -> tuple[Tensor, int]:

@@ -29,7 +29,7 @@ class MoCoV2(Method):
 
     Args (gin: `MoCoV2.*`):
         image_transform: the view both x_q and x_k are drawn from (`moco_v2`, MoCo v2's augmentations).
-        queue_size: K (65,536); keep it at most |D|. momentum: m of the key encoder (0.999).
+        queue_size: K (65,536); at most |D| (training refuses a larger queue). momentum: m of the key encoder (0.999).
         tau: temperature (0.2, MoCo v2). embed_dim: output of the MLP head (128).
         shuffle_bn: MoCo's shuffling BN under torch.distributed (`MomentumEncoder`).
         backbone, generator: as `Method` (the generator draws the initial queue and the BN shuffle).

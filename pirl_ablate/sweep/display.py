@@ -19,7 +19,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from pirl_ablate.diagnostics import TERMS
+from pirl_ablate.health import TERMS
 from pirl_ablate.report.results import operative_values
 from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, RunDir, UnreadableFile
 from pirl_ablate.sweep.state import RunState, run_states
