@@ -128,8 +128,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pirl_ablate.errors import UserError
 
     module, func = HANDLERS[args.command]
-    handler = getattr(importlib.import_module(module), func)
     try:
+        _check_gin_files(args)  # before the handler's import (torch: seconds), so a missing file is said at once
+        handler = getattr(importlib.import_module(module), func)
         return int(handler(args) or 0)
     except UserError as e:
         # gin appends "In call to configurable ..." lines to errors raised inside configurables: keep the first
@@ -147,6 +148,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
+
+
+def _check_gin_files(args: argparse.Namespace) -> None:
+    """The gin files `train` / `sweep` name exist (ConfigError naming the missing one otherwise)."""
+    main_file = {"train": "config", "sweep": "sweep"}.get(args.command)
+    if main_file is None:
+        return
+    from pirl_ablate.config import resolve_config_file
+
+    for path in (getattr(args, main_file), *args.gin):
+        resolve_config_file(path)
 
 
 if __name__ == "__main__":

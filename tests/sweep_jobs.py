@@ -28,8 +28,23 @@ def tiny_train(lr: float = 0.1, name: str = "tiny", seed: int = 0, steps: int = 
             "exit_at": exit_at, "hold_at": hold_at}
 
 
+def parse_light(config_str: str) -> None:
+    """`config.parse_text` without importing the package's torch modules first when the text binds only the sweep's
+    and tiny_train's configurables (the tiny job's own config): a full import costs every tiny job seconds of CPU
+    and tests nothing here. Any other text (a binding of `train`, `knn_eval`, ...) goes through `config.parse_text`."""
+    import pirl_ablate.sweep.spec  # noqa: F401  (registers sweep.*, local.*, slurm.*)
+
+    gin.clear_config()
+    try:
+        gin.parse_config(config_str)
+    except config.GIN_ERRORS:
+        config.parse_text(config_str)
+        return
+    gin.finalize()
+
+
 def run_tiny(config_str: str, run_dir: Path) -> dict:
-    config.parse_text(config_str)
+    parse_light(config_str)
     p = tiny_train()
     run = RunDir(run_dir)
     run.start(config_str, seed=p["seed"])  # like run_training: provenance, restarts counted
