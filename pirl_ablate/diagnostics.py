@@ -87,11 +87,10 @@ def epoch_health(method: nn.Module, row: Mapping[str, Any], images: Tensor | Non
     bank = getattr(method, "memory_bank", None)
     if bank is not None:
         out["uniformity"] = uniformity(bank.bank, num_pairs, generator)
-        if "Z" in row and "mean_exp" in row:
-            out["z_drift"] = z_drift(float(row["Z"]), float(row["mean_exp"]), bank.size)
     source = getattr(method, "negatives", None)  # PIRL / NPID: N and |D| are the source's (queue: K; in-batch: G - 1)
-    if source is not None and bank is None and "Z" in row and "mean_exp" in row and source.noise_size(method):
-        out["z_drift"] = z_drift(float(row["Z"]), float(row["mean_exp"]), source.noise_size(method))
+    noise_size = source.noise_size(method) if source is not None else bank.size if bank is not None else None
+    if noise_size and "Z" in row and "mean_exp" in row:
+        out["z_drift"] = z_drift(float(row["Z"]), float(row["mean_exp"]), noise_size)
     if getattr(method, "estimator", None) in ("nce", "infonce"):
         n = source.num_keys(method) if source is not None else method.num_negatives
         if n:

@@ -61,9 +61,10 @@ def check_resume_config(run: RunDir, config_str: str) -> None:
     differ += sorted(k for k in after if k not in before and k != GROWABLE)
     differ += sorted(k for k in given if k not in after and k != GROWABLE)  # dropped: its default would apply
     if differ:
-        changes = "; ".join(f"{k}: {before[k]!r} -> {after[k]!r}" if k in before and k in after else
-                            f"{k}: (unbound) -> {after[k]!r}" if k in after else f"{k}: {before[k]!r} -> (unbound)"
-                            for k in differ)
+        def value(bindings: dict[str, Any], key: str) -> str:
+            return repr(bindings[key]) if key in bindings else "(unbound)"
+
+        changes = "; ".join(f"{k}: {value(before, k)} -> {value(after, k)}" for k in differ)
         raise ConfigError(f"{run.config_path}: this run folder was trained under another config ({changes}); "
                           f"resume it with its own bindings, or train into another --out (only {GROWABLE} may grow)")
     if GROWABLE not in after or after[GROWABLE] == before.get(GROWABLE):
