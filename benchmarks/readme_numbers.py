@@ -37,6 +37,20 @@ def cell(values: list[float], digits: int = 2) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def transformed_margins(runs):
+    """Per run: its column and the last epoch's pos_sim_transformed - neg_sim_transformed (the health warning's
+    test: at or below 0 is "not aligned")."""
+    final = runs[(runs["protocol"] == "final") & runs["metric"].isin(["pos_sim_transformed", "neg_sim_transformed"])]
+    wide = final.pivot_table(index=["run_id", "column"], columns="metric", values="value").reset_index()
+    if wide.empty or "neg_sim_transformed" not in wide:
+        return wide
+    return wide.assign(margin=wide["pos_sim_transformed"] - wide["neg_sim_transformed"])
+
+
+def margin_cell(values: list[float]) -> str:
+    return f"{cell(values, 3)}; {min(values):+.3f}" if values else "-"
+
+
 def lambda_table(results: Path, sweep: str = "lambda") -> str:
     frame = with_methods(load_results(results), "PIRL")
     runs = frame[(frame["sweep"] == sweep) & (frame["status"] == STATUS_DONE)]
@@ -56,6 +70,10 @@ def lambda_table(results: Path, sweep: str = "lambda") -> str:
         cells = [cell(rows.loc[rows["column"] == c, "value"].tolist(), 2 if protocol != "final" else 3)
                  for c in columns]
         lines.append(f"| {label} | {' | '.join(cells)} |")
+    margins = transformed_margins(runs)
+    if not margins.empty:
+        cells = [margin_cell(margins[margins["column"] == c]["margin"].tolist()) for c in columns]
+        lines.append(f"| transformed margin (pos - neg), last epoch; lowest run | {' | '.join(cells)} |")
     return "\n".join(lines) + f"\n\nseeds {', '.join(map(str, seeds))}; `pirl-ablate sweep sweeps/{sweep}.gin`\n"
 
 

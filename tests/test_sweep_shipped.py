@@ -19,7 +19,7 @@ SWEEPS = sorted((REPO / "sweeps").glob("*.gin")) + sorted((REPO / "sweeps" / "pa
 
 # name, number of runs, swept bindings, variants (None: no variants)
 EXPECTED = {
-    "lambda": (6, {"PIRLLoss.lambda_": [0.0, 0.25, 0.5, 0.75, 1.0]}, [None, "random init"]),  # + its baseline
+    "lambda": (18, {"PIRLLoss.lambda_": [0.0, 0.25, 0.5, 0.75, 1.0]}, [None, "random init"]),  # + its baseline
     "num_permutations": (6, {"jigsaw.num_permutations": [10, 100, 1000]}, ["PIRL", "Jigsaw"]),
     "negatives": (4, {"PIRLLoss.num_negatives": [256, 1024, 4096, 8192]}, None),
     "pretext": (5, {}, ["Rotation", "Jigsaw", "PIRL (Rotation)", "PIRL (Jigsaw)", "PIRL (Rotation+Jigsaw)"]),
@@ -30,10 +30,26 @@ EXPECTED = {
     "negative_source": (7, {"train.negatives": ["in_batch", "memory_bank", "momentum_queue"]},
                         ["PIRL", "NPID", "random init"]),
 }
+# the smoke recipe's choices, one changed at a time (sweeps/recipe.gin): what each variant binds beyond the shipped
+# recipe; a study of the smoke scale itself, so it has no paper twin
+RECIPE = {
+    "shipped (NCE, EMA Z, warm bank)": {"PIRLLoss.estimator": "nce", "PIRLLoss.z": "ema", "MemoryBank.init": "features"},
+    "InfoNCE": {"PIRLLoss.estimator": "infonce"},
+    "fixed Z": {"PIRLLoss.z": "fixed"},
+    "random bank": {"MemoryBank.init": "random", "PIRLLoss.z": "ema"},
+    "random bank, fixed Z (paper)": {"MemoryBank.init": "random", "PIRLLoss.z": "fixed"},
+    "small stem (3x3, no pool)": {"Backbone.small_stem": True},
+    "10 px patches (whole cells)": {"jigsaw.patch_size": 10},
+    "64 px images": {"train.image_size": 64, "image.size": 64},
+    "5 epochs": {"train.epochs": 5},
+    "N = 512": {"PIRLLoss.num_negatives": 512},
+}
+SMOKE_ONLY = {"recipe"}
+EXPECTED["recipe"] = (3 * (len(RECIPE) + 3), {}, [*RECIPE, "NPID", "Jigsaw", "random init"])
 # what each variant's config must bind (the method it trains, and the transform where it has one)
 VARIANT_LOSS = {"NPID": "npid", "NPID++": "npid", "PIRL": "pirl", "Jigsaw": "jigsaw", "Rotation": "rotation",
                 "random init": "npid", "supervised": "supervised", "PIRL (Rotation)": "pirl",
-                "PIRL (Jigsaw)": "pirl", "PIRL (Rotation+Jigsaw)": "pirl"}
+                "PIRL (Jigsaw)": "pirl", "PIRL (Rotation+Jigsaw)": "pirl", **{name: "pirl" for name in RECIPE}}
 VARIANT_TRANSFORM = {"PIRL": "jigsaw", "Jigsaw": "jigsaw", "Rotation": "rotation", "PIRL (Rotation)": "rotation",
                      "PIRL (Jigsaw)": "jigsaw", "PIRL (Rotation+Jigsaw)": "rotation+jigsaw"}
 
@@ -41,7 +57,26 @@ VARIANT_TRANSFORM = {"PIRL": "jigsaw", "Jigsaw": "jigsaw", "Rotation": "rotation
 def test_every_figure_and_table_has_a_smoke_sweep_and_a_paper_twin():
     names = {p.relative_to(REPO / "sweeps").as_posix() for p in SWEEPS}
     for name in EXPECTED:
-        assert f"{name}.gin" in names and f"paper/{name}.gin" in names
+        assert f"{name}.gin" in names and (f"paper/{name}.gin" in names) != (name in SMOKE_ONLY)
+
+
+def test_each_recipe_variant_changes_what_it_names_and_keeps_the_main_job_setting():
+    """sweeps/recipe.gin: a variant's own bindings win over gin/scale/smoke.gin's, and every run keeps the main
+    job's 3,000 images and 3 epochs (but '5 epochs'), lambda 0.5 for the PIRL variants."""
+    sweep = load_sweep(REPO / "sweeps" / "recipe.gin")
+    seen = set()
+    for run in sweep.runs:
+        config.parse_text(run.config, finalize=False)
+        assert gin.query_parameter("fashion_mnist.subset") == 3000
+        assert gin.query_parameter("train.epochs") == (5 if run.variant == "5 epochs" else
+                                                       0 if run.variant == "random init" else 3)
+        for key, value in RECIPE.get(run.variant, {}).items():
+            assert gin.query_parameter(key) == value, (run.variant, key)
+        if run.variant in RECIPE:
+            assert gin.query_parameter("PIRLLoss.lambda_") == 0.5
+            seen.add(run.variant)
+        gin.clear_config()
+    assert seen == set(RECIPE)
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.relative_to(REPO).as_posix() for p in SWEEPS])
