@@ -33,7 +33,8 @@ EXPECTED = {
 # the smoke recipe's choices, one changed at a time (sweeps/recipe.gin): what each variant binds beyond the shipped
 # recipe; a study of the smoke scale itself, so it has no paper twin
 RECIPE = {
-    "shipped (NCE, EMA Z, warm bank)": {"PIRLLoss.estimator": "nce", "PIRLLoss.z": "ema", "MemoryBank.init": "features"},
+    "shipped (NCE, EMA Z, warm bank)": {"PIRLLoss.estimator": "nce", "PIRLLoss.z": "ema",
+                                        "MemoryBank.init": "features"},
     "InfoNCE": {"PIRLLoss.estimator": "infonce"},
     "fixed Z": {"PIRLLoss.z": "fixed"},
     "random bank": {"MemoryBank.init": "random", "PIRLLoss.z": "ema"},
