@@ -1,10 +1,17 @@
-"""PIRL's mechanism in a tiny real run: g(v_It) ends nearer its own memory entry than its negatives, and the
-transformed view sits nearer its own image than a covariant Jigsaw network trained the same way puts it.
+"""PIRL's mechanism in a tiny real run: g(v_It) ends nearer its own memory entry than its negatives, the heads bring
+g(v_It) to f(v_I), and PIRL's res5 puts a jigsaw view much nearer its image than an untrained network's does.
 
 Both runs go through the public entry point (`run_training` with a gin config: tests/tiny_pirl.py's recipe). The
-alignment is the training loop's own metrics row; the invariance is measured afresh from the run folder (the
-checkpoint's network) with the definitions of pirl_ablate.diagnostics, which tests/test_diagnostics.py checks
-against float64 transcriptions.
+alignment and the heads' relative invariance are the training loop's own metrics rows; the res5 invariance is
+measured afresh from the run folder (the checkpoint's network) with the definitions of pirl_ablate.diagnostics,
+which tests/test_diagnostics.py checks against float64 transcriptions.
+
+Why not against a covariant Jigsaw run at this size: on 16 gratings a Jigsaw network stays at chance (ln K) and its
+res5 relative invariance lands anywhere between 0.5 and 3 with the seed and the CPU's float rounding; on digits,
+where it learns (accuracy 0.5 of 10 permutations), it ends *more* invariant than PIRL (0.6 against 1.0: pooled res5
+of a patch view averages the patches, which no permutation changes). Measured 2026-12-05 (benchmarks/RESULTS.md,
+"The mechanism test"). The PIRL < Jigsaw ordering of paper Figure 4 is a smoke-scale result (sweeps/fidelity.gin,
+3 seeds), not a property of a 40-step run.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_pirl import COVARIANT_JIGSAW, MECHANISM, NEGATIVES, TINY
+from tiny_pirl import MECHANISM, NEGATIVES, TINY
 
 from pirl_ablate import checkpoint, config, diagnostics
 from pirl_ablate.build import run_training
@@ -32,8 +39,7 @@ def _train(tmp_path: Path, name: str, extra: str = "", base: str = MECHANISM) ->
 
 
 def _relative_invariance(run: Path, images: torch.Tensor) -> float:
-    """Of pooled res5 (the representation both methods train; Jigsaw has no f/g heads) between held-out images and
-    their jigsaw views, eval mode, fixed draws."""
+    """Of pooled res5 between held-out images and their jigsaw views, eval mode, fixed draws."""
     net = checkpoint.load_method(run)
     with torch.no_grad():
         pair = representations(net, images, build_transform("jigsaw"), torch.Generator().manual_seed(3), "pooled")
@@ -41,16 +47,21 @@ def _relative_invariance(run: Path, images: torch.Tensor) -> float:
 
 
 @pytest.mark.slow
-def test_pirl_aligns_its_transformed_term_and_is_more_invariant_than_jigsaw(tmp_path):
+def test_pirl_aligns_its_transformed_term_and_brings_the_jigsaw_view_to_its_image(tmp_path):
     pirl = _train(tmp_path, "pirl")
-    jigsaw = _train(tmp_path, "jigsaw", COVARIANT_JIGSAW)
-    last = RunDir(pirl).metrics()[-1]
+    untrained = _train(tmp_path, "untrained", "train.epochs = 0\n")
+    rows = RunDir(pirl).metrics()
+    last = rows[-1]
     assert last["pos_sim_transformed"] > last["neg_sim_transformed"] + 0.02, last
     assert not any("transformed term not aligned" in w for w in last["warnings"])
+    # the heads: g(v_It) starts 3-4 times as far from f(v_I) as other images' f are, and ends about as near (0.8-1.2
+    # over seeds 0-4 and thread counts)
+    assert rows[0]["rel_invariance"] > 2 * last["rel_invariance"], [r["rel_invariance"] for r in rows]
 
     test_images = to_device_batch(build_dataset("synthetic", "test").images, "cpu", 32)
-    pirl_inv, jigsaw_inv = _relative_invariance(pirl, test_images), _relative_invariance(jigsaw, test_images)
-    assert pirl_inv < jigsaw_inv, (pirl_inv, jigsaw_inv)
+    pirl_inv, untrained_inv = _relative_invariance(pirl, test_images), _relative_invariance(untrained, test_images)
+    # res5: 0.9-1.0 after training against 2.0-3.5 for the same seed untrained (seeds 0-4)
+    assert pirl_inv < 0.7 * untrained_inv, (pirl_inv, untrained_inv)
 
 
 # The paper's estimator from the paper's random bank (tests/tiny_pirl.py's 48 images, 3 steps an epoch): the bank

@@ -38,13 +38,6 @@ train.base_lr = 0.12
 train.epochs = 40
 train.monitor_every = 0
 """
-# gin/jigsaw.gin's method lines without its include of the smoke scale (which would re-bind the dataset)
-COVARIANT_JIGSAW = """
-train.method = "jigsaw"
-jigsaw.num_permutations = 100
-PIRLNet.patch_bn_stats = True
-"""
-
 
 def untrained(size: int, train_image_size: int, negatives: int) -> str:
     """An untrained (epochs 0) NPID run of `size` synthetic 16 px images: what the transfer tests evaluate."""
