@@ -11,9 +11,10 @@ Rows, in this order (each section stops adding rows once `--budget` seconds, 8 m
   `torch.cuda.set_sync_debug_mode("error")` (a host-device sync is an error). The PIRL loss against the bank:
   chunked (`bank_contrast`) and dense bf16 (`dense_bank_contrast`) scoring on the device against a float64
   chunked reference on the CPU (loss, gradient, Z estimate); the memory bank update with a repeated index equals
-  the CPU's. A tiny `pretrain` run in bf16 autocast with channels_last: its loss falls from the first epoch to the
-  last. The PIRL loss is `pirl_ablate.losses.pirl_loss` (chunked) or `dense_bank_contrast` with the same Eq. 5
-  weights; the tiny run goes through `pirl_ablate.build.run_training` with `train.method = "pirl"`.
+  the CPU's. A tiny `pretrain` run with channels_last, in bf16 autocast on CUDA (fp32 on the CPU: see
+  `training_rows`): its loss falls from the first epoch to the last. The PIRL loss is
+  `pirl_ablate.losses.pirl_loss` (chunked) or `dense_bank_contrast` with the same Eq. 5 weights; the tiny run
+  goes through `pirl_ablate.build.run_training` with `train.method = "pirl"`.
 * speed at paper settings (ResNet-50, 224 px image view plus 9 patches of 64 px from 256 px uint8 images, batch
   256 or the largest that fits, |D| = 1,281,167, N = 32,000, bf16 autocast, channels_last on CUDA): the bare
   backbone step (forward, backward, SGD) on the same views, the full PIRL step through the method
@@ -269,24 +270,30 @@ train.batch_size = 16
 train.base_lr = 0.03
 train.base_batch = 16
 train.monitor_every = 0
-train.precision = "bf16"
 train.channels_last = True
 PIRLLoss.num_negatives = 32
 """
 
 
 def training_rows(device: torch.device, scale: Scale, workdir: Path) -> list[Row]:
-    """A tiny `pretrain` run (16 px synthetic images, half-width ResNet-18) in bf16 autocast with channels_last,
-    through `pirl_ablate.build.run_training` (the gin edge `pirl-ablate train` uses)."""
-    path = workdir / "tiny_bf16.gin"
-    path.write_text(TRAIN_CONFIG + f"train.epochs = {scale.train_epochs}\ntrain.device = '{device}'\n")
+    """A tiny `pretrain` run (16 px synthetic images, half-width ResNet-18) with channels_last, through
+    `pirl_ablate.build.run_training` (the gin edge `pirl-ablate train` uses): bf16 autocast on CUDA, fp32 on the CPU.
+
+    Not bf16 on the CPU: torch 2.14.1's CPU bf16 autocast backward of a plain torchvision ResNet-18 returns
+    different gradients run to run on an AVX512-BF16 CPU, sometimes 1e18 (benchmarks/RESULTS.md, "GPU"), so a
+    tiny run there fails at a random step while the same run in fp32 is bit-identical every time."""
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    path = workdir / "tiny_run.gin"
+    path.write_text(TRAIN_CONFIG + f"train.epochs = {scale.train_epochs}\ntrain.device = '{device}'\n"
+                    f"train.precision = '{precision}'\n")
     try:
-        result = run_training(config.parse([path]), workdir / "tiny_bf16")
+        result = run_training(config.parse([path]), workdir / "tiny_run")
     finally:
         gin.clear_config()  # the speed section builds its objects from explicit arguments only
-    losses = [row["loss"] for row in RunDir(workdir / "tiny_bf16").metrics()]
-    falls = result["precision"] == "bf16" and all(map(math.isfinite, losses)) and losses[-1] < losses[0]
-    return [Row("correctness", f"tiny run, bf16 autocast + channels_last, {len(losses)} epochs: loss falls",
+    losses = [row["loss"] for row in RunDir(workdir / "tiny_run").metrics()]
+    falls = result["precision"] == precision and all(map(math.isfinite, losses)) and losses[-1] < losses[0]
+    what = "bf16 autocast" if precision == "bf16" else "fp32"
+    return [Row("correctness", f"tiny run, {what} + channels_last, {len(losses)} epochs: loss falls",
                 f"{losses[0]:.3f} -> {losses[-1]:.3f}", "last < first", verdict(falls))]
 
 
