@@ -300,7 +300,10 @@ def test_unknown_source_from_the_command_line_is_one_line_and_exit_2(tmp_path):
 
 # --------------------------------------------------------------------------------------- training with the loop
 # What the tiny run below printed with the code before the negative sources existed (integ at 519474c, PIRL taking
-# its memory bank directly; /tmp script of that session, 1 torch thread): the default source must reproduce it.
+# its memory bank directly; /tmp script of that session, 1 torch thread, on that session's CPU): the default source
+# must reproduce it. Bit for bit only on that CPU: float kernels round differently on another one (an AVX512-BF16
+# EPYC, 2026-12-05: the same draws, every number within 0.15%), so across machines the check is to 0.5%, and
+# exactness is checked between the implicit and the explicit default source on this machine.
 BEFORE = {
     "nce": {'Z': 4926.84814453125, 'epoch': 2, 'loss': 16.968917846679688, 'loss_image': 27.39980125427246,
             'loss_transformed': 6.538032531738281, 'lr': 3e-05, 'mean_exp': 56101.15625,
@@ -337,7 +340,8 @@ def test_default_source_reproduces_the_numbers_from_before_the_sources(tmp_path,
     implicit, _ = pinned_run(tmp_path / "implicit", name)  # negatives=None: the memory bank
     explicit, pirl = pinned_run(tmp_path / "explicit", name, negatives=MemoryBankNegatives())
     # exactly: same draws, same operations (the pinned keys; later rows also carry the health numbers)
-    assert {k: implicit[k] for k in BEFORE[name]} == BEFORE[name] == {k: explicit[k] for k in BEFORE[name]}
+    assert {k: implicit[k] for k in BEFORE[name]} == {k: explicit[k] for k in BEFORE[name]}
+    assert {k: implicit[k] for k in BEFORE[name]} == pytest.approx(BEFORE[name], rel=5e-3, abs=5e-3)
     assert {k for k in pirl.state_dict() if not k.startswith(("backbone.", "f.", "g."))} == \
         ({"partition.Z", "memory_bank.bank"})  # checkpoints keep their keys: old runs resume
 
