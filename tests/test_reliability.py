@@ -102,6 +102,25 @@ def test_bad_binding_is_one_line_exit_2_and_no_checkpoint(tmp_path, capsys, bind
     assert not _temporaries(tmp_path)
 
 
+def test_wrong_typed_value_in_a_sweep_variant_or_bind_is_one_line_before_any_job(tmp_path, capsys):
+    """The sweep driver checks each variant's lines and --bind against the parameter's default type, so the mistake
+    is one line and exit 2 with no sweep folder, not a failure reason in every job."""
+    sweep = tmp_path / "typo.gin"
+    text = TINY + "sweep.name = 'typo'\nsweep.variants = {'ok': ['PIRLLoss.lambda_ = 0.5'],\n" \
+                  "                  'bad': [\"PIRLLoss.lambda_ = 'abc'\"]}\n"
+    sweep.write_text(text)
+    line = text.splitlines().index("                  'bad': [\"PIRLLoss.lambda_ = 'abc'\"]}") + 1
+    out = tmp_path / "runs"
+    assert main(["--quiet", "sweep", str(sweep), "--executor", "debug", "--out", str(out)]) == 2
+    assert _one_line_error(capsys) == \
+        f"error: {sweep}:{line}: PIRLLoss.lambda_ = 'abc' is str, expected float (like 0.5)"
+    sweep.write_text(TINY + "sweep.name = 'typo'\nsweep.grid = {'PIRLLoss.lambda_': [0.5]}\n")
+    assert main(["--quiet", "sweep", str(sweep), "--executor", "debug", "--bind", "train.epochs = 'two'",
+                 "--out", str(out)]) == 2
+    assert _one_line_error(capsys) == "error: --bind: train.epochs = 'two' is str, expected int (like 800)"
+    assert not out.exists()
+
+
 def test_out_that_is_a_file_and_export_into_a_folder_are_one_line(tmp_path, capsys, trained):
     config, run = trained
     a_file = tmp_path / "taken"

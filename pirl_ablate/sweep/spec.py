@@ -195,7 +195,7 @@ def load_sweep(path: str | os.PathLike, bindings: Sequence[str] = (), gin_files:
     zip_points = [dict(zip(zipped, combo)) for combo in zip(*zipped.values())] if zipped else [{}]
     points = [*((False, *p) for p in itertools.product(variants, zip_points, grid_points, settings.seeds)),
               *((True, *p) for p in itertools.product(baselines, [{}], [{}], settings.seeds))]
-    runs = []
+    runs, checked = [], set()
     for baseline, (variant, includes, lines), zip_point, grid_point, seed in points:
         swept = {**zip_point, **grid_point}
         run_lines = [*lines, *(f"{k} = {gin_value(v)}" for k, v in swept.items())]
@@ -209,6 +209,11 @@ def load_sweep(path: str | os.PathLike, bindings: Sequence[str] = (), gin_files:
             after = "sweep.baselines" if variant in (settings.baselines or {}) else "sweep.variants"
             where = _where(files, variant, after=after) if variant else _where(files, "sweep.")
             raise ConfigError(f"{where}: {'variant ' + repr(variant) + ': ' if variant else ''}{e}") from None
+        if (baseline, variant) not in checked:  # a wrong-typed value fails here, not in every worker
+            checked.add((baseline, variant))
+            after = "sweep.baselines" if baseline else "sweep.variants"
+            _check_line_types(lines, _where(files, variant, after=after) if variant else _display(sweep_file))
+            _check_line_types(bindings, "--bind")
         runs.append(Run(run_id(swept, seed, variant), variant, swept, int(seed), text))
     gin.clear_config()
     ids = [r.run_id for r in runs]
@@ -305,6 +310,25 @@ def _check_type(key: str, value: Any, expected: Any, where: str, what: str) -> N
     if not ok:
         raise ConfigError(f"{where}: sweep.{what}[{key!r}] value {value!r} is {type(value).__name__}, "
                           f"expected {type(expected).__name__} (like {expected!r})")
+
+
+def _check_line_types(lines: Sequence[str], where: str) -> None:
+    """Each binding in gin `lines` has the type of its parameter's default (`_check_type`'s rule): `train.epochs =
+    'two'` in a variant or a --bind is one line before anything is submitted, not a failure of every job."""
+    for key, value in config.bindings_of("\n".join(lines)).items():
+        name, _, param = key.rsplit("/", 1)[-1].rpartition(".")
+        fn = config.configurable_target(name) if name else None
+        try:
+            parameter = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn).parameters.get(param)
+        except (TypeError, ValueError):
+            continue
+        if parameter is None:
+            continue
+        try:
+            _check_type(key, value, parameter.default, where, "")
+        except ConfigError:
+            raise ConfigError(f"{where}: {key} = {value!r} is {type(value).__name__}, expected "
+                              f"{type(parameter.default).__name__} (like {parameter.default!r})") from None
 
 
 def _variants(variants: dict | None, files: Sequence[Path], what: str = "variants"
