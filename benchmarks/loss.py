@@ -13,6 +13,9 @@ Each variant runs in its own subprocess; peak memory is the rise of the process'
 over memory_allocated). Time is
 the median of --repeats steps after one warm-up step. Run it once; it needs about 6 GB free for the baseline.
 
+The same step per source of negatives (memory bank, the bank written by a momentum encoder, momentum queue,
+in-batch), through `PIRL.forward` at these settings: benchmarks/negative_sources.py.
+
     .venv/bin/python benchmarks/loss.py                      # paper scale
     .venv/bin/python benchmarks/loss.py --size 100000 --negatives 4096 --batch 64
 """
