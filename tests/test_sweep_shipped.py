@@ -39,6 +39,7 @@ RECIPE = {
     "fixed Z": {"PIRLLoss.z": "fixed"},
     "random bank": {"MemoryBank.init": "random", "PIRLLoss.z": "ema"},
     "random bank, fixed Z (paper)": {"MemoryBank.init": "random", "PIRLLoss.z": "fixed"},
+    "random bank, Z momentum 0.5": {"MemoryBank.init": "random", "PIRLLoss.z_momentum": 0.5},
     "small stem (3x3, no pool)": {"Backbone.small_stem": True},
     "10 px patches (whole cells)": {"jigsaw.patch_size": 10},
     "64 px images": {"train.image_size": 64, "image.size": 64},

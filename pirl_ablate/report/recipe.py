@@ -22,8 +22,9 @@ from pirl_ablate.report.registry import register_table
 from pirl_ablate.runs import STATUS_DONE
 
 SHIPPED = "shipped (NCE, EMA Z, warm bank)"
-ORDER = (SHIPPED, "InfoNCE", "fixed Z", "random bank", "random bank, fixed Z (paper)", "small stem (3x3, no pool)",
-         "10 px patches (whole cells)", "64 px images", "5 epochs", "N = 512", "NPID", "Jigsaw", "random init")
+ORDER = (SHIPPED, "InfoNCE", "fixed Z", "random bank", "random bank, fixed Z (paper)", "random bank, Z momentum 0.5",
+         "small stem (3x3, no pool)", "10 px patches (whole cells)", "64 px images", "5 epochs", "N = 512", "NPID",
+         "Jigsaw", "random init")
 # column -> (protocol, group, metric) of the evaluations
 EVALUATED = {"kNN": ("knn", "res5", "top1"), "rel. invariance res5": ("invariance", "res5", "relative"),
              "rel. invariance heads": ("invariance", "heads", "relative")}
