@@ -151,9 +151,9 @@ def test_registry_knows_the_papers_tables_and_their_sweeps():
     expected = {"table2": "loss_variants", "table3": "loss_variants", "table5": "pretext", "table7": "layers",
                 "figure4": "loss_variants", "figure5": "layers", "figure6": "lambda",
                 "figure7": "num_permutations", "figure8": "negatives", "fidelity": "fidelity",
-                "table1": "transfer", "table6": "transfer", "negative_source": "negative_source"}
+                "table1": "transfer", "table6": "transfer", "negative_source": "negative_source", "recipe": "recipe"}
     assert {name: TABLES.entry(name).params["sweep"] for name in TABLES} == expected
-    assert all(TABLES.entry(name).doc.startswith(("Table", "Figure", "Fidelity", "Beyond the paper"))
+    assert all(TABLES.entry(name).doc.startswith(("Table", "Figure", "Fidelity", "Beyond the paper", "Smoke recipe"))
                for name in TABLES)
 
 
