@@ -275,15 +275,12 @@ def _check_binding(key: str, where: str) -> Any:
             raise ConfigError(f"{where}: macro `{selector}` is not defined in the config "
                               f"(define `{selector} = ...` before sweeping it)") from None
     name, param = selector.rsplit(".", 1)
-    fn = config.configurable_target(name)
-    if fn is None:
+    if config.configurable_target(name) is None:
         raise ConfigError(f"{where}: unknown configurable `{name}` in `{key}`"
                           f"{did_you_mean(name, config.configurable_names())}")
-    try:
-        signature = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn)
-    except (TypeError, ValueError):
+    params = _parameters(name)
+    if params is None:
         return inspect.Parameter.empty
-    params = {p.name: p for p in signature.parameters.values() if p.name not in ("self", "cls")}
     if param not in params:
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return inspect.Parameter.empty
@@ -294,41 +291,48 @@ def _check_binding(key: str, where: str) -> Any:
         return params[param].default
 
 
-def _check_type(key: str, value: Any, expected: Any, where: str, what: str) -> None:
-    """A value must have the type of the parameter's current binding or default (an int is fine for a float).
+def _parameters(name: str) -> dict[str, inspect.Parameter] | None:
+    """The parameters of gin configurable `name` (None if it is unknown or has no signature)."""
+    fn = config.configurable_target(name)
+    if fn is None:
+        return None
+    try:
+        signature = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn)
+    except (TypeError, ValueError):
+        return None
+    return {p.name: p for p in signature.parameters.values() if p.name not in ("self", "cls")}
+
+
+def _type_ok(value: Any, expected: Any) -> bool:
+    """Whether `value` has the type of `expected`, a parameter's binding or default (an int is fine for a float).
     Parameters without a plain default (None, required, a class or reference) and gin references pass."""
     if not isinstance(expected, (bool, int, float, str, list, tuple)) or isinstance(value, str) and value[:1] in "@%":
-        return
+        return True
     if isinstance(expected, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(expected, (int, float)):
-        ok = isinstance(value, (int, float) if isinstance(expected, float) else int) and not isinstance(value, bool)
-    elif isinstance(expected, str):
-        ok = isinstance(value, str)
-    else:
-        ok = isinstance(value, (list, tuple))
-    if not ok:
+        return isinstance(value, bool)
+    if isinstance(expected, (int, float)):
+        return isinstance(value, (int, float) if isinstance(expected, float) else int) and not isinstance(value, bool)
+    if isinstance(expected, str):
+        return isinstance(value, str)
+    return isinstance(value, (list, tuple))
+
+
+def _check_type(key: str, value: Any, expected: Any, where: str, what: str) -> None:
+    """A swept value must have the type of the parameter's current binding or default (`_type_ok`)."""
+    if not _type_ok(value, expected):
         raise ConfigError(f"{where}: sweep.{what}[{key!r}] value {value!r} is {type(value).__name__}, "
                           f"expected {type(expected).__name__} (like {expected!r})")
 
 
 def _check_line_types(lines: Sequence[str], where: str) -> None:
-    """Each binding in gin `lines` has the type of its parameter's default (`_check_type`'s rule): `train.epochs =
-    'two'` in a variant or a --bind is one line before anything is submitted, not a failure of every job."""
+    """Each binding in gin `lines` has the type of its parameter's default (`_type_ok`): `train.epochs = 'two'` in a
+    variant or a --bind is one line before anything is submitted, not a failure of every job."""
     for key, value in config.bindings_of("\n".join(lines)).items():
         name, _, param = key.rsplit("/", 1)[-1].rpartition(".")
-        fn = config.configurable_target(name) if name else None
-        try:
-            parameter = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn).parameters.get(param)
-        except (TypeError, ValueError):
-            continue
-        if parameter is None:
-            continue
-        try:
-            _check_type(key, value, parameter.default, where, "")
-        except ConfigError:
+        parameter = (_parameters(name) or {}).get(param) if name else None
+        if parameter is not None and not _type_ok(value, parameter.default):
             raise ConfigError(f"{where}: {key} = {value!r} is {type(value).__name__}, expected "
-                              f"{type(parameter.default).__name__} (like {parameter.default!r})") from None
+                              f"{type(parameter.default).__name__} (like {parameter.default!r})")
 
 
 def _variants(variants: dict | None, files: Sequence[Path], what: str = "variants"
