@@ -19,7 +19,6 @@ import pandas as pd
 from pirl_ablate.report.build import kind_of, ordered, pivot_rows, problems, select, with_methods
 from pirl_ablate.report.model import Block, Report
 from pirl_ablate.report.registry import register_table
-from pirl_ablate.runs import STATUS_DONE
 
 SHIPPED = "shipped (NCE, EMA Z, warm bank)"
 ORDER = (SHIPPED, "InfoNCE", "fixed Z", "random bank", "random bank, fixed Z (paper)", "random bank, Z momentum 0.5",
@@ -32,26 +31,21 @@ COLUMNS = (*EVALUATED, "margin transformed", "margin image", "uniformity", "loss
 LOWER_IS_BETTER = frozenset({"rel. invariance res5", "rel. invariance heads", "uniformity", "loss / chance"})
 
 
-def _final(frame: pd.DataFrame, metric: str) -> pd.Series:
-    """The last epoch's `metric` of each done run, by run id."""
-    rows = frame[(frame["status"] == STATUS_DONE) & (frame["protocol"] == "final") & (frame["metric"] == metric)]
-    return rows.set_index("run_id")["value"]
+FINAL = ("pos_sim_transformed", "neg_sim_transformed", "pos_sim_image", "neg_sim_image", "uniformity", "loss",
+         "loss_chance")
 
 
 def _derived(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per done run: the two margins, uniformity and loss / chance from its last epoch, as (run_id, method, column,
-    value) rows."""
-    runs = frame[frame["status"] == STATUS_DONE].drop_duplicates("run_id").set_index("run_id")["method"]
-    values = {"margin transformed": _final(frame, "pos_sim_transformed") - _final(frame, "neg_sim_transformed"),
-              "margin image": _final(frame, "pos_sim_image") - _final(frame, "neg_sim_image"),
-              "uniformity": _final(frame, "uniformity"),
-              "loss / chance": _final(frame, "loss") / _final(frame, "loss_chance")}
-    parts = [pd.DataFrame({"run_id": v.index, "value": v.to_numpy(), "column": column})
-             for column, v in values.items() if not v.dropna().empty]
-    if not parts:
-        return pd.DataFrame(columns=["run_id", "method", "column", "value"])
-    rows = pd.concat(parts).dropna(subset=["value"])
-    return rows.assign(method=rows["run_id"].map(runs))
+    """Per done run: the two margins, uniformity and loss / chance from its last epoch ("final" rows), as (run_id,
+    method, column, value) rows."""
+    final = pd.concat([select(frame, "final", metric) for metric in FINAL])
+    wide = final.pivot_table(index=["run_id", "method"], columns="metric", values="value")
+    wide = wide.reindex(columns=list(FINAL))
+    values = pd.DataFrame({"margin transformed": wide["pos_sim_transformed"] - wide["neg_sim_transformed"],
+                           "margin image": wide["pos_sim_image"] - wide["neg_sim_image"],
+                           "uniformity": wide["uniformity"], "loss / chance": wide["loss"] / wide["loss_chance"]})
+    rows = values.rename_axis(columns="column").stack().rename("value").reset_index()
+    return rows[["run_id", "method", "column", "value"]]
 
 
 @register_table("recipe", configurable=False)
