@@ -331,3 +331,27 @@ def test_worker_gets_the_thread_limit(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], input=cloudpickle.dumps(job), capture_output=True,
                           env=worker_env(), timeout=PATIENCE_S)
     assert proc.stdout.decode().strip() == "3", proc.stderr.decode()
+
+
+def test_an_exception_while_submitit_requeues_the_job_is_not_a_failure_of_the_run(tmp_path):
+    """On preemption submitit calls the job's `checkpoint`, then `scontrol requeue`; under load the requeue's SIGTERM
+    can reach `scontrol` first and surface in the training as CalledProcessError. That run goes on in the requeued
+    job, so its folder must not say failed; the same exception without a requeue is the run's failure."""
+    import pickle
+
+    from pirl_ablate.sweep.job import SweepJob
+
+    path = write_sweep(tmp_path, "sweep.name = 'requeue'\ntiny_train.fail_at = 2\n")
+    run = load_sweep(path).runs[0]
+    job = SweepJob(run, tmp_path / "requeued", "requeue", "sweep_jobs.run_tiny")
+    job.checkpoint()  # what submitit does first on preemption
+    with pytest.raises(RuntimeError, match="failed on purpose"):
+        job()
+    assert RunDir(tmp_path / "requeued").status() == "running"  # started, no result: the requeued job resumes it
+
+    fresh = pickle.loads(pickle.dumps(job))  # the job as the requeue starts it again: no longer requeueing
+    fresh.run_dir = str(tmp_path / "failed")
+    with pytest.raises(RuntimeError):
+        fresh()
+    result = RunDir(tmp_path / "failed").result()
+    assert result["status"] == "failed" and "failed on purpose at step 2" in result["reason"]

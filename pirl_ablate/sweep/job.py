@@ -59,6 +59,21 @@ class SweepJob(submitit.helpers.Checkpointable):
         self.evaluate = list(evaluate)
         self.eval_layers = list(eval_layers)
         self.threads = threads
+        self._requeueing = False  # set by `checkpoint`; never pickled
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "_requeueing"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _requeueing=False)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """submitit calls this on preemption or a time limit, just before `scontrol requeue`. From here on an
+        exception out of the training (e.g. that requeue's SIGTERM reaching the `scontrol` process before it exits,
+        seen as CalledProcessError under load) is the job being requeued, not a failure of the run: a failure the
+        target recorded is retired (`RunDir.retire_result`), and the requeued job resumes from its checkpoint."""
+        self._requeueing = True
+        return super().checkpoint(*args, **kwargs)
 
     def __call__(self) -> dict[str, Any]:
         env = _job_environment()
@@ -85,6 +100,9 @@ class SweepJob(submitit.helpers.Checkpointable):
                 # under the run's own config: the sweep's bindings of the protocols (e.g. detection_eval.*) apply
                 run_evaluations(run_dir.path, list(self.evaluate), layers=self.eval_layers, bindings=[self.run.config])
         except Exception as e:
+            if rank0 and self._requeueing:  # the run goes on in the requeued job: no failure of its own
+                run_dir.retire_result()  # what the target recorded on its way out
+                raise
             previous = run_dir.result() or {}
             if rank0 and previous.get("status") != "failed":  # keep the reason the target recorded
                 run_dir.fail(one_line(e), **{k: v for k, v in previous.items() if k not in ("status", "end")})
