@@ -33,14 +33,16 @@ EXPECTED = {
 # the smoke recipe's choices, one changed at a time (sweeps/recipe.gin): what each variant binds beyond the shipped
 # recipe; a study of the smoke scale itself, so it has no paper twin
 RECIPE = {
-    "shipped (NCE, tau 0.1, EMA Z, warm bank)": {"PIRLLoss.estimator": "nce", "PIRLLoss.tau": 0.1,
-                                                 "PIRLLoss.z": "ema", "MemoryBank.init": "features"},
+    "shipped (NCE, tau 0.1, Z momentum 0.5, warm bank)": {"PIRLLoss.estimator": "nce", "PIRLLoss.tau": 0.1,
+                                                          "PIRLLoss.z": "ema", "PIRLLoss.z_momentum": 0.5,
+                                                          "MemoryBank.init": "features"},
     "tau 0.07 (the paper)": {"PIRLLoss.tau": 0.07},
     "tau 0.2": {"PIRLLoss.tau": 0.2},
     "InfoNCE": {"PIRLLoss.estimator": "infonce"},
     "fixed Z": {"PIRLLoss.z": "fixed"},
-    "random bank": {"MemoryBank.init": "random", "PIRLLoss.z": "ema"},
-    "random bank, Z momentum 0.5": {"MemoryBank.init": "random", "PIRLLoss.z_momentum": 0.5},
+    "Z momentum 0.99": {"PIRLLoss.z_momentum": 0.99},
+    "random bank": {"MemoryBank.init": "random", "PIRLLoss.z": "ema", "PIRLLoss.z_momentum": 0.5},
+    "random bank, Z momentum 0.99": {"MemoryBank.init": "random", "PIRLLoss.z_momentum": 0.99},
     "random bank, fixed Z, tau 0.07 (the paper)": {"MemoryBank.init": "random", "PIRLLoss.z": "fixed",
                                                    "PIRLLoss.tau": 0.07},
     "small stem (3x3, no pool)": {"Backbone.small_stem": True},
