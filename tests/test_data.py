@@ -10,14 +10,11 @@ import gin
 import numpy as np
 import pytest
 import torch
+from fmnist import FMNIST, needs_fmnist
 
 from pirl_ablate import config
 from pirl_ablate.data import build_dataset, fashion_mnist, make_loader, to_device_batch
 from pirl_ablate.errors import DataError
-
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-needs_fmnist = pytest.mark.skipif(not (FMNIST / "train-images-idx3-ubyte.gz").is_file(),
-                                  reason="Debian dataset-fashion-mnist not installed (.ci/run installs it)")
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fmnist import needs_fmnist
 from tiny_pirl import MECHANISM, NEGATIVES, TINY
 
 from pirl_ablate import checkpoint, config, diagnostics
@@ -79,9 +80,6 @@ train.monitor_every = 0
 """
 
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-needs_fmnist = pytest.mark.skipif(not (FMNIST / "train-images-idx3-ubyte.gz").is_file(),
-                                  reason="Debian dataset-fashion-mnist not installed (.ci/run installs it)")
 JIGSAW_PERMUTATIONS = 100  # gin/jigsaw.gin
 # The smoke recipe (gin/scale/smoke.gin) on 1,000 Fashion-MNIST images for 4 epochs of 15 steps.
 FASHION = """
