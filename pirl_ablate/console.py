@@ -29,15 +29,16 @@ def info(message: str) -> None:
         console.print(message)
 
 
-def progress(*extra_columns: TextColumn) -> Progress:
-    """A rich progress bar (disabled under --quiet or when stderr is not a terminal and CI is set)."""
+def progress(*extra_columns: TextColumn, remaining: bool = True) -> Progress:
+    """A rich progress bar (disabled under --quiet or when stderr is not a terminal and CI is set); `remaining`:
+    rich's own time-left column (from the bar's rate; off where the caller estimates the time left itself)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         *extra_columns,
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        *([TimeRemainingColumn()] if remaining else []),
         console=console,
         disable=quiet(),
         transient=False,

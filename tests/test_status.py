@@ -16,7 +16,7 @@ from rich.console import Console
 
 from pirl_ablate.cli import main
 from pirl_ablate.runs import RunDir, atomic_write_json
-from pirl_ablate.sweep.display import duration, run_progress, status_view
+from pirl_ablate.sweep.display import duration, run_progress, status_view, sweep_time_left
 from pirl_ablate.sweep.state import write_job_record
 
 T0 = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
@@ -58,6 +58,16 @@ def test_progress_of_a_running_run_by_hand(tmp_path):
     run.finish(epochs=5, warnings=["kNN at chance"])
     done = run_progress(tmp_path / "r", "done")
     assert done.eta_s is None and done.warnings == ["kNN at chance"]  # result.json's warnings win once it ended
+
+
+def test_sweep_time_left_by_hand():
+    # finished runs took 60 s and 120 s: every run takes 90 s. Running: 30 s and 100 s in (60 s and 0 s left);
+    # 3 slots [0, 0, 60]; the 4 queued runs fill the earliest slot each: [0, 60, 90], [60, 90, 90],
+    # [90, 90, 150], [90, 150, 180] -> the last run ends in 180 s.
+    assert sweep_time_left([60.0, 120.0], [30.0, 100.0], queued=4, parallelism=3) == pytest.approx(180.0)
+    assert sweep_time_left([10.0], [], queued=3, parallelism=1) == pytest.approx(30.0)  # one after the other
+    assert sweep_time_left([10.0], [4.0], queued=0, parallelism=2) == pytest.approx(6.0)
+    assert sweep_time_left([], [5.0], queued=2, parallelism=2) is None  # nothing finished: no estimate
 
 
 def test_status_shows_progress_and_each_error_once(tmp_path):

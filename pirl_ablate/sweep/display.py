@@ -97,6 +97,25 @@ def _time(stamp: Any) -> _dt.datetime | None:
         return None
 
 
+def sweep_time_left(finished_s: Sequence[float], running_elapsed_s: Sequence[float], queued: int,
+                    parallelism: int) -> float | None:
+    """Seconds until the sweep's last run ends, or None while no run has finished (nothing to estimate from).
+
+    Every run is assumed to take the mean of the finished runs' durations `finished_s`: a running run has that
+    less its elapsed time left (at least 0), and the `queued` runs start, one per slot, on whichever of the
+    `parallelism` slots frees first (the local executor's `local.parallelism`, SLURM's `array_parallelism`).
+    """
+    if not finished_s:
+        return None
+    mean = sum(finished_s) / len(finished_s)
+    slots = sorted(max(mean - e, 0.0) for e in running_elapsed_s)
+    slots += [0.0] * max(parallelism - len(slots), 0)
+    for _ in range(queued):
+        slots[0] += mean
+        slots.sort()
+    return max(slots, default=0.0)
+
+
 def duration(seconds: float | None) -> str:
     """"1h 02m", "3m 05s", "42s"; "" when unknown."""
     if seconds is None:

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+from rich.progress import TextColumn
 
 from pirl_ablate.console import console, progress
 from pirl_ablate.errors import UserError
-from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED
+from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED, STATUS_PENDING
+from pirl_ablate.sweep.display import duration, run_progress, sweep_time_left
 from pirl_ablate.sweep.job import SweepJob
 from pirl_ablate.sweep.spec import Run, Sweep
 from pirl_ablate.sweep.state import RunState, run_states, write_job_record
@@ -92,7 +94,8 @@ def execute(kind: str, sweep: Sweep, out: Path, submit: list[Run], watch: list[R
         return
     executor = make_executor(kind, sweep, out)
     jobs = [make_job(kind, sweep, r, out) for r in submit]
-    tracker = _Tracker(sweep, out, len(jobs) + len(watch))
+    parallelism = {"local": sweep.local.parallelism, "slurm": sweep.slurm.array_parallelism}.get(kind, 1)
+    tracker = _Tracker(sweep, out, len(jobs) + len(watch), parallelism)
     with tracker.bar:
         if kind == "debug":
             for run in watch:
@@ -170,14 +173,16 @@ def _run_slurm(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Ru
 
 
 class _Tracker:
-    """The runs being waited for, and a progress bar over them."""
+    """The runs being waited for, and a progress bar over them with the sweep's time left (`sweep_time_left`
+    from the durations of the runs finished so far, read from their folders)."""
 
-    def __init__(self, sweep: Sweep, out: Path, total: int):
-        self.sweep, self.out = sweep, out
+    def __init__(self, sweep: Sweep, out: Path, total: int, parallelism: int):
+        self.sweep, self.out, self.total, self.parallelism = sweep, out, total, parallelism
         self.active: dict[str, Run] = {}
         self.counts = collections.Counter()
-        self.bar = progress()
-        self.task = self.bar.add_task(self._description(), total=total)
+        self.finished_s: list[float] = []
+        self.bar = progress(TextColumn("{task.fields[left]}"), remaining=False)
+        self.task = self.bar.add_task(self._description(), total=total, left="")
 
     def watch(self, run: Run) -> None:
         self.active[run.run_id] = run
@@ -189,6 +194,9 @@ class _Tracker:
         for run_id, state in zip(ids, states):
             if not state.live:
                 del self.active[run_id]
+                elapsed = run_progress(self.out / run_id, state.state).elapsed_s
+                if state.state == STATUS_DONE and elapsed is not None:
+                    self.finished_s.append(elapsed)
                 self.counts[STATUS_DONE if state.state == STATUS_DONE else STATUS_FAILED] += 1
                 self.bar.advance(self.task)
                 if state.state != STATUS_DONE:
@@ -207,5 +215,12 @@ class _Tracker:
                 f"{len(getattr(self, 'active', ()))} running")
 
     def _update(self) -> None:
-        self.bar.update(self.task, description=self._description())
+        self.bar.update(self.task, description=self._description(), left=self._left())
+
+    def _left(self) -> str:
+        """"~12m 30s left", or why there is no estimate yet."""
+        queued = self.total - sum(self.counts.values()) - len(self.active)
+        running = [run_progress(self.out / i, STATUS_PENDING).elapsed_s for i in self.active]
+        left = sweep_time_left(self.finished_s, [e or 0.0 for e in running], queued, self.parallelism)
+        return "time left: once a run has finished" if left is None else f"~{duration(left)} left"
 
