@@ -13,6 +13,7 @@ from pirl_ablate import __version__
 HANDLERS = {
     "train": ("pirl_ablate.build", "train_command"),
     "export": ("pirl_ablate.build", "export_command"),
+    "import": ("pirl_ablate.published", "import_command"),
     "sweep": ("pirl_ablate.sweep.command", "sweep_command"),
     "status": ("pirl_ablate.sweep.command", "status_command"),
     "report": ("pirl_ablate.report.command", "report_command"),
@@ -84,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="FILE", required=True, help="output .pth file (.pkl for Detectron2's pickle)")
     s.add_argument("--format", choices=("torchvision", "detectron2"), default="torchvision",
                    help="key names: torchvision's ResNet (default) or Detectron2's (res2.0.conv1.weight, ...)")
+
+    s = sub.add_parser("import", help="turn published ResNet weights (VISSL, torchvision) into a run folder",
+                       description="Write a run folder holding an external ResNet checkpoint's trunk, which every "
+                                   "protocol, `eval` and `report` then treats like a trained run.")
+    s.add_argument("checkpoint", metavar="CHECKPOINT")
+    s.add_argument("--format", choices=("vissl", "torchvision"), required=True,
+                   help="vissl: a VISSL checkpoint (trunk keys _feature_blocks.*); torchvision: a resnet state_dict")
+    s.add_argument("--out", metavar="RUN_DIR", required=True, help="the run folder to write (new or empty)")
+    s.add_argument("--dataset", required=True,
+                   help="the dataset evaluation uses by default, e.g. fashion_mnist (smoke) or imagefolder")
+    s.add_argument("--image-size", type=int, required=True, metavar="PX",
+                   help="the input size evaluation uses by default, e.g. 32 (smoke) or 224 (the paper)")
 
     s = sub.add_parser("show-transform", help="draw images next to a transform's views",
                        description="Draw a few images next to their views (patches in permuted order, labels "
