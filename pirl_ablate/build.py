@@ -29,7 +29,7 @@ from pirl_ablate.models import Backbone
 from pirl_ablate.run_guard import GIVEN_MARKER, guarded_run
 from pirl_ablate.runs import RunDir
 from pirl_ablate.train import TrainingDiverged, cosine, parameter_groups, pretrain
-from pirl_ablate.transforms import build_transform
+from pirl_ablate.transforms import TRANSFORMS, build_transform
 
 configured_backbone = gin.external_configurable(Backbone, "Backbone")
 configured_bank = gin.external_configurable(MemoryBank, "MemoryBank", denylist=["size", "dim", "generator"])
@@ -50,7 +50,11 @@ def head_settings(embed_dim: int = 128, mlp_heads: bool = False, num_patches: in
 def transform_spec(spec: str) -> dict[str, Any]:
     """{"name": spec, "kwargs": the gin bindings of its parts}: `build_transform(name, **kwargs)` builds it."""
     parts = [p.strip() for p in spec.split("+")]
-    kwargs = config.bound_kwargs(spec) if len(parts) == 1 else {p: config.bound_kwargs(p) for p in parts}
+
+    def bound(part: str) -> dict[str, Any]:  # gin knows a part by its gin name (`kornia:X` as `kornia.X`)
+        return config.bound_kwargs(TRANSFORMS.entry(part).gin_name or part if part in TRANSFORMS else part)
+
+    kwargs = bound(parts[0]) if len(parts) == 1 else {p: bound(p) for p in parts}
     return {"name": spec, "kwargs": kwargs}
 
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from sigkill_resume import whole_and_killed
 from sweep_jobs import PATIENCE_S
 from tiny_pirl import BATCH, NEGATIVES, SIZE, TINY
 
@@ -185,24 +184,7 @@ def test_every_epoch_row_holds_the_health_numbers_and_they_leave_the_run_unchang
 
 @pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
-    cfg = _config(tmp_path, "train.epochs = 4\n")
-    whole = _cli("train", str(cfg), "--out", str(tmp_path / "whole"))
-    killed = _cli("train", str(cfg), "--out", str(tmp_path / "killed"))
-    last = tmp_path / "killed" / "checkpoints" / "last.pt"
-    deadline = time.time() + PATIENCE_S
-    while not last.exists() and killed.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the next epoch
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert killed.returncode == -signal.SIGKILL
-    assert not (tmp_path / "killed" / "result.json").exists()
-    assert checkpoint.load(last)["epoch"] < 4  # it really was interrupted
-    resumed = _cli("train", str(cfg), "--out", str(tmp_path / "killed"))
-    assert resumed.wait(timeout=PATIENCE_S) == 0, resumed.stderr.read()
-    assert whole.wait(timeout=PATIENCE_S) == 0, whole.stderr.read()
-    a = checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt")
-    b = checkpoint.load(last)
+    a, b = whole_and_killed(_config(tmp_path, "train.epochs = 4\n"), tmp_path, epochs=4)
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (4, 4 * SIZE // BATCH)
     assert a["method"].keys() == b["method"].keys() and "memory_bank.bank" in a["method"]
     for key in a["method"]:  # trunk, heads, memory bank, Z
