@@ -446,3 +446,72 @@ def test_figure6_files_caption_rounded_csv_complete_baseline_and_umask(tmp_path:
                                    "(n = 2 per point, error bars: std over seeds)")
     assert "best at lambda = 0.5" in report.plot.paper and report.plot.paper.startswith(paper.PAPER_LABEL)
     assert report.plot.paper_best_x == 0.5
+
+
+def _knn(top1: float) -> dict:
+    return {"protocol": "knn", "dataset": "fashion_mnist", "bn": "precise", "wall_s": 1.0,
+            "metrics": {"res5": {"top1": top1}}}
+
+
+def test_figure6_panels_say_which_metric_separates_from_random_init(tmp_path: Path):
+    """Linear top-1 within or below random init's band, kNN above it by more than the spread, and the transformed
+    term's margin per lambda: panels, verdicts and plotted numbers against values worked out by hand."""
+    root = tmp_path / "runs"
+    linear = {0.0: 72.0, 0.5: 74.5, 1.0: 72.0}  # + (-0.5, 0, +0.5) over seeds: std 0.5
+    knn = {0.0: 70.0, 0.5: 71.0, 1.0: 70.5}
+    for lam in linear:
+        for seed, jitter in zip(SEEDS, (-0.5, 0.0, 0.5)):
+            run = _run(root, "lambda", f"lam{lam}-s{seed}", seed, {"PIRLLoss.lambda_": lam},
+                       evals={"linear-fashion_mnist": _linear(linear[lam] + jitter),
+                              "knn-fashion_mnist": _knn(knn[lam] + jitter)})
+            run.finish(epochs=1, wall_s=3.0, final={"loss": 0.5, "pos_sim_transformed": 0.3 + 0.1 * lam + 0.01 * seed,
+                                                    "neg_sim_transformed": 0.1 + 0.005 * seed})
+    for seed, (lin, nn) in enumerate(((74.0, 65.0), (75.5, 65.5), (77.0, 66.0))):  # 75.5 +- 1.5, 65.5 +- 0.5
+        _run(root, "lambda", f"rand-s{seed}", seed, variant="random init",
+             evals={"linear-fashion_mnist": _linear(lin), "knn-fashion_mnist": _knn(nn)})
+    report = TABLES.get("figure6")(load_results(root))
+    plot = report.plot
+    assert plot.ylabel == "linear top-1 (res5)"  # the paper's metric first
+    assert [p.ylabel for p in plot.panels] == ["knn top-1 (res5)", "transformed term's alignment margin"]
+    # linear: 72 is 3.5 below 75.5, more than 0.5 + 1.5; 74.5 is 1.0 below, within it
+    assert plot.verdict == ("linear top-1 (res5) does not separate: of 3 points, 0 above random init and 2 below "
+                            "by more than the seeds' spread")
+    knn_panel, margin = plot.panels
+    assert knn_panel.verdict.startswith("knn top-1 (res5) separates: every one of 3 points above random init")
+    assert [(r.mean, r.std, r.n) for r in knn_panel.baselines] == [(65.5, 0.5, 3)]
+    # margin of a run: 0.2 + 0.1 lambda + 0.005 seed; mean over seeds 0, 1, 2: 0.205 + 0.1 lambda
+    (series,) = margin.series
+    assert series.x == [0.0, 0.5, 1.0] and series.y == pytest.approx([0.205, 0.255, 0.305])
+    assert series.std == pytest.approx([statistics.stdev([0.0, 0.005, 0.01])] * 3)
+    assert margin.verdict.startswith("transformed term's alignment margin above 0 by more than the seeds' spread "
+                                     "at 2 of 2 lambda > 0")
+    assert all(v in report.notes for v in (plot.verdict, knn_panel.verdict, margin.verdict))
+
+    from pirl_ablate.report.figures import save_figure
+
+    _, data = save_figure(plot, report.title, tmp_path / "figure6")
+    rows = list(csv.DictReader(io.StringIO(data.read_text())))
+    knn_rows = {(r["series"], r["x"]): float(r["mean"]) for r in rows if r["panel"] == "knn top-1 (res5)"}
+    assert knn_rows == {("PIRL", "0.0"): 70.0, ("PIRL", "0.5"): 71.0, ("PIRL", "1.0"): 70.5,
+                        ("random init", "all"): 65.5}
+
+
+def test_figure_draws_the_baseline_band_in_the_legend_and_the_paper_marker_under_the_error_bars():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from pirl_ablate.report.figures import _draw
+    from pirl_ablate.report.model import Plot, Reference, Series
+
+    plot = Plot(kind="line", xlabel="lambda", ylabel="top-1", paper_best_x=0.5,
+                series=[Series("PIRL", [0.0, 0.5], [70.0, 72.0], [1.0, 1.0], [3, 3])],
+                baselines=[Reference("random init", 71.0, 1.5, 3)])
+    ax = Figure().add_subplot()
+    _draw(ax, plot)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "random init ± std over seeds" in labels and "random init (n = 3)" in labels
+    paper_line = next(line for line in ax.get_lines() if line.get_label() == "paper's best: 0.5")
+    error_bars = [c for c in ax.collections if c.get_label() != "random init ± std over seeds"]
+    assert error_bars and all(paper_line.get_zorder() < c.get_zorder() for c in error_bars)

@@ -126,9 +126,9 @@ def _num(v: float) -> str:
 
 
 def plot_csv(plot: Plot) -> str:
-    """The plotted numbers, two decimals (four for histogram fractions): lines as series, x, mean, std, n (the
-    random-init baseline as a row with x "all"; std empty for n = 1); histograms as series, bin_left, bin_right,
-    fraction."""
+    """The plotted numbers, two decimals (four for histogram fractions): lines as series, x, mean, std, n, panel
+    (the random-init baseline as a row with x "all"; std empty for n = 1; panel: the y label of the panel, one per
+    metric plotted side by side); histograms as series, bin_left, bin_right, fraction."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if plot.kind == "hist":
@@ -137,12 +137,13 @@ def plot_csv(plot: Plot) -> str:
             for left, right, y in zip(s.x, s.x[1:], s.y):
                 w.writerow([s.label, _rounded(left, 4), _rounded(right, 4), _rounded(y, 4)])
     else:
-        w.writerow(["series", "x", "mean", "std", "n"])
-        for s in plot.series:
-            for x, y, sd, n in zip(s.x, s.y, s.std, s.n):
-                w.writerow([s.label, x, _rounded(y), _rounded(sd), n])
-        for ref in plot.baselines:
-            w.writerow([ref.label, "all", _rounded(ref.mean), _rounded(ref.std), ref.n])
+        w.writerow(["series", "x", "mean", "std", "n", "panel"])
+        for panel in (plot, *plot.panels):
+            for s in panel.series:
+                for x, y, sd, n in zip(s.x, s.y, s.std, s.n):
+                    w.writerow([s.label, x, _rounded(y), _rounded(sd), n, panel.ylabel])
+            for ref in panel.baselines:
+                w.writerow([ref.label, "all", _rounded(ref.mean), _rounded(ref.std), ref.n, panel.ylabel])
     return buf.getvalue()
 
 

@@ -21,6 +21,7 @@ from pirl_ablate.report.build import (
     find_axis,
     kind_of,
     line_figure,
+    margin_panel,
     ordered,
     paper_block,
     pivot_rows,
@@ -226,7 +227,14 @@ def figure5(frame: pd.DataFrame, sweep: str = "layers") -> Report:
 @register_table("figure6", configurable=False)
 def figure6(frame: pd.DataFrame, sweep: str = "lambda") -> Report:
     """Figure 6: effect of lambda (weight of the transformed-image term) on linear top-1."""
-    return _line("figure6", "Figure 6: effect of lambda", frame, sweep, ("lambda",), "lambda")
+    report = _line("figure6", "Figure 6: effect of lambda", frame, sweep, ("lambda",), "lambda")
+    rows = _prepare(frame, sweep, "PIRL")[1]
+    axis = find_axis(rows, ("lambda",)) if not rows.empty else None
+    margin = margin_panel(rows, axis, "lambda") if axis is not None and report.plot is not None else None
+    if margin is not None:
+        report.plot.panels.append(margin)
+        report.notes += [margin.verdict] if margin.verdict else []
+    return report
 
 
 @register_table("figure7", configurable=False)
