@@ -18,7 +18,7 @@ import pytest
 from pirl_ablate.cli import main
 from pirl_ablate.layers import LAYERS
 from pirl_ablate.report import paper
-from pirl_ablate.report.command import report_command
+from pirl_ablate.report.command import NoResults, report_command
 from pirl_ablate.report.registry import TABLES
 from pirl_ablate.report.render import to_csv, to_latex, to_markdown
 from pirl_ablate.report.results import ExpectedRun, load_results
@@ -296,14 +296,22 @@ def test_command_writes_files_and_figures(results: Path, tmp_path: Path):
     assert relative["PIRL", "heads"]["best"] == "1" and relative["Jigsaw", "heads"]["best"] == "0"
     assert float(relative["random init", "res5"]["mean"]) == pytest.approx(1.65)  # the baseline is in the table
 
-    assert report_command(_args(table="7", results=str(results), out=str(out), format="latex")) == 1
+    with pytest.raises(NoResults):
+        report_command(_args(table="7", results=str(results), out=str(out), format="latex"))
     assert not (out / "table7.tex").exists()
 
 
-def test_empty_report_names_the_sweep_command_and_exits_1(tmp_path: Path, capsys):
+def test_empty_report_is_a_user_error_naming_a_sweep_command_that_works_from_anywhere(tmp_path: Path, capsys,
+                                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the repository
     code = main(["report", "--figure", "6", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path)])
-    assert code == 1
-    assert "run `pirl-ablate sweep sweeps/lambda.gin`" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: no results under") and len(err.splitlines()) == 1
+    command = re.search(r"run `pirl-ablate sweep (\S+)`", err).group(1)
+    assert command == "sweeps/lambda.gin"
+    from pirl_ablate.config import resolve_config_file
+
+    assert resolve_config_file(command).read_text() == (Path(__file__).parent.parent / command).read_text()
     assert main(["report", "--table", "99", "--results", str(tmp_path)]) == 2  # unknown table: a user error
 
 
@@ -515,3 +523,20 @@ def test_figure_draws_the_baseline_band_in_the_legend_and_the_paper_marker_under
     paper_line = next(line for line in ax.get_lines() if line.get_label() == "paper's best: 0.5")
     error_bars = [c for c in ax.collections if c.get_label() != "random init ± std over seeds"]
     assert error_bars and all(paper_line.get_zorder() < c.get_zorder() for c in error_bars)
+
+
+def test_tables_fit_80_columns_and_saved_text_is_never_cut(results: Path, tmp_path: Path):
+    from rich.console import Console
+
+    from pirl_ablate.report.build import sweep_report
+    from pirl_ablate.report.render import render_text, to_rich
+
+    report = sweep_report(load_results(results), "loss_variants")  # one column per metric: wide
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(to_rich(report))
+    narrow, saved = console.export_text(), render_text(report, "rich")
+    assert "…" not in narrow and max(len(line) for line in narrow.splitlines()) <= 80
+    assert "…" not in saved and max(len(line) for line in saved.splitlines()) > 160  # the file at full width
+    # semi-supervised 10% top-5 of PIRL: (61 + 5, 63.5 + 5) -> 67.25; linear res5 top-1 of Jigsaw: 45.75
+    for value in (f"{statistics.mean([66.0, 68.5]):.2f}", f"{statistics.mean(VARIANTS['Jigsaw']):.2f}"):
+        assert value in narrow and value in saved

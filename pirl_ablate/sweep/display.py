@@ -19,6 +19,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from pirl_ablate.console import Fit
 from pirl_ablate.health import TERMS
 from pirl_ablate.report.results import operative_values
 from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, RunDir, UnreadableFile
@@ -146,7 +147,7 @@ def status_view(record: dict[str, Any], folder: Path, states: Sequence[RunState]
     for name, justify in (("seed", "right"), ("state", "left"), ("epoch", "right"), ("loss", "right"),
                           ("kNN", "right"), (ALIGN_HEADER, "right"), ("inv", "right"), ("unif", "right"),
                           ("elapsed", "right"), ("left", "right"), ("notes", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "notes")
+        table.add_column(name, justify=justify, no_wrap=name != "notes")  # (narrower: stacked, by Fit)
     errors: dict[str, list[str]] = {}
     for run, state in zip(runs, states):
         p = run_progress(folder / run["run_id"], state.state, now)
@@ -170,7 +171,7 @@ def status_view(record: dict[str, Any], folder: Path, states: Sequence[RunState]
             f"~{duration(p.eta_s)}" if p.eta_s is not None else "", Text(" ").join(notes))
     lines = [Text(f"[{i}] {reason}  ({len(ids)} run{'s' if len(ids) > 1 else ''}: {', '.join(ids)})", style="red")
              for i, (reason, ids) in enumerate(errors.items(), 1)]
-    return Group(table, *lines)
+    return Group(Fit(table), *lines)
 
 
 def sweep_live(states: Sequence[RunState]) -> bool:
