@@ -58,9 +58,7 @@ def run_progress(run_dir: str | Path, state: str, now: _dt.datetime | None = Non
     last = rows[-1] if rows else {}
     knn = next((r["knn_top1"] for r in reversed(rows) if isinstance(r.get("knn_top1"), (int, float))), None)
     warnings = result.get("warnings") or last.get("warnings") or []
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    start, end = _time(meta.get("start")), _time(result.get("end") or meta.get("end"))
-    elapsed = ((end or now) - start).total_seconds() if start else None
+    elapsed = _elapsed(meta, result, now)
     epoch = last.get("epoch") if isinstance(last.get("epoch"), int) else (0 if state == STATUS_RUNNING else None)
     eta = None
     epoch_times = [r["epoch_s"] for r in rows if isinstance(r.get("epoch_s"), (int, float))]
@@ -70,6 +68,18 @@ def run_progress(run_dir: str | Path, state: str, now: _dt.datetime | None = Non
                        knn=knn, warnings=[str(w) for w in warnings] if isinstance(warnings, list) else [str(warnings)],
                        elapsed_s=elapsed, eta_s=eta, margins=_margins(last),
                        rel_invariance=_number(last, "rel_invariance"), uniformity=_number(last, "uniformity"))
+
+
+def run_elapsed(run_dir: str | Path, now: _dt.datetime | None = None) -> float | None:
+    """Seconds since the run's first start (to its end once it ended), from meta.json and result.json only (cheap
+    enough for every run of a sweep at every poll); None before it started."""
+    run = RunDir(run_dir)
+    return _elapsed(_readable(run.meta, None) or {}, _readable(run.result, None) or {}, now)
+
+
+def _elapsed(meta: dict[str, Any], result: dict[str, Any], now: _dt.datetime | None) -> float | None:
+    start, end = _time(meta.get("start")), _time(result.get("end") or meta.get("end"))
+    return ((end or now or _dt.datetime.now(_dt.timezone.utc)) - start).total_seconds() if start else None
 
 
 def _number(row: dict[str, Any], key: str) -> float | None:

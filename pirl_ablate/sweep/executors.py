@@ -26,8 +26,8 @@ from rich.progress import TextColumn
 
 from pirl_ablate.console import console, progress
 from pirl_ablate.errors import UserError
-from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED, STATUS_PENDING
-from pirl_ablate.sweep.display import duration, run_progress, sweep_time_left
+from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED
+from pirl_ablate.sweep.display import duration, run_elapsed, sweep_time_left
 from pirl_ablate.sweep.job import SweepJob
 from pirl_ablate.sweep.spec import Run, Sweep
 from pirl_ablate.sweep.state import RunState, run_states, write_job_record
@@ -194,7 +194,7 @@ class _Tracker:
         for run_id, state in zip(ids, states):
             if not state.live:
                 del self.active[run_id]
-                elapsed = run_progress(self.out / run_id, state.state).elapsed_s
+                elapsed = run_elapsed(self.out / run_id)
                 if state.state == STATUS_DONE and elapsed is not None:
                     self.finished_s.append(elapsed)
                 self.counts[STATUS_DONE if state.state == STATUS_DONE else STATUS_FAILED] += 1
@@ -220,7 +220,7 @@ class _Tracker:
     def _left(self) -> str:
         """"~12m 30s left", or why there is no estimate yet."""
         queued = self.total - sum(self.counts.values()) - len(self.active)
-        running = [run_progress(self.out / i, STATUS_PENDING).elapsed_s for i in self.active]
+        running = [run_elapsed(self.out / i) for i in self.active]
         left = sweep_time_left(self.finished_s, [e or 0.0 for e in running], queued, self.parallelism)
         return "time left: once a run has finished" if left is None else f"~{duration(left)} left"
 
