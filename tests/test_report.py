@@ -494,6 +494,9 @@ def test_figure6_panels_say_which_metric_separates_from_random_init(tmp_path: Pa
     assert margin.verdict.startswith("transformed term's alignment margin above 0 by more than the seeds' spread "
                                      "at 2 of 2 lambda > 0")
     assert all(v in report.notes for v in (plot.verdict, knn_panel.verdict, margin.verdict))
+    margins = _csv_cells(to_csv(report))
+    assert float(margins[("transformed term's alignment margin (last epoch) vs lambda", "0.5", "PIRL")]["mean"]) \
+        == pytest.approx(0.255)
 
     from pirl_ablate.report.figures import save_figure
 

@@ -19,6 +19,7 @@ from pirl_ablate.report.build import (
     caption,
     delta_row,
     find_axis,
+    fmt_value,
     kind_of,
     line_figure,
     margin_panel,
@@ -31,7 +32,7 @@ from pirl_ablate.report.build import (
     select,
     with_methods,
 )
-from pirl_ablate.report.model import Block, Plot, Report, Series
+from pirl_ablate.report.model import Block, Plot, Report, Row, Series, cell
 from pirl_ablate.report.registry import register_table
 from pirl_ablate.report.results import read_histograms
 from pirl_ablate.runs import STATUS_DONE
@@ -234,6 +235,12 @@ def figure6(frame: pd.DataFrame, sweep: str = "lambda") -> Report:
     if margin is not None:
         report.plot.panels.append(margin)
         report.notes += [margin.verdict] if margin.verdict else []
+        xs = ordered({x for s in margin.series for x in s.x})
+        report.blocks.append(Block(
+            title=f"{margin.ylabel} (last epoch) vs lambda", columns=[s.label for s in margin.series],
+            row_header="lambda", rows=[Row(label=fmt_value(x), cells={
+                s.label: cell(y, sd, n) for s in margin.series for sx, y, sd, n in zip(s.x, s.y, s.std, s.n)
+                if sx == x}) for x in xs]))
     return report
 
 
