@@ -205,6 +205,18 @@ def test_debug_sweep_records_runs_and_rerun_skips_complete_ones(tmp_path):
     assert starts(by_lr[0.5])[-1]["from_step"] == 2  # resumed from its last checkpoint
 
 
+def test_redirected_sweep_output_is_a_few_lines_per_run_with_the_time_left(tmp_path):
+    path = write_sweep(tmp_path, "sweep.name = 'bar'\nsweep.grid = {'tiny_train.lr': [0.1, 0.2, 0.3]}\n"
+                                 "sweep.seeds = [0]\ntiny_train.steps = 1\n")
+    proc = subprocess.run(cli_command("sweep", str(path), "--executor", "debug", "--out", str(tmp_path / "runs")),
+                          capture_output=True, text=True, timeout=PATIENCE_S, env=worker_env())
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 3 * 3, proc.stderr
+    bar = next(line for line in reversed(lines) if "3/3" in line)  # the bar's last state: estimated, not -:--:--
+    assert "left" in bar and "-:--:--" not in bar
+
+
 def test_failed_run_has_its_reason_in_status_and_is_resubmitted(tmp_path):
     path = write_sweep(tmp_path, "sweep.name = 'boom'\ntiny_train.steps = 2\n"
                                  "sweep.variants = {'ok': [], 'boom': ['tiny_train.fail_at = 2']}\n")
