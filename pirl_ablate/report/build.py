@@ -231,17 +231,20 @@ def _run_config(path: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------- line figures
 def line_figure(report: Report, sweep_frame: pd.DataFrame, baseline: pd.DataFrame, axis: str | None,
-                xlabel: str, logx: bool = False, probes: Sequence[tuple[str, str]] = PROBES) -> set[str]:
+                xlabel: str, logx: bool = False, probes: Sequence[tuple[str, str]] = PROBES,
+                positive_only: bool = False) -> set[str]:
     """Add to `report` one panel per metric of `probes` the runs have (`pick_probe`: linear top-1, the paper's
     metric, then kNN top-1), each against `axis` with one series per method (and dataset), random init as a
     baseline and a verdict (`separation`), and each panel's numbers as a block (rows = axis values, columns =
-    series). The first panel is `report.plot`, the others its `panels`. Returns the ids of the runs plotted."""
+    series). The first panel is `report.plot`, the others its `panels`. `positive_only`: the verdicts judge the
+    points at x > 0 only (Figure 6: lambda > 0, where the transformed term is trained). Returns the ids of the runs
+    plotted."""
     plots, used = [], set()
     for probe in probes:
         rows, ylabel = pick_probe(sweep_frame, (probe,))
         if axis is None or rows.empty or rows[axis].notna().sum() == 0:
             continue
-        block, plot = _line_panel(rows[rows[axis].notna()], ylabel, baseline, axis, xlabel, logx)
+        block, plot = _line_panel(rows[rows[axis].notna()], ylabel, baseline, axis, xlabel, logx, positive_only)
         report.blocks.append(block)
         plots.append(plot)
         used |= set(rows.loc[rows[axis].notna(), "run_id"])
@@ -253,7 +256,7 @@ def line_figure(report: Report, sweep_frame: pd.DataFrame, baseline: pd.DataFram
 
 
 def _line_panel(rows: pd.DataFrame, ylabel: str, baseline: pd.DataFrame, axis: str, xlabel: str,
-                logx: bool) -> tuple[Block, Plot]:
+                logx: bool, positive_only: bool) -> tuple[Block, Plot]:
     multi = rows["dataset"].nunique() > 1
     rows = rows.assign(series=[f"{m} · {d}" if multi else m for m, d in zip(rows["method"], rows["dataset"])])
     series_order = ordered(rows["series"].unique())
@@ -266,7 +269,7 @@ def _line_panel(rows: pd.DataFrame, ylabel: str, baseline: pd.DataFrame, axis: s
                 logx=logx)
     _add_baseline(block, plot, baseline, rows, multi)
     plot.caption = caption(rows, {n for s in plot.series for n in s.n})
-    plot.verdict = separation(plot)
+    plot.verdict = separation(plot, positive_only)
     block.mark_best()
     return block, plot
 
@@ -283,15 +286,16 @@ def _series(rows: pd.DataFrame, key: str, axis: str, order: Sequence[Any], x_ord
     return out
 
 
-def separation(plot: Plot) -> str:
-    """Whether the plotted metric separates the runs from random init at this budget, derived from the points: a
-    point is above (below) when its mean exceeds (falls short of) the baseline's by more than the seeds' spread,
-    its std plus the baseline's (their error bars do not overlap). "" without exactly one baseline; at n = 1 (no
-    spread to compare with) no separation is claimed."""
+def separation(plot: Plot, positive_only: bool = False) -> str:
+    """Whether the plotted metric separates the runs from random init at this budget, derived from the points (those
+    at x > 0 with `positive_only`): a point is above (below) when its mean exceeds (falls short of) the baseline's
+    by more than the seeds' spread, its std plus the baseline's (their error bars do not overlap). "" without
+    exactly one baseline; at n = 1 (no spread to compare with) no separation is claimed."""
     if len(plot.baselines) != 1:
         return ""
     ref = plot.baselines[0]
-    points = [(y, sd) for s in plot.series for y, sd in zip(s.y, s.std)]
+    points = [(y, sd) for s in plot.series for x, y, sd in zip(s.x, s.y, s.std)
+              if not positive_only or (isinstance(x, numbers.Number) and x > 0)]
     if not points:
         return ""
     if all(math.isnan(sd) for _, sd in points) or ref.n < 2:
@@ -299,7 +303,8 @@ def separation(plot: Plot) -> str:
     ref_sd = 0.0 if math.isnan(ref.std) else ref.std
     gaps = [(y - ref.mean, (0.0 if math.isnan(sd) else sd) + ref_sd) for y, sd in points]
     above, below = sum(g > spread for g, spread in gaps), sum(-g > spread for g, spread in gaps)
-    what = f"{len(points)} points" if len(points) > 1 else "the point"
+    what = (f"{len(points)} points" if len(points) > 1 else "the point") + (
+        f" at {plot.xlabel} > 0" if positive_only else "")
     if above == len(points):
         return f"{plot.ylabel} separates: every one of {what} above {ref.label} by more than the seeds' spread"
     if below == len(points):

@@ -228,7 +228,7 @@ def figure5(frame: pd.DataFrame, sweep: str = "layers") -> Report:
 @register_table("figure6", configurable=False)
 def figure6(frame: pd.DataFrame, sweep: str = "lambda") -> Report:
     """Figure 6: effect of lambda (weight of the transformed-image term) on linear top-1."""
-    report = _line("figure6", "Figure 6: effect of lambda", frame, sweep, ("lambda",), "lambda")
+    report = _line("figure6", "Figure 6: effect of lambda", frame, sweep, ("lambda",), "lambda", positive_only=True)
     rows = _prepare(frame, sweep, "PIRL")[1]
     axis = find_axis(rows, ("lambda",)) if not rows.empty else None
     margin = margin_panel(rows, axis, "lambda") if axis is not None and report.plot is not None else None
@@ -261,11 +261,11 @@ def figure8(frame: pd.DataFrame, sweep: str = "negatives") -> Report:
 
 
 def _line(name: str, title: str, frame: pd.DataFrame, sweep: str, hints: tuple[str, ...], xlabel: str,
-          logx: bool = False, probes: tuple[tuple[str, str], ...] = PROBES) -> Report:
+          logx: bool = False, probes: tuple[tuple[str, str], ...] = PROBES, positive_only: bool = False) -> Report:
     frame, rows, baseline = _prepare(frame, sweep, "PIRL")
     report = Report(name=name, title=title, notes=[f"{paper.PAPER_LABEL}: {paper.FIGURE_CLAIMS[name]}"])
     used = line_figure(report, rows, baseline, find_axis(rows, hints) if not rows.empty else None, xlabel, logx,
-                       probes)
+                       probes, positive_only)
     if report.plot is not None:
         report.plot.paper = f"{paper.PAPER_LABEL}: {paper.FIGURE_CLAIMS[name]}"
         report.plot.paper_best_x = paper.FIGURE_BEST_X.get(name)
