@@ -314,6 +314,31 @@ def separation(plot: Plot, positive_only: bool = False) -> str:
             "the seeds' spread")
 
 
+def separation_per_x(plot: Plot) -> str:
+    """The verdict of a figure that plots random init as a series (Figure 5: one value per layer): each other
+    series against the random-init series of the same dataset, point by point at the same x, with `separation`'s
+    rule (above or below by more than the two stds). "" without a random-init series."""
+    refs = {s.label.removeprefix(RANDOM_INIT): s for s in plot.series if s.label.startswith(RANDOM_INIT)}
+    parts = []
+    for s in plot.series:
+        suffix = s.label[s.label.find(" · "):] if " · " in s.label else ""
+        ref = refs.get(suffix)
+        if ref is None or s is ref:
+            continue
+        base = {x: (y, sd) for x, y, sd in zip(ref.x, ref.y, ref.std)}
+        pairs = [(y - base[x][0], _sd(sd) + _sd(base[x][1])) for x, y, sd in zip(s.x, s.y, s.std) if x in base]
+        if not pairs:
+            continue
+        above, below = sum(g > spread for g, spread in pairs), sum(-g > spread for g, spread in pairs)
+        parts.append(f"{s.label} above {ref.label} by more than the seeds' spread at {above} of {len(pairs)} "
+                     f"{plot.xlabel}s, below at {below}")
+    return f"{plot.ylabel}: " + "; ".join(parts) if parts else ""
+
+
+def _sd(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
+
+
 def margin_panel(sweep_frame: pd.DataFrame, axis: str, xlabel: str, term: str = "transformed") -> Plot | None:
     """The `term` loss term's alignment margin at the end of training (result.json's last metrics row: mean
     positive minus mean negative cosine, `pirl_ablate.diagnostics`; > 0: the term aligns its positives) against

@@ -30,6 +30,7 @@ from pirl_ablate.report.build import (
     random_init_note,
     random_init_rows,
     select,
+    separation_per_x,
     with_methods,
 )
 from pirl_ablate.report.model import Block, Plot, Report, Row, Series, cell
@@ -215,6 +216,8 @@ def figure5(frame: pd.DataFrame, sweep: str = "layers") -> Report:
         plot.series.append(Series(label=s, x=[p[0] for p in points], y=[p[1].mean for p in points],
                                   std=[p[1].std for p in points], n=[p[1].n for p in points]))
     plot.caption = caption(probe, {n for s in plot.series for n in s.n})
+    plot.verdict = separation_per_x(plot)
+    report.notes += [plot.verdict] if plot.verdict else []
     plot.paper = f"{paper.PAPER_LABEL}, Table 7 (ImageNet top-1, dashed): {paper.FIGURE_CLAIMS['figure5']}"
     plot.paper_series = [Series(label=f"{method} ({paper.PAPER_LABEL})", x=list(LAYERS),
                                 y=list(paper.TABLE7[method])) for method in ("PIRL", "Jigsaw")]
