@@ -114,9 +114,9 @@ def posterize(x: Tensor, bits: Tensor) -> Tensor:
 
 
 def solarize(x: Tensor, threshold: Tensor) -> Tensor:
-    """PIL's ImageOps.solarize: 8-bit values at or above `threshold` (N,) (0..256) inverted, 255 - v; x (N, C, h, w)
-    in [0, 1]."""
-    return torch.where(x * 255 >= threshold.to(x.dtype).view(-1, 1, 1, 1), 1 - x, x)
+    """PIL's ImageOps.solarize: pixels whose 8-bit value round(255 x) is at or above `threshold` (N,) (0..256) are
+    inverted, x <- 1 - x; x (N, C, h, w) in [0, 1]."""
+    return torch.where(torch.round(x * 255) >= threshold.to(x.dtype).view(-1, 1, 1, 1), 1 - x, x)
 
 
 def autocontrast(x: Tensor) -> Tensor:
