@@ -50,8 +50,17 @@ def head_settings(embed_dim: int = 128, mlp_heads: bool = False, num_patches: in
 def transform_spec(spec: str) -> dict[str, Any]:
     """{"name": spec, "kwargs": the gin bindings of its parts}: `build_transform(name, **kwargs)` builds it."""
     parts = [p.strip() for p in spec.split("+")]
-    kwargs = config.bound_kwargs(spec) if len(parts) == 1 else {p: config.bound_kwargs(p) for p in parts}
+    kwargs = _part_kwargs(spec) if len(parts) == 1 else {p: _part_kwargs(p) for p in parts}
     return {"name": spec, "kwargs": kwargs}
+
+
+def _part_kwargs(name: str) -> dict[str, Any]:
+    """The gin bindings of transform `name`; a rotation after the image view (`rotation.augment`) also records the
+    image view's, so that the record rebuilds the same view without gin."""
+    kwargs = config.bound_kwargs(name)
+    if name == "rotation" and kwargs.get("augment"):
+        kwargs["image"] = config.bound_kwargs("image")
+    return kwargs
 
 
 def configured_transform(spec: str) -> Any:

@@ -122,8 +122,9 @@ def _jigsaw(c: Config) -> bool:
     return "jigsaw" in c.transform.split("+")
 
 
-def _rotation_after_augmentation(c: Config) -> bool:
-    return c.method == "pirl" and "rotation" in c.transform.split("+")
+def _rotation_alone(c: Config) -> bool:
+    """PIRL (Rotation): the paper augments the image, then rotates it (rotation+jigsaw rotates, then jigsaw crops)."""
+    return c.method == "pirl" and c.transform == "rotation"
 
 
 def _image_view(c: Config) -> bool:
@@ -180,7 +181,7 @@ ROWS: tuple[Row, ...] = (
     Row("views", "jigsaw: per-patch hue jitter", "jigsaw.hue", None, 0.2, _jigsaw),
     Row("views", "jigsaw: per-patch grayscale p", "jigsaw.grayscale_p", None, 0.2, _jigsaw),
     Row("views", "jigsaw: per-patch random photometric p", "jigsaw.random_photometric_p", None, 0.66, _jigsaw),
-    Row("views", "rotation: augment to 224 first", "rotation.augment", True, None, _rotation_after_augmentation),
+    Row("views", "rotation: augment to 224 first", "rotation.augment", True, None, _rotation_alone),
     Row("negatives", "negative source", "train.negatives", "memory_bank", "memory_bank",
         lambda c: c.method in ("pirl", "npid")),
     Row("negatives", "N negatives (PIRL)", "PIRLLoss.num_negatives", 32000, 32000, lambda c: _pirl(c) and c.bank),

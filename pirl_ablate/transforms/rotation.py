@@ -3,6 +3,8 @@ image or (`augment`) of its standard augmented view: the paper's PIRL (Rotation)
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -14,17 +16,17 @@ from pirl_ablate.transforms.registry import build_transform, register_transform
 class Rotation(Transform):
     """Rotate each image by k * 90 degrees counter-clockwise, k uniform in {0, 1, 2, 3}; the label is k.
 
-    With `augment`, each image first gets the `image` transform with its gin bindings (random resized crop, flip,
-    colour jitter to `image.size`: paper Section 4.2, "standard data augmentation" before the rotation); its draws
-    are recorded under "image.<key>" beside "rotation".
+    With `augment`, each image first gets the `image` transform (random resized crop, flip, colour jitter to
+    `image.size`: paper Section 4.2, "standard data augmentation" before the rotation), built with the keyword
+    arguments `image` (None: its gin bindings); its draws are recorded under "image.<key>" beside "rotation".
     """
 
     name = "rotation"
     num_classes = 4
 
-    def __init__(self, augment: bool = False):
+    def __init__(self, augment: bool = False, image: dict[str, Any] | None = None):
         self.augment = augment
-        self._image = build_transform("image") if augment else None
+        self._image = build_transform("image", **(image or {})) if augment else None
 
     def check(self, images: Tensor) -> None:
         """Rotated and unrotated images share one batch tensor, so images must be square (or augmented to a
