@@ -315,7 +315,7 @@ def _show(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, (tuple, list)):
-        return "(" + ", ".join(_show(v) for v in value) + ")"
+        return "(" + ", ".join(_show(v) for v in value) + ("," if len(value) == 1 else "") + ")"
     return "-" if value is None else str(value)
 
 
@@ -323,7 +323,7 @@ def card_text(card: Card, title: str) -> str:
     """The card as plain lines, one per row under its section: `key = value   paper ...   VISSL ...   mark`."""
     lines = [title]
     section = None
-    width = max((len(f"{ln.row.key} = {_show(ln.ours)}") for ln in card.lines), default=0)
+    width = min(48, max((len(f"{ln.row.key} = {_show(ln.ours)}") for ln in card.lines), default=0))
     for ln in card.lines:
         r = ln.row
         if r.section != section:
@@ -344,24 +344,36 @@ def _is_sweep(files: Sequence[str | Path], bindings: Sequence[str]) -> bool:
 
 
 def recipe_command(args: argparse.Namespace) -> int:
-    """Print the card of CONFIG.gin (every run of it, for a sweep file); under --strict exit 1 when a pre-training
-    row differs from the paper (evaluation rows are shown, never fatal)."""
+    """Print the card of CONFIG.gin; for a sweep file, the card of each variant's first run and one line per run.
+    Under --strict exit 1 when a pre-training row differs from the paper (evaluation rows are shown, never fatal).
+    """
     files = [args.config, *args.gin]
     if _is_sweep(files, args.bind):
-        cards = [(f"{run.run_id} {run.variant or ''} {run.bindings or ''}".strip(), card)
-                 for run, card in sweep_cards(args.config, args.bind, args.gin)]
+        cards = sweep_cards(args.config, args.bind, args.gin)
+        shown: set = set()
+        for run, card in cards:
+            if run.variant not in shown:
+                shown.add(run.variant)
+                _print(card_text(card, f"{args.config}: {run.variant or 'every run'} (first run, {run.run_id})"))
+        for run, card in cards:
+            differences = card.differences()
+            verdict = ("DIFFERS: " + ", ".join(f"{ln.row.key} = {_show(ln.ours)}" for ln in differences)
+                       if differences else "no pre-training difference from the paper")
+            _print(f"run {run.run_id} {run.variant or ''} {run.bindings or ''}: {verdict}")
+        failed = any(card.differences() for _, card in cards)
+        deviations = cards[0][1].deviations() if cards else []
     else:
-        cards = [(str(args.config), recipe_card(files, args.bind))]
-    failed = 0
-    for title, card in cards:
-        out.print(card_text(card, title), markup=False, highlight=False, soft_wrap=True)
-        differences = card.differences()
-        failed += bool(differences)
-        for ln in card.deviations():
-            out.print(f"named deviation: {ln.row.deviation} ({ln.row.key} = {_show(ln.ours)}); back to VISSL's: "
-                      f"--bind \"{ln.row.switch}\"", markup=False, highlight=False, soft_wrap=True)
-        if differences:
-            out.print(f"{title}: {len(differences)} pre-training row(s) differ from the paper: "
-                      + ", ".join(f"{ln.row.key} = {_show(ln.ours)}" for ln in differences),
-                      markup=False, highlight=False, soft_wrap=True)
+        card = recipe_card(files, args.bind)
+        _print(card_text(card, str(args.config)))
+        failed, deviations = bool(card.differences()), card.deviations()
+        if failed:
+            _print(f"{args.config}: {len(card.differences())} pre-training row(s) differ from the paper: "
+                   + ", ".join(f"{ln.row.key} = {_show(ln.ours)}" for ln in card.differences()))
+    for ln in deviations:
+        _print(f"named deviation: {ln.row.deviation} ({ln.row.key} = {_show(ln.ours)}); back to VISSL's: "
+               f"--bind \"{ln.row.switch}\"")
     return 1 if args.strict and failed else 0
+
+
+def _print(text: str) -> None:
+    out.print(text, markup=False, highlight=False, soft_wrap=True)

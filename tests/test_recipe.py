@@ -93,6 +93,12 @@ def test_recipe_card_marks_the_smoke_values_and_strict_fails_on_them(capsys):
     assert "DIFFERS" in text and "train.precision = 'fp32'" in text and "train.schedule_per = 'epoch'" in text
     # a --bind that changes a pre-training value of a paper config is caught
     assert main(["recipe", str(GIN / "paper" / "pirl_jigsaw.gin"), "--bind", "PIRLLoss.tau=0.1", "--strict"]) == 1
+    # on sweep files: one verdict line per run
+    assert main(["recipe", str(REPO / "sweeps" / "paper" / "negatives.gin"), "--strict"]) == 0
+    assert main(["recipe", str(REPO / "sweeps" / "negatives.gin"), "--strict"]) == 1
+    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("run ")]
+    assert len(verdicts) == 5 + 4 and all("DIFFERS" in line for line in verdicts[5:])  # 5 paper N, 4 smoke N
+    assert main(["recipe", "no_such.gin"]) == 2
 
 
 def _imagenet_folder(root: Path, classes: int = 2, per_class: int = 5) -> Path:

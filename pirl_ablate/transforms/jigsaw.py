@@ -3,7 +3,8 @@
 Recipe (paper Section 4.1, VISSL's PIRL config): a random crop covering >= 60% of the image is resized to
 crop_size^2 (255), cut into a grid x grid (3 x 3) of cells (85 px), and a patch_size^2 (64) patch is taken at a
 uniform integer offset inside each cell ("patch jitter", 0..21 px). Each patch then gets its own photometric
-augmentation: colour jitter 0.4/0.4/0.4, hue 0.2, grayscale p = 0.2, horizontal flip p = 0.5.
+augmentation: colour jitter 0.4/0.4/0.4, hue 0.2, grayscale p = 0.2, horizontal flip p = 0.5, and (with
+`random_photometric_p`, VISSL's 0.66) VISSL's random photometric step.
 
 The crop, the cell and the jitter compose into one box per patch in input pixels, so all B x P patches come from
 one `resample_boxes` call (bilinear sampling with torchvision's `roi_align`) without building the 255 px
