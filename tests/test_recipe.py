@@ -57,10 +57,11 @@ def test_paper_configs_and_sweeps_include_no_smoke_file(path):
     assert not _closure(path) & SMOKE_FILES
 
 
-@pytest.mark.parametrize("path", sorted(GIN.glob("*.gin")), ids=lambda p: p.name)
-def test_each_smoke_config_includes_exactly_one_scale(path):
+@pytest.mark.parametrize("path", [*sorted(GIN.glob("*.gin")), *PAPER_CONFIGS],
+                         ids=lambda p: p.relative_to(GIN).as_posix())
+def test_each_config_includes_exactly_one_scale(path):
     scales = {p for p in _closure(path) if p.parent.name == "scale"}
-    assert scales == {GIN / "scale" / "smoke.gin"}
+    assert scales == {GIN / "scale" / ("paper.gin" if path.parent.name == "paper" else "smoke.gin")}
 
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.name)
