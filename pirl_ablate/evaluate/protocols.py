@@ -41,6 +41,7 @@ from pirl_ablate.diagnostics import relative_distances
 from pirl_ablate.errors import ConfigError, DataError, UserError, did_you_mean
 from pirl_ablate.evaluate.detection_protocol import detection_protocol
 from pirl_ablate.evaluate.features import FeatureCache, cached_features, check_layers, fingerprint, labels_digest
+from pirl_ablate.evaluate.inputs import resize_center_crop, squash
 from pirl_ablate.evaluate.invariance import (
     GROUPS,
     RELATIVE_MAX,
@@ -57,6 +58,20 @@ from pirl_ablate.models.precise_bn import precise_bn
 from pirl_ablate.runs import RunDir
 
 PROTOCOLS = ("linear", "knn", "invariance", "semisup", "svm", "low-shot", "detection")
+VIEWS = ("centre_crop", "squash", "resize_crop")
+View = Callable[[Tensor, "Tensor | None"], Tensor]
+
+
+def eval_view(view: str, size: int) -> View | None:
+    """The input function of `view` at `size` px (None for "centre_crop": the loader's resize); ConfigError if
+    unknown. "resize_crop" resizes the shorter side to round(size * 256 / 224) first, 256 at 224 as VISSL."""
+    if view == "centre_crop":
+        return None
+    if view == "squash":
+        return lambda images, sizes: squash(images, sizes, size, resize=round(size * 256 / 224))
+    if view == "resize_crop":
+        return lambda images, sizes: resize_center_crop(images, sizes, round(size * 256 / 224), size)
+    raise ConfigError(f"input view {view!r}{did_you_mean(view, VIEWS)} (valid: {', '.join(VIEWS)})")
 
 
 @gin.configurable("evaluation")
@@ -72,6 +87,10 @@ class EvalSettings:
         ("precise" when `train.precise_bn_batches` > 0, else "train").
     device: "cuda", "cpu", ...; None = CUDA when available.
     cache_dtype: dtype of the cached features ("float16" halves the cache of 9k-dim layers; "float32").
+    max_cache_gb: the most a protocol's cached features of one split may take (all its layers, on the device and
+        in the run folder); more is refused before extraction with a message naming the online linear protocol.
+        ImageNet's 1.28M train images at 9k fp16 dims are 23 GB per layer, 115 GB for five: one 80 GB device fits
+        two layers.
     seed: seeds every random draw of the evaluation (precise-BN batch order, invariance transforms).
     """
 
@@ -80,6 +99,7 @@ class EvalSettings:
     precise_bn_batches: int = 0
     device: str | None = None
     cache_dtype: str = "float16"
+    max_cache_gb: float = 48.0
     seed: int = 0
 
 
@@ -111,15 +131,24 @@ class EvalContext:
         return int(self.split("train").num_classes)
 
     def batches(self, dataset: ImageDataset, *, seed: int | None = None, epoch: int = 0, batch_size: int | None = None,
-                description: str | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-        """(images (B, 3, S, S) float [0, 1] on the device, labels (B,)) over `dataset`: in order, or shuffled by
-        (seed, epoch) when `seed` is given (without dropping the last partial batch)."""
+                description: str | None = None, view: View | None = None, rank: int = 0, world_size: int = 1
+                ) -> Iterator[tuple[Tensor, Tensor]]:
+        """(images (B, 3, S, S) float [0, 1] on the device, labels (B,)) over `dataset` (this rank's share): in order,
+        or shuffled by (seed, epoch) when `seed` is given (without dropping the last partial batch).
+
+        view: None resizes the decoded images to the evaluation's `image_size`; else `view(images, sizes)` of
+        `pirl_ablate.evaluate.inputs` makes them from the decoded images at their own size (sizes None: the loader
+        delivers images that fill the batch).
+        """
         loader = make_loader(dataset, batch_size or self.settings.batch_size, seed=seed, shuffle=seed is not None,
-                             drop_last=False)
+                             drop_last=False, rank=rank, world_size=world_size)
         loader.set_epoch(epoch)
         items = track(loader, description, total=len(loader)) if description else loader
         for images, _, labels in items:
-            yield to_device_batch(images, self.device, self.image_size), labels.to(self.device)
+            if view is None:
+                yield to_device_batch(images, self.device, self.image_size), labels.to(self.device)
+            else:
+                yield view(to_device_batch(images, self.device, None), None), labels.to(self.device)
 
     @cached_property
     def cache(self) -> FeatureCache:
@@ -130,14 +159,25 @@ class EvalContext:
         """Of the backbone's weights and BN statistics as evaluated (after precise-BN); part of the cache key."""
         return fingerprint(self.net.backbone)
 
-    def features(self, split: str, layers: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
-        """{layer: (features (N, D), labels (N,))} of `split`, from the run's feature cache or one extraction."""
+    def features(self, split: str, layers: Sequence[str], *, view: str = "centre_crop", view_size: int | None = None,
+                 pooling: str = "grid") -> dict[str, tuple[Tensor, Tensor]]:
+        """{layer: (features (N, D), labels (N,))} of `split`, from the run's feature cache or one extraction.
+
+        view: "centre_crop" (the decoded square resized to the evaluation's `image_size`), "squash" (VISSL's SVM
+        input) or "resize_crop" (resize 256 * size / 224, centre crop; the linear evaluation's test input), the
+        last two at `view_size` (None: `image_size`); pooling: "grid" or "vissl" (`pirl_ablate.evaluate.features`).
+        """
         ds = self.split(split)
+        size = view_size or self.image_size
         key = {"fingerprint": self.backbone_fingerprint, "num_images": len(ds),
                "labels": labels_digest(ds.labels), "image_size": self.image_size}
+        if view != "centre_crop":
+            key.update(view=view, view_size=size)
         return cached_features(self.cache, self.net.backbone, self.dataset, split, layers,
-                               self.batches(ds, description=f"features {self.dataset}/{split}"), key,
-                               device=self.device, dtype=getattr(torch, self.settings.cache_dtype))
+                               self.batches(ds, description=f"features {self.dataset}/{split}",
+                                            view=eval_view(view, size)), key,
+                               device=self.device, dtype=getattr(torch, self.settings.cache_dtype), pooling=pooling,
+                               max_bytes=int(self.settings.max_cache_gb * 2**30), num_images=len(ds))
 
 
 # ------------------------------------------------------------------------------------------------------ protocols
