@@ -69,3 +69,45 @@ def test_two_gloo_ranks_train_one_set_of_heads_and_count_every_test_image(tmp_pa
         expected = 100.0 * (logits.argmax(1) == r0["test_y"]).double().mean().item()
         assert r0["metrics"][layer]["top1"] == pytest.approx(expected, abs=100 / 20 + 1e-9)
         assert r0["metrics"][layer]["top1"] >= 90.0  # one bright channel per class: separable
+
+
+CLI_WORKER = textwrap.dedent("""
+    import os
+    import sys
+
+    import torch
+    import torch.distributed as dist
+
+    rank, init, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))  # as torchrun sets them
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    from pirl_ablate.cli import main
+
+    code = main(["-q", "eval", RUN, "--protocol", "linear", "--layers", "res4,res5",
+                 "--bind", "linear_eval.mode = 'online'", "--bind", "linear_eval.pooling = 'grid'",
+                 "--bind", "linear_eval.epochs = 2", "--bind", "linear_eval.batch_size = 8",
+                 "--bind", "linear_eval.milestones = [1]", "--bind", "evaluation.device = 'cpu'"])
+    torch.save({"code": code}, out)
+""")
+
+
+@pytest.mark.slow
+def test_eval_under_a_two_process_launcher_trains_data_parallel_and_rank_0_writes(tmp_path):
+    from tiny_pirl import untrained
+
+    from pirl_ablate import config
+    from pirl_ablate.build import run_training
+    from pirl_ablate.runs import read_json
+
+    cfg = tmp_path / "tiny.gin"
+    cfg.write_text(untrained(size=16, train_image_size=16, negatives=8))
+    run = tmp_path / "run"
+    run_training(config.parse([str(cfg)]), run)
+    r0, r1 = two_ranks(CLI_WORKER.replace("RUN", repr(str(run))), tmp_path)
+    assert r0["code"] == r1["code"] == 0
+    result = read_json(run / "evals" / "linear-synthetic.json")
+    assert result["mode"] == "online" and result["world_size"] == 2
+    assert result["num_train"] == 16 and result["hyperparameters"]["batch_size"] == 8
+    assert set(result["metrics"]) == {"res4", "res5"}
+    assert all(0.0 <= m["top1"] <= 100.0 for m in result["metrics"].values())

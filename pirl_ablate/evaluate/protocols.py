@@ -207,6 +207,9 @@ def linear_protocol(ctx: EvalContext, layers: Sequence[str], mode: str = "cached
         raise ConfigError(f"linear_eval.mode = {mode!r}{did_you_mean(mode, LINEAR_MODES)} (valid: "
                           f"{', '.join(LINEAR_MODES)})")
     if mode == "cached":
+        if initialized_world() > 1:
+            raise ConfigError("linear_eval.mode = 'cached' runs in one process; bind linear_eval.mode = 'online' "
+                              "to evaluate over several processes")
         train = ctx.features("train", layers, pooling=pooling)
         test = ctx.features("test", layers, pooling=pooling)
         metrics = {layer: train_linear_probe(*train[layer], *test[layer], ctx.num_classes,
@@ -358,7 +361,8 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
         result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
                   "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
         name = f"{protocol}-{result['dataset']}"  # detection names its own (voc0712, voc07)
-        run.write_eval(name, result)
+        if initialized_world() == 1 or dist.get_rank() == 0:  # data parallel (online linear): rank 0 writes
+            run.write_eval(name, result)
         results[name] = result
     return results
 
