@@ -1,6 +1,6 @@
 """The online linear evaluation (pirl_ablate.evaluate.linear_online): two real gloo ranks train one set of heads,
-and the test accuracy summed over ranks is the one a float64 transcription of BatchNorm2d + Linear gives on the
-whole test set."""
+the test accuracy summed over ranks is the one a float64 transcription of BatchNorm2d + Linear gives on the whole
+test set, and `pirl-ablate eval` under a two-process launcher trains data parallel with rank 0 writing."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ import textwrap
 import pytest
 import torch
 from gloo import two_ranks
+from tiny_pirl import untrained
+
+from pirl_ablate import config
+from pirl_ablate.build import run_training
+from pirl_ablate.runs import read_json
 
 WORKER = textwrap.dedent("""
+    import os
     import sys
 
     import torch
@@ -44,15 +50,29 @@ WORKER = textwrap.dedent("""
     metrics, dims, heads = train_online_linear(
         backbone, layers, 2, train_batches, [(test_x[shard], test_y[shard])], input_size=16, pooling="grid",
         epochs=10, batch_size=8, lr_per_256=3.2, milestones=(8,))
-    torch.save({"metrics": metrics, "dims": dims, "state": heads.state_dict(),
-                "test": pooled_maps(backbone.eval(), test_x, layers, "grid"), "test_y": test_y}, out)
-    dist.destroy_process_group()
+    saved = {"metrics": metrics, "dims": dims, "state": heads.state_dict(),
+             "test": pooled_maps(backbone.eval(), test_x, layers, "grid"), "test_y": test_y}
+
+    # the same through `pirl-ablate eval` under a launcher (the group exists: eval takes it, and ends it)
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))  # as torchrun sets them
+    from pirl_ablate.cli import main
+
+    saved["code"] = main(["-q", "eval", RUN, "--protocol", "linear", "--layers", "res4,res5",
+                          "--bind", "linear_eval.mode = 'online'", "--bind", "linear_eval.pooling = 'grid'",
+                          "--bind", "linear_eval.epochs = 2", "--bind", "linear_eval.batch_size = 8",
+                          "--bind", "linear_eval.milestones = [1]", "--bind", "evaluation.device = 'cpu'"])
+    torch.save(saved, out)
 """)
 
 
 @pytest.mark.slow
 def test_two_gloo_ranks_train_one_set_of_heads_and_count_every_test_image(tmp_path):
-    r0, r1 = two_ranks(WORKER, tmp_path)
+    """Two ranks train the heads directly, then run `pirl-ablate eval --protocol linear` as torchrun would."""
+    cfg = tmp_path / "tiny.gin"
+    cfg.write_text(untrained(size=16, train_image_size=16, negatives=8))
+    run = tmp_path / "run"
+    run_training(config.parse([str(cfg)]), run)
+    r0, r1 = two_ranks(WORKER.replace("RUN", repr(str(run))), tmp_path)
     assert r0["state"].keys() == r1["state"].keys()
     for key in r0["state"]:  # DDP keeps the replicas equal (BatchNorm buffers: rank 0's, broadcast)
         torch.testing.assert_close(r0["state"][key], r1["state"][key], rtol=0, atol=1e-6)
@@ -70,44 +90,11 @@ def test_two_gloo_ranks_train_one_set_of_heads_and_count_every_test_image(tmp_pa
         assert r0["metrics"][layer]["top1"] == pytest.approx(expected, abs=100 / 20 + 1e-9)
         assert r0["metrics"][layer]["top1"] >= 90.0  # one bright channel per class: separable
 
-
-CLI_WORKER = textwrap.dedent("""
-    import os
-    import sys
-
-    import torch
-    import torch.distributed as dist
-
-    rank, init, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))  # as torchrun sets them
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
-    from pirl_ablate.cli import main
-
-    code = main(["-q", "eval", RUN, "--protocol", "linear", "--layers", "res4,res5",
-                 "--bind", "linear_eval.mode = 'online'", "--bind", "linear_eval.pooling = 'grid'",
-                 "--bind", "linear_eval.epochs = 2", "--bind", "linear_eval.batch_size = 8",
-                 "--bind", "linear_eval.milestones = [1]", "--bind", "evaluation.device = 'cpu'"])
-    torch.save({"code": code}, out)
-""")
-
-
-@pytest.mark.slow
-def test_eval_under_a_two_process_launcher_trains_data_parallel_and_rank_0_writes(tmp_path):
-    from tiny_pirl import untrained
-
-    from pirl_ablate import config
-    from pirl_ablate.build import run_training
-    from pirl_ablate.runs import read_json
-
-    cfg = tmp_path / "tiny.gin"
-    cfg.write_text(untrained(size=16, train_image_size=16, negatives=8))
-    run = tmp_path / "run"
-    run_training(config.parse([str(cfg)]), run)
-    r0, r1 = two_ranks(CLI_WORKER.replace("RUN", repr(str(run))), tmp_path)
+    # through the CLI: both ranks exit 0, rank 0 wrote one result that records both processes
     assert r0["code"] == r1["code"] == 0
     result = read_json(run / "evals" / "linear-synthetic.json")
     assert result["mode"] == "online" and result["world_size"] == 2
     assert result["num_train"] == 16 and result["hyperparameters"]["batch_size"] == 8
     assert set(result["metrics"]) == {"res4", "res5"}
     assert all(0.0 <= m["top1"] <= 100.0 for m in result["metrics"].values())
+
