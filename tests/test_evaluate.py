@@ -111,6 +111,24 @@ def test_vissl_pooling_refuses_a_map_smaller_than_its_kernel():
         pool_map("res5", torch.rand(1, 8, 4, 4), pooling="vissl")
 
 
+def test_a_cache_over_its_bound_is_refused_after_the_first_batch():
+    """ResNet-18 small stem at 32 px: res5 512 dims in fp16 = 1,024 bytes per image; 10,000 images = 9.8 MiB, over
+    a 5 MiB bound: refused (naming the online protocol) before the second batch is drawn."""
+    backbone = Backbone("resnet18", small_stem=True)
+    drawn = []
+
+    def batches():
+        for i in range(3):
+            drawn.append(i)
+            yield torch.rand(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)
+
+    with pytest.raises(ConfigError, match=r"res5 512 dims.*0\.00954 GB.*linear_eval.mode = 'online'"):
+        extract_features(backbone, batches(), ["res5"], max_bytes=5 * 2**20, num_images=10_000)
+    assert drawn == [0]
+    feats, _ = extract_features(backbone, batches(), ["res5"], max_bytes=20 * 2**20, num_images=10_000)
+    assert feats["res5"].shape == (6, 512)
+
+
 def test_pooled_grid_is_capped_by_the_map():
     assert pooled_grid("res4", 1024, 2, 2) == (2, 2)
     assert pooled_grid("res5", 2048, 7, 7) == (1, 1)

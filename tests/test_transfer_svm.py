@@ -136,7 +136,7 @@ TINY = untrained(size=16, train_image_size=32, negatives=8)
 
 
 @pytest.mark.slow
-def test_eval_svm_and_low_shot_on_a_synthetic_vocdevkit(tmp_path):
+def test_eval_svm_and_low_shot_on_a_synthetic_vocdevkit(tmp_path, capsys):
     write_synthetic_voc(tmp_path / "voc", num_trainval=48, num_test=24, image_size=32)
     cfg = tmp_path / "tiny.gin"
     cfg.write_text(TINY)
@@ -153,6 +153,10 @@ def test_eval_svm_and_low_shot_on_a_synthetic_vocdevkit(tmp_path):
         aps = result["per_class_ap"][layer]
         assert len(aps) == 3 and result["metrics"][layer]["mAP"] == pytest.approx(sum(aps) / 3)
         assert all(0 < ap <= 100 + 1e-9 for ap in aps) and set(result["chosen_cost"][layer]) <= {0.1, 1.0}
+
+    capsys.readouterr()
+    assert main(["-q", "eval", str(run), "--protocol", "svm", *voc, "--bind", "svm_eval.ap = 'vocc'"]) == 2
+    assert "svm_eval.ap = 'vocc' (did you mean `voc`?)" in capsys.readouterr().err
 
     assert main(["-q", "eval", str(run), "--protocol", "low-shot", *voc, "--bind", "low_shot_eval.k_values = [1, 2]",
                  "--bind", "low_shot_eval.draws = 3"]) == 0

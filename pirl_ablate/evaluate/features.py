@@ -128,7 +128,7 @@ def _check_size(chunks: dict[str, list[Tensor]], batch: int, num_images: int, ma
         dims = ", ".join(f"{layer} {c[0].shape[1]}" for layer, c in chunks.items())
         dtype = next(iter(chunks.values()))[0].dtype
         raise ConfigError(f"cached features of {num_images} images ({dims} dims, {dtype}) "
-                          f"would take {total / 2**30:.1f} GB, over evaluation.max_cache_gb = "
+                          f"would take {total / 2**30:.3g} GB, over evaluation.max_cache_gb = "
                           f"{max_bytes / 2**30:g}: use the online linear protocol (linear_eval.mode = 'online', "
                           "no cache), fewer layers per evaluation, or a larger bound")
 

@@ -13,15 +13,21 @@ configs use, up to rounding).
                                                      (scale 0.08-1, ratio 3/4-4/3) then a horizontal flip, p 0.5
 
 (torchvision.transforms.RandomResizedCrop's rule, with every draw from the explicit generator `g`.)
+
+`eval_view(name, size)` names the test-time ones for gin (`VIEWS`): "squash", "resize_crop", and "centre_crop" (no
+function: the decoded square resized to the evaluation's size by the loader, the cached protocols' input).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from pirl_ablate.errors import ConfigError, did_you_mean
 
 
 def _content(images: Tensor, sizes: Tensor | None, i: int) -> Tensor:
@@ -103,3 +109,19 @@ def random_resized_crop_flip(images: Tensor, sizes: Tensor | None, size: int, ge
             x = x.flip(-1)
         out.append(x)
     return torch.cat(out)
+
+
+VIEWS = ("centre_crop", "squash", "resize_crop")
+View = Callable[[Tensor, "Tensor | None"], Tensor]
+
+
+def eval_view(view: str, size: int) -> View | None:
+    """The input function of `view` at `size` px (None for "centre_crop": the loader's resize); ConfigError if
+    unknown. "resize_crop" resizes the shorter side to round(size * 256 / 224) first, 256 at 224 as VISSL."""
+    if view == "centre_crop":
+        return None
+    if view == "squash":
+        return lambda images, sizes: squash(images, sizes, size, resize=round(size * 256 / 224))
+    if view == "resize_crop":
+        return lambda images, sizes: resize_center_crop(images, sizes, round(size * 256 / 224), size)
+    raise ConfigError(f"input view {view!r}{did_you_mean(view, VIEWS)} (valid: {', '.join(VIEWS)})")

@@ -44,7 +44,7 @@ from pirl_ablate.distributed import initialized_world
 from pirl_ablate.errors import ConfigError, DataError, UserError, did_you_mean
 from pirl_ablate.evaluate.detection_protocol import detection_protocol
 from pirl_ablate.evaluate.features import FeatureCache, cached_features, check_layers, fingerprint, labels_digest
-from pirl_ablate.evaluate.inputs import random_resized_crop_flip, resize_center_crop, squash
+from pirl_ablate.evaluate.inputs import View, eval_view, random_resized_crop_flip
 from pirl_ablate.evaluate.invariance import (
     GROUPS,
     RELATIVE_MAX,
@@ -62,21 +62,7 @@ from pirl_ablate.models.precise_bn import precise_bn
 from pirl_ablate.runs import RunDir
 
 PROTOCOLS = ("linear", "knn", "invariance", "semisup", "svm", "low-shot", "detection")
-VIEWS = ("centre_crop", "squash", "resize_crop")
 LINEAR_MODES = ("cached", "online")
-View = Callable[[Tensor, "Tensor | None"], Tensor]
-
-
-def eval_view(view: str, size: int) -> View | None:
-    """The input function of `view` at `size` px (None for "centre_crop": the loader's resize); ConfigError if
-    unknown. "resize_crop" resizes the shorter side to round(size * 256 / 224) first, 256 at 224 as VISSL."""
-    if view == "centre_crop":
-        return None
-    if view == "squash":
-        return lambda images, sizes: squash(images, sizes, size, resize=round(size * 256 / 224))
-    if view == "resize_crop":
-        return lambda images, sizes: resize_center_crop(images, sizes, round(size * 256 / 224), size)
-    raise ConfigError(f"input view {view!r}{did_you_mean(view, VIEWS)} (valid: {', '.join(VIEWS)})")
 
 
 @gin.configurable("evaluation")

@@ -25,7 +25,11 @@ import torch
 from torch import Tensor
 
 from pirl_ablate.console import info
+from pirl_ablate.errors import ConfigError, did_you_mean
+from pirl_ablate.evaluate.features import POOLINGS
+from pirl_ablate.evaluate.inputs import VIEWS
 from pirl_ablate.evaluate.svm import (
+    AP_RULES,
     COSTS,
     LOW_SHOT_K,
     average_precisions,
@@ -47,6 +51,12 @@ def split_targets(ctx: EvalContext, split: str) -> Tensor:
     return targets if isinstance(targets, Tensor) else onehot_targets(ds.labels, ctx.num_classes)
 
 
+def check_choice(key: str, value: str, valid: Sequence[str]) -> None:
+    """ConfigError `key = value` naming the valid values, before any work."""
+    if value not in valid:
+        raise ConfigError(f"{key} = {value!r}{did_you_mean(value, valid)} (valid: {', '.join(valid)})")
+
+
 def _classes(ctx: EvalContext) -> list[str] | None:
     classes = getattr(ctx.split("train"), "classes", None)
     return list(classes) if classes else None
@@ -63,6 +73,9 @@ def svm_protocol(ctx: EvalContext, layers: Sequence[str], costs: Sequence[float]
     (`EvalContext.features`); view_size: px, None = the evaluation's image size (VISSL: 224); pooling: "grid" or
     "vissl" (VISSL's fixed pools, `features.VISSL_POOL`).
     """
+    check_choice("svm_eval.ap", ap, AP_RULES)
+    check_choice("svm_eval.view", view, VIEWS)
+    check_choice("svm_eval.pooling", pooling, POOLINGS)
     settings = {"costs": list(costs), "folds": folds, "max_iter": max_iter, "ap": ap, "view": view,
                 "view_size": view_size or ctx.image_size, "pooling": pooling}
     train = ctx.features("train", layers, view=view, view_size=view_size, pooling=pooling)
