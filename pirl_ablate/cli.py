@@ -20,6 +20,7 @@ HANDLERS = {
     "eval": ("pirl_ablate.evaluate.command", "eval_command"),
     "show-transform": ("pirl_ablate.transforms.show", "show_transform_command"),
     "list": ("pirl_ablate.listing", "list_command"),
+    "recipe": ("pirl_ablate.recipe_card", "recipe_command"),
 }
 
 
@@ -109,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="FILE.png", required=True)
     _bind(s)
 
+    s = sub.add_parser("recipe", help="print a config's operative recipe beside the paper's and VISSL's",
+                       description="Print every hyperparameter of a config (method, optimisation, views, negatives, "
+                                   "evaluation) beside the paper's value and VISSL's, marking each difference and "
+                                   "named deviation; a sweep file gets one card per run, its swept values allowed "
+                                   "to differ.")
+    s.add_argument("config", metavar="CONFIG.gin", help="gin file or sweep file (includes resolve against gin/)")
+    _bind(s)
+    s.add_argument("--strict", action="store_true",
+                   help="exit 1 when a pre-training row differs from the paper (evaluation rows never fail)")
+
     s = sub.add_parser("list", help="list registered transforms, methods, negative sources, datasets or tables")
     s.add_argument("what", choices=("transforms", "methods", "negatives", "datasets", "tables"))
     return p
@@ -165,7 +176,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _check_gin_files(args: argparse.Namespace) -> None:
     """The gin files `train` / `sweep` name exist (ConfigError naming the missing one otherwise)."""
-    main_file = {"train": "config", "sweep": "sweep"}.get(args.command)
+    main_file = {"train": "config", "sweep": "sweep", "recipe": "config"}.get(args.command)
     if main_file is None:
         return
     from pirl_ablate.config import resolve_config_file

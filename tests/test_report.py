@@ -323,6 +323,26 @@ def test_rich_output_shows_ours_paper_and_problems(results: Path, tmp_path: Path
     assert (tmp_path / "figure6.txt").exists()
 
 
+def test_figure_and_table_read_a_paper_sweeps_results(tmp_path: Path):
+    """`report --figure 6 --results runs/paper_lambda` and `--table 2` on paper_loss_variants: each reports the
+    paper twin's runs (sweeps/paper/*.gin names them paper_<sweep>), with the values written here."""
+    root = tmp_path / "runs"
+    for seed, top1 in enumerate((60.0, 62.0)):
+        _run(root, "paper_lambda", f"p{seed}", seed, {"PIRLLoss.lambda_": 0.5},
+             evals={"linear-imagefolder": _linear(top1)})
+    _run(root, "paper_loss_variants", "pirl", 0, variant="PIRL",
+         evals={"svm-voc2007": {"protocol": "svm", "dataset": "voc2007", "metrics": {"res5": {"mAP": 81.0}}}})
+    out = tmp_path / "reports"
+    assert main(["report", "--figure", "6", "--results", str(root / "paper_lambda"), "--out", str(out),
+                 "--format", "csv"]) == 0
+    cells = _csv_cells((out / "figure6.csv").read_text())
+    assert any(r["row"] == "0.5" and float(r["mean"]) == pytest.approx(61.0) for r in cells.values())
+    assert main(["report", "--table", "2", "--results", str(root), "--out", str(out), "--format", "csv"]) == 0
+    cells = _csv_cells((out / "table2.csv").read_text())
+    assert any(r["row"] == "PIRL" and float(r["mean"]) == pytest.approx(81.0) for r in cells.values()
+               if r["kind"] == "method")
+
+
 # -------------------------------------------------------------------------------------------- sweep-file report
 @pytest.mark.slow
 def test_report_over_a_custom_sweep_file(tmp_path: Path, monkeypatch):

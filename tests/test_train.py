@@ -261,11 +261,17 @@ def test_precise_bn_recomputes_statistics_on_clean_images(tmp_path):
     result = run_training(cfg, tmp_path / "run")
     assert result["bn"] == "precise"
     net = load_method(tmp_path / "run")
-    # Independent expectation: bn1's running mean is the average over the first two clean batches (dataset order,
-    # BATCH images each) of the per-batch channel means of conv1's output on the normalised images.
-    from pirl_ablate.data import build_dataset, to_device_batch
+    # Independent expectation: bn1's running mean is the average over the first two clean batches (BATCH images
+    # each, in the shuffled order of seed train.seed * 1000 + 997) of the per-batch channel means of conv1's output
+    # on the normalised images.
+    from pirl_ablate.data import build_dataset, make_loader, to_device_batch
 
-    images = build_dataset("synthetic", "train").images[:2 * BATCH]
+    dataset = build_dataset("synthetic", "train")
+    loader = make_loader(dataset, BATCH, seed=997, drop_last=False, num_workers=0)
+    loader.set_epoch(0)
+    order = torch.cat([index for _, (_, index, _) in zip(range(2), loader)])
+    assert not torch.equal(order, torch.arange(2 * BATCH))  # not the dataset order
+    images = dataset.images[order]
     x = to_device_batch(images, "cpu", 16)
     b = net.backbone
     with torch.no_grad():

@@ -46,13 +46,26 @@ def report_command(args: argparse.Namespace) -> int:
     else:
         name = f"table{args.table}" if args.table else f"figure{args.figure}"
         entry = TABLES.entry(name)
-        sweep = entry.params["sweep"]
-        sweep_file = Path("sweeps") / f"{sweep}.gin"
         frame = load_results(results)
-        report = entry.obj(frame)
+        sweep = feeding_sweep(entry.params["sweep"], set(frame["sweep"].dropna()) if len(frame) else set())
+        sweep_file = Path("sweeps") / ("paper" if sweep.startswith("paper_") else "") / \
+            f"{sweep.removeprefix('paper_')}.gin"
+        report = entry.obj(frame, sweep=sweep)
     report.problems.extend(Problem(run_id=run_id, status="left out", reason=why)  # unreadable files, copies
                            for run_id, why in frame.attrs.get("left_out", []))
     return emit(report, args.format, out_dir, results / sweep, f"pirl-ablate sweep {sweep_file}")
+
+
+def feeding_sweep(smoke: str, present: set[str]) -> str:
+    """The sweep whose results feed a paper table or figure: its smoke sweep (`smoke`, e.g. "lambda"), or its paper
+    twin ("paper_lambda", sweeps/paper/) when only that one is among the results; both present: the smoke one,
+    with a line saying how to report the other (`--results runs/paper_lambda`)."""
+    paper = f"paper_{smoke}"
+    if paper in present and smoke not in present:
+        return paper
+    if paper in present:
+        info(f"results of both {smoke} and {paper}: reporting {smoke}; pass --results runs/{paper} for the other")
+    return smoke
 
 
 def emit(report: Report, fmt: str, out_dir: Path, sweep_dir: Path, sweep_cmd: str) -> int:

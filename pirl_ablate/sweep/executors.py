@@ -29,7 +29,7 @@ from pirl_ablate.errors import UserError
 from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED
 from pirl_ablate.sweep.display import duration, run_elapsed, sweep_time_left
 from pirl_ablate.sweep.job import SweepJob
-from pirl_ablate.sweep.spec import Run, Sweep
+from pirl_ablate.sweep.spec import Run, SlurmSettings, Sweep
 from pirl_ablate.sweep.state import RunState, run_states, write_job_record
 
 POLL_S = {"local": 1.0, "slurm": 2.0}
@@ -111,7 +111,7 @@ def execute(kind: str, sweep: Sweep, out: Path, submit: list[Run], watch: list[R
         elif kind == "local":
             _run_local(executor, jobs, watch, tracker, sweep.local.parallelism, out)
         else:
-            _run_slurm(executor, jobs, watch, tracker, out)
+            _run_slurm(executor, jobs, watch, tracker, out, sweep.slurm)
 
 
 def _run_local(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Run], tracker: _Tracker,
@@ -149,16 +149,34 @@ def _run_local(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Ru
         raise
 
 
+# what sbatch says when it reached no controller (anything else is the controller refusing the job)
+UNREACHABLE = ("unable to contact slurm controller", "connection refused", "connect failure", "socket timed out",
+               "could not establish a configuration source")
+
+
+def sbatch_failure(message: str, s: SlurmSettings) -> str:
+    """One line for a failed sbatch: its own error text, then, when the controller answered, what the sweep asked
+    for and where to change it; when none answered, whether it is up."""
+    errors = [x.strip() for x in message.splitlines() if x.strip().startswith("sbatch:")] or \
+        [x.strip() for x in message.splitlines() if x.strip()][-1:] or ["no message"]
+    said = "; ".join(errors)
+    if any(marker in message.lower() for marker in UNREACHABLE):
+        return (f"--executor slurm: sbatch failed ({said}); is the SLURM controller up and SLURM_CONF right? (or use "
+                "--executor local)")
+    return (f"--executor slurm: sbatch refused the job ({said}); the sweep asked for {s.nodes} node(s) x "
+            f"{s.tasks_per_node} task(s), {s.gpus_per_node} GPU(s) and {s.cpus_per_task} CPU(s) per task per node, "
+            f"{s.mem_gb} GB, {s.time_min} min, partition {s.partition or '(the default)'}: bind slurm.* to what "
+            "this cluster has (sinfo shows it)")
+
+
 def _run_slurm(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Run], tracker: _Tracker,
-               out: Path) -> None:
+               out: Path, slurm: SlurmSettings) -> None:
     if jobs:
         try:
             with executor.batch():
                 handles = [executor.submit(job) for job in jobs]
         except submitit.core.utils.FailedJobError as e:  # sbatch refused or no controller answered
-            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
-            raise UserError(f"--executor slurm: sbatch failed ({lines[-1] if lines else 'no message'}); is the "
-                            "SLURM controller up and SLURM_CONF right? (or use --executor local)") from None
+            raise UserError(sbatch_failure(str(e), slurm)) from None
         for job, handle in zip(jobs, handles):
             write_job_record(job.run_dir, "slurm", handle.job_id, submitit_folder(out))
         console.print(f"submitted {len(handles)} SLURM job(s): array {handles[0].job_id.split('_')[0]}")
