@@ -12,7 +12,8 @@ from pirl_ablate.transforms.registry import register_transform
 
 @register_transform("image")
 class ImageView(Transform):
-    """Random resized crop (scale 0.08-1), horizontal flip, colour jitter and grayscale, resized to `size`."""
+    """Random resized crop (scale 0.08-1) of each whole image, horizontal flip, colour jitter and grayscale, resized
+    to `size`."""
 
     name = "image"
 
@@ -31,9 +32,12 @@ class ImageView(Transform):
         self.colour = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue,
                        "grayscale_p": grayscale_p}
 
-    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:
-        """box (B, 4) x0, y0, x1, y1 in input pixels, [flip (B,)], [colour factors (B,)]."""
-        params = {"box": random_resized_boxes(shape, self.scale, self.ratio, generator, device)}
+    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device,
+               sizes: Tensor | None = None) -> dict[str, Tensor]:
+        """box (B, 4) x0, y0, x1, y1 in input pixels, inside each image's `sizes` (torchvision's RandomResizedCrop
+        draw), [flip (B,)], [colour factors (B,)]."""
+        sizes = sizes if sizes is not None else torch.tensor(shape[-2:]).expand(shape[0], 2)
+        params = {"box": random_resized_boxes(sizes, self.scale, self.ratio, generator, device)}
         if self.flip:
             params["flip"] = torch.rand(shape[0], generator=generator, device=device) < 0.5
         if self.photometric:

@@ -1,6 +1,7 @@
 """`jigsaw`: PIRL's jigsaw view, P = grid^2 patches sampled straight from the source image in permuted order.
 
-Recipe (paper Section 4.1, VISSL's PIRL config): a random crop covering >= 60% of the image is resized to
+Recipe (paper Section 4.1, VISSL's PIRL config): a random crop covering >= 60% of the whole image (drawn as
+torchvision's RandomResizedCrop draws it: 10 tries, then the centre crop) is resized to
 crop_size^2 (255), cut into a grid x grid (3 x 3) of cells (85 px), and a patch_size^2 (64) patch is taken at a
 uniform integer offset inside each cell ("patch jitter", 0..21 px). Each patch then gets its own photometric
 augmentation: colour jitter 0.4/0.4/0.4, hue 0.2, grayscale p = 0.2, horizontal flip p = 0.5.
@@ -112,12 +113,15 @@ class Jigsaw(Transform):
                 f"jigsaw: patch_size={patch} does not fit a {cell}x{cell} cell of a grid={self.grid} crop of "
                 f"{crop} px from images of shape {shape_str(images)}")
 
-    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:
-        """perm (B, P), perm_index (B,), crop (B, 4), boxes (B, P, 4), [flip (B, P)], [colour factors (B, P)]."""
+    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device,
+               sizes: Tensor | None = None) -> dict[str, Tensor]:
+        """perm (B, P), perm_index (B,), crop (B, 4) inside each image's `sizes` (torchvision's RandomResizedCrop
+        draw), boxes (B, P, 4), [flip (B, P)], [colour factors (B, P)]."""
         batch = shape[0]
         patches = self.grid * self.grid
         crop, cell, patch = self.sizes(shape)
-        crop_box = random_resized_boxes(shape, self.crop_scale, self.crop_ratio, generator, device)
+        sizes = sizes if sizes is not None else torch.tensor(shape[-2:]).expand(batch, 2)
+        crop_box = random_resized_boxes(sizes, self.crop_scale, self.crop_ratio, generator, device)
         if self._permutations is None:
             perm = random_permutations(batch, patches, generator, device)
             perm_index = lehmer_rank(perm)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pirl_ablate.transforms.base import Transform, TransformInputError, shape_str
+from pirl_ablate.transforms.base import Transform, TransformInputError, View, centre_squares, shape_str
 from pirl_ablate.transforms.registry import register_transform
 
 
@@ -16,6 +16,10 @@ class Rotation(Transform):
     name = "rotation"
     num_classes = 4
 
+    def __call__(self, images: Tensor, generator: torch.Generator) -> View:
+        """A batch of own-size images (an ImageBatch) is rotated as its centre squares (`centre_squares`)."""
+        return super().__call__(centre_squares(images), generator)
+
     def check(self, images: Tensor) -> None:
         """Rotated and unrotated images share one batch tensor, so images must be square."""
         super().check(images)
@@ -23,7 +27,8 @@ class Rotation(Transform):
             raise TransformInputError(f"rotation: images must be square (H == W) to share a batch when rotated, "
                                       f"got shape {shape_str(images)}")
 
-    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device,
+               sizes: Tensor | None = None) -> dict[str, Tensor]:
         """rotation (B,) long in {0, 1, 2, 3}: quarter turns, as `torch.rot90(image, k, dims=(-2, -1))`."""
         return {"rotation": torch.randint(4, (shape[0],), generator=generator, device=device)}
 
