@@ -2,8 +2,11 @@
 
 If `root` holds split folders (`train/`, and `val/` or `test/` for the test split) those are used, and every split
 must hold the training split's class folders (labels are indices into that one sorted list). Worker processes
-decode each file with PIL and bring it to a fixed `image_size` square (shorter side resized, centre crop) as uint8;
-all random augmentation happens later, batched, on the device.
+decode each file with PIL at its own aspect ratio, its longer side brought down to at most `max_side` pixels (never
+up), as uint8; the loader pads a batch to a common canvas and hands over each image's size with it (an
+`ImageBatch`). All random augmentation happens later, batched, on the device: the views are cropped from the whole
+image, as torchvision's RandomResizedCrop crops the original (paper Section 4.1, VISSL), and evaluation takes each
+image's centre square.
 
 A corrupt or unreadable file is reported with its path; `on_error="stop"` raises DataError, `"skip"` drops the
 item from its batch (`collate_skipping`) and goes on.
@@ -32,6 +35,23 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
 
 
+def decode_bounded(path: Path, max_side: int) -> Tensor:
+    """The image at `path` as uint8 (3, h, w): RGB at its own aspect ratio, scaled (bilinear, antialiased) so that
+    max(h, w) <= max_side, never up. A JPEG is decoded at 1/2, 1/4 or 1/8 of its size where that still covers the
+    target (PIL's draft mode: the DCT skips the detail the resize would drop), which makes large files cheap."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        scale = min(1.0, max_side / max(w, h))
+        target = (max(1, round(w * scale)), max(1, round(h * scale)))
+        im.draft("RGB", target)
+        im = im.convert("RGB")
+        if im.size != target:
+            im = im.resize(target, Image.BILINEAR)
+        return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
 def decode(path: Path, size: int) -> Tensor:
     """The image at `path` as uint8 (3, size, size): RGB, shorter side resized to `size`, centre crop."""
     from PIL import Image
@@ -51,16 +71,16 @@ class ImageFolder(ImageDataset):
     """Files listed once at construction (sorted, so indices are stable); decoded lazily in loader workers."""
 
     def __init__(self, files: list[Path], labels: Tensor, classes: list[str] | None, *, split: str,
-                 image_size: int, on_error: str):
+                 max_side: int, on_error: str):
         self.files, self.labels, self.classes = files, labels, classes
         self.name, self.split = "imagefolder", split
         self.num_classes = len(classes) if classes else None
-        self.image_size, self.on_error = image_size, on_error
+        self.max_side, self.on_error = max_side, on_error
 
     def __getitem__(self, index: int) -> Item | None:
         path = self.files[index]
         try:
-            image = decode(path, self.image_size)
+            image = decode_bounded(path, self.max_side)
         except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
             message = f"{path}: cannot decode image ({type(e).__name__}: {e})"
             if self.on_error == "stop":
@@ -86,13 +106,18 @@ def _check_same_classes(base: Path, folder: Path, classes: list[str]) -> None:
 
 @register_dataset("imagefolder")
 def imagefolder(split: str = "train", subset: int | None = None, subset_seed: int | None = None,
-                root: str | None = None, image_size: int = 256, on_error: str = "stop") -> ImageFolder:
-    """A folder of class folders (labelled) or of images (unlabelled), decoded to uint8 3 x image_size^2.
+                root: str | None = None, max_side: int = 512, on_error: str = "stop") -> ImageFolder:
+    """A folder of class folders (labelled) or of images (unlabelled), decoded to uint8 (3, h, w) at each image's
+    own aspect ratio with max(h, w) <= max_side.
 
-    `image_size` 256 is the fixed size workers produce for ImageNet (the transforms crop and resize from it).
+    `max_side` 512 keeps ImageNet's typical 500 x 375 / 500 x 333 images at their stored resolution (so the views
+    are cropped from the original, as in the paper) and brings the rare larger ones down, decoding those cheaply.
     """
     if root is None:
         raise DataError("imagefolder: bind imagefolder.root to a folder of class folders or images")
+    if max_side < 1:
+        raise DataError(f"imagefolder.max_side = {max_side}: the longer side's bound in pixels must be >= 1 (512 keeps "
+                        "ImageNet's images whole)")
     if on_error not in ON_ERROR:
         raise DataError(f"imagefolder.on_error = {on_error!r} (valid: stop, skip)")
     base = Path(os.path.expanduser(root))
@@ -116,4 +141,4 @@ def imagefolder(split: str = "train", subset: int | None = None, subset_seed: in
     idx = subset_indices(len(files), subset, subset_seed, what=f"imagefolder {folder}")
     if idx is not None:
         files, labels = [files[i] for i in idx.tolist()], labels[idx]
-    return ImageFolder(files, labels, classes, split=split, image_size=image_size, on_error=on_error)
+    return ImageFolder(files, labels, classes, split=split, max_side=max_side, on_error=on_error)

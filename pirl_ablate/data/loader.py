@@ -1,8 +1,11 @@
 """Batches for training and evaluation, and the uint8 -> float step done on the device.
 
-CPU work stops at uint8 images of a fixed size: in-memory datasets are indexed a whole batch at a time; file
-datasets (imagefolder) decode in worker processes. Conversion to float, channel expansion and resizing happen in
-`to_device_batch` on the training device, and every random augmentation after it (the transform registry).
+CPU work stops at uint8 images: in-memory datasets (one size) are indexed a whole batch at a time; file datasets
+(imagefolder) decode in worker processes, each image at its own size, and a batch of them is one canvas padded by
+edge replication with each image's (height, width) attached (an `ImageBatch`, pirl_ablate.transforms.base).
+Conversion to float, channel expansion and resizing happen in `to_device_batch` on the training device, and every
+random augmentation after it (the transform registry): training views crop each image from its whole extent, and
+clean passes (evaluation, precise-BN, the memory bank's fill) take its centre square.
 
 The order of an epoch depends only on (seed, epoch) — torch's DistributedSampler rule — so a resumed run replays
 exactly the batches an uninterrupted one would see, on any number of processes.
@@ -20,17 +23,34 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from pirl_ablate.data.arrays import ArrayDataset, ImageDataset
 from pirl_ablate.errors import DataError
+from pirl_ablate.transforms.base import ImageBatch, centre_squares, with_sizes
 
-Batch = tuple[Tensor, Tensor, Tensor]  # images uint8 (B, C, H, W), index long (B,), labels long (B,)
+Batch = tuple[Tensor, Tensor, Tensor]  # images uint8 (B, C, H, W) (an ImageBatch from files), index (B,), labels (B,)
 
 
-def collate_skipping(items: list) -> Batch | None:
-    """Stack (image, index, label) items, dropping the None of skipped corrupt images; None if all were."""
+def pad_to_canvas(images: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """uint8 images (C, h_b, w_b) -> (canvas (B, C, max h, max w) with image b in its top-left corner and its last
+    row and column repeated over the rest, sizes (B, 2) long (h_b, w_b))."""
+    sizes = torch.tensor([im.shape[-2:] for im in images], dtype=torch.long)
+    height, width = (int(v) for v in sizes.max(dim=0).values)
+    canvas = images[0].new_empty((len(images), images[0].shape[0], height, width))
+    for out, im in zip(canvas, images):
+        h, w = im.shape[-2:]
+        out[:, :h, :w] = im
+        out[:, :h, w:] = im[:, :, w - 1:]
+        out[:, h:] = out[:, h - 1:h]
+    return canvas, sizes
+
+
+def collate_skipping(items: list) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+    """(image (C, h, w), index, label) items -> (canvas, index (B,), labels (B,), sizes (B, 2)) (`pad_to_canvas`),
+    dropping the None of skipped corrupt images; None if all were."""
     items = [it for it in items if it is not None]
     if not items:
         return None
     images, index, labels = zip(*items)
-    return torch.stack(images), torch.tensor(index, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
+    canvas, sizes = pad_to_canvas(list(images))
+    return canvas, torch.tensor(index, dtype=torch.long), torch.tensor(labels, dtype=torch.long), sizes
 
 
 def worker_message(text: str) -> str:
@@ -86,7 +106,8 @@ class EpochLoader:
     def __iter__(self) -> Iterator[Batch]:
         if self._loader is not None:
             try:
-                yield from (b for b in self._loader if b is not None)
+                yield from ((with_sizes(images, sizes), index, labels)
+                            for images, index, labels, sizes in (b for b in self._loader if b is not None))
             except DataError as e:  # from a worker: torch put its traceback in the message, ours is its last line
                 raise DataError(worker_message(str(e))) from None
             return
@@ -102,7 +123,8 @@ def make_loader(dataset: ImageDataset, batch_size: int, generator: torch.Generat
                 seed: int | None = None, shuffle: bool | None = None, drop_last: bool | None = None,
                 rank: int = 0, world_size: int = 1, num_workers: int = 2, pin_memory: bool = False,
                 persistent_workers: bool = True) -> EpochLoader:
-    """A loader of `(images uint8 (B,C,H,W), index (B,), labels (B,))` for `dataset`, this process's share.
+    """A loader of `(images uint8 (B,C,H,W), index (B,), labels (B,))` for `dataset`, this process's share; the
+    images of a file dataset are an ImageBatch (each image's size attached).
 
     Shuffled when a `seed` (or a `generator` to draw one from) is given, in dataset order otherwise; `drop_last`
     defaults to `shuffle`. `num_workers`, `pin_memory`, `persistent_workers` (gin: `loader.*`) apply to file
@@ -116,18 +138,25 @@ def make_loader(dataset: ImageDataset, batch_size: int, generator: torch.Generat
                        num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers)
 
 
-def to_device_batch(images: Tensor, device: torch.device | str, size: int | None = 32, channels: int = 3
-                    ) -> Tensor:
+def to_device_batch(images: Tensor, device: torch.device | str, size: int | None = 32, channels: int = 3, *,
+                    whole: bool = False) -> Tensor:
     """uint8 (B, C, H, W) -> float (B, channels, size, size) in [0, 1] on `device`.
 
     Grey images are repeated to 3 channels (RGB to grey by the mean when channels=1); resizing is bilinear with
-    antialiasing (`size=None` keeps the size). The default 32 px is the smoke scale's image size.
+    antialiasing (`size=None` keeps the size). The default 32 px is the smoke scale's image size. An ImageBatch
+    (images of their own sizes) becomes each image's centre square at `size` (`centre_squares`), or with `whole`
+    (training: the views crop from the whole image) stays a float ImageBatch on `device` whose clean squares have
+    `size` pixels.
     """
-    x = images.to(device, non_blocking=True).float().div_(255.0)
+    sizes = images.sizes if isinstance(images, ImageBatch) else None
+    x = images.as_subclass(Tensor).to(device, non_blocking=True).float().div_(255.0)
     if x.shape[1] == 1 and channels == 3:
         x = x.expand(-1, 3, -1, -1)
     elif x.shape[1] == 3 and channels == 1:
         x = x.mean(dim=1, keepdim=True)
+    if sizes is not None:
+        x = with_sizes(x.contiguous(), sizes, size)
+        return x if whole else centre_squares(x).contiguous()
     if size is not None and tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x.contiguous()
