@@ -74,12 +74,12 @@ def mixed_batch() -> ImageBatch:
     return with_sizes(canvas.float() / 255, sizes)
 
 
-def test_canvas_holds_each_image_and_repeats_its_edge():
+def test_canvas_holds_each_image_and_repeats_its_edge_once():
     images = [torch.arange(6, dtype=torch.uint8).view(1, 2, 3), torch.full((1, 4, 1), 9, dtype=torch.uint8)]
     canvas, sizes = pad_to_canvas(images)
     assert sizes.tolist() == [[2, 3], [4, 1]] and canvas.shape == (2, 1, 4, 3)
-    assert canvas[0, 0].tolist() == [[0, 1, 2], [3, 4, 5], [3, 4, 5], [3, 4, 5]]
-    assert canvas[1, 0].tolist() == [[9, 9, 9]] * 4
+    assert canvas[0, 0].tolist() == [[0, 1, 2], [3, 4, 5], [3, 4, 5], [0, 0, 0]]
+    assert canvas[1, 0].tolist() == [[9, 9, 0]] * 4
 
 
 @pytest.mark.parametrize("make", [lambda: ImageView(size=32), lambda: Jigsaw()], ids=["image", "jigsaw"])

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from pirl_ablate.console import console
 from pirl_ablate.data.arrays import ImageDataset, Item, subset_indices
@@ -36,20 +38,28 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def decode_bounded(path: Path, max_side: int) -> Tensor:
-    """The image at `path` as uint8 (3, h, w): RGB at its own aspect ratio, scaled (bilinear, antialiased) so that
-    max(h, w) <= max_side, never up. A JPEG is decoded at 1/2, 1/4 or 1/8 of its size where that still covers the
-    target (PIL's draft mode: the DCT skips the detail the resize would drop), which makes large files cheap."""
+    """The image at `path` as uint8 (3, h, w) in channels-last strides (as decoded; the batch's canvas keeps them):
+    RGB at its own aspect ratio, scaled (bilinear, antialiased) so that max(h, w) <= max_side, never up.
+
+    A JPEG under twice the bound is decoded by `torchvision.io.decode_jpeg` and resized by torch (2x PIL's decode +
+    resize per core, benchmarks/input.py); a larger JPEG by PIL in draft mode (decoded at 1/2, 1/4 or 1/8 of its size
+    where that still covers the target: the DCT skips the detail the resize would drop); other formats by PIL.
+    """
     from PIL import Image
 
     with Image.open(path) as im:
         w, h = im.size
         scale = min(1.0, max_side / max(w, h))
-        target = (max(1, round(w * scale)), max(1, round(h * scale)))
-        im.draft("RGB", target)
-        im = im.convert("RGB")
-        if im.size != target:
-            im = im.resize(target, Image.BILINEAR)
-        return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+        target = (max(1, round(h * scale)), max(1, round(w * scale)))
+        if im.format == "JPEG" and im.mode in ("RGB", "L") and max(w, h) < 2 * max_side:
+            data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+            image = decode_jpeg(data, mode=ImageReadMode.RGB)
+        else:
+            im.draft("RGB", target[::-1])
+            image = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+    if tuple(image.shape[-2:]) != target:
+        image = F.interpolate(image[None], size=target, mode="bilinear", antialias=True, align_corners=False)[0]
+    return image
 
 
 def decode(path: Path, size: int) -> Tensor:

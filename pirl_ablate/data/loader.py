@@ -1,8 +1,8 @@
 """Batches for training and evaluation, and the uint8 -> float step done on the device.
 
 CPU work stops at uint8 images: in-memory datasets (one size) are indexed a whole batch at a time; file datasets
-(imagefolder) decode in worker processes, each image at its own size, and a batch of them is one canvas padded by
-edge replication with each image's (height, width) attached (an `ImageBatch`, pirl_ablate.transforms.base).
+(imagefolder) decode in worker processes, each image at its own size, and a batch of them is one canvas padded
+(its edge pixels repeated once) with each image's (height, width) attached (an `ImageBatch`, transforms/base.py).
 Conversion to float, channel expansion and resizing happen in `to_device_batch` on the training device, and every
 random augmentation after it (the transform registry): training views crop each image from its whole extent, and
 clean passes (evaluation, precise-BN, the memory bank's fill) take its centre square.
@@ -29,16 +29,19 @@ Batch = tuple[Tensor, Tensor, Tensor]  # images uint8 (B, C, H, W) (an ImageBatc
 
 
 def pad_to_canvas(images: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """uint8 images (C, h_b, w_b) -> (canvas (B, C, max h, max w) with image b in its top-left corner and its last
-    row and column repeated over the rest, sizes (B, 2) long (h_b, w_b))."""
+    """uint8 images (C, h_b, w_b) -> (canvas (B, C, max h, max w) with image b in its top-left corner, its last row
+    and column repeated once below and right of it (all that bilinear sampling inside the image reads) and zeros
+    beyond, sizes (B, 2) long (h_b, w_b)). The canvas is channels-last, the layout
+    images are decoded in (copying into it is then a row copy, 3x faster than a transpose); `to_device_batch` makes
+    it contiguous on the device."""
     sizes = torch.tensor([im.shape[-2:] for im in images], dtype=torch.long)
     height, width = (int(v) for v in sizes.max(dim=0).values)
-    canvas = images[0].new_empty((len(images), images[0].shape[0], height, width))
+    canvas = images[0].new_zeros((len(images), height, width, images[0].shape[0])).permute(0, 3, 1, 2)
     for out, im in zip(canvas, images):
         h, w = im.shape[-2:]
         out[:, :h, :w] = im
-        out[:, :h, w:] = im[:, :, w - 1:]
-        out[:, h:] = out[:, h - 1:h]
+        out[:, :h, w:w + 1] = im[:, :, w - 1:]
+        out[:, h:h + 1, :w + 1] = out[:, h - 1:h, :w + 1]
     return canvas, sizes
 
 

@@ -61,10 +61,10 @@ def shape_str(images: Tensor) -> str:
 
 class ImageBatch(Tensor):
     """A canvas (B, C, H, W) whose image b is `self[b, :, :h_b, :w_b]`, (h_b, w_b) = `self.sizes[b]` (long, on the
-    canvas's device); outside it the canvas repeats the image's last row and column, so bilinear sampling within
-    half a pixel of the image's border repeats its edge pixel, as on a full canvas. `side` is the size of the
-    clean square image of the batch (`centre_squares`' default: the run's image size), None for the canvas's shorter
-    side.
+    canvas's device); next to it the canvas repeats the image's last row and column, so bilinear sampling within
+    half a pixel of the image's border repeats its edge pixel, as on a full canvas (what lies beyond is never
+    read). `side` is the size of the clean square image of the batch (`centre_squares`' default: the run's image
+    size), None for the canvas's shorter side.
 
     Any operation on it returns a plain Tensor (as torchvision's tv_tensors do), so `sizes` never describes a tensor
     it was not attached to. Build one with `with_sizes`; read the sizes of any batch with `image_sizes`.
