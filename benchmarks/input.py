@@ -15,8 +15,8 @@ content with noise, about ImageNet's file sizes) into a temporary folder and tim
 - the previous worker: decode to the 256 px centre square (`imagefolder.decode`, still VOC's).
 - torchvision.io.decode_jpeg alone (file bytes -> uint8 tensor, no resize), and PIL's draft-mode decode alone
   (draft to a 256 px shorter side, as ImageNet pipelines that resize to 256 would).
-- with a GPU: the file bytes read in the worker and decoded there by `torchvision.io.decode_jpeg(device="cuda")`,
-  which leaves the worker only the file read (a row per device; "no GPU here" otherwise).
+- the worker of `imagefolder.decode_on = "device"`: the JPEG's header checked by PIL and its bytes read; with a GPU,
+  also `torchvision.io.decode_jpeg(device="cuda")` of the batch there (device time; "no GPU here" otherwise).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import torchvision.io
 import torchvision.transforms as T
 from PIL import Image
 
-from pirl_ablate.data.imagefolder import decode, decode_bounded
-from pirl_ablate.data.loader import pad_to_canvas
+from pirl_ablate.data.imagefolder import decode, decode_bounded, read_jpeg
+from pirl_ablate.data.loader import collate_skipping, pad_to_canvas
 
 ASPECTS = (4 / 3, 3 / 4, 3 / 2, 2 / 3, 1.0)
 
@@ -84,14 +84,16 @@ class VisslPirl:
         return self.image(im), torch.stack(patches)
 
 
-def best_rate(fn: Callable[[], None], count: int, repeats: int) -> float:
-    """Images/s of the fastest of `repeats` passes (`fn` runs one pass over `count` images)."""
-    times = []
+def best_rates(stages: dict[str, Callable[[], None]], count: int, repeats: int) -> dict[str, float]:
+    """Images/s of each stage's fastest of `repeats` passes (each runs one pass over `count` images), the stages
+    interleaved round by round so that a change in the machine's load touches all of them alike."""
+    best = dict.fromkeys(stages, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return count / min(times)
+        for name, fn in stages.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: count / t for name, t in best.items()}
 
 
 def main() -> None:
@@ -119,9 +121,8 @@ def main() -> None:
                     im.draft("RGB", (w * 256 // min(w, h), h * 256 // min(w, h)))
                     im.load()
 
-        def bytes_only() -> None:
-            for f in files:
-                torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8)
+        def device_worker() -> None:
+            collate_skipping([(read_jpeg(f, 512), 0, 0) for f in files])
 
         stages = {
             "VISSL-style PIL pipeline (decode, image view, 9 jittered patches)": lambda: [vissl(f) for f in files],
@@ -130,9 +131,9 @@ def main() -> None:
             "torchvision.io.decode_jpeg alone (no resize)":
                 lambda: [torchvision.io.decode_jpeg(torch.frombuffer(bytearray(b), dtype=torch.uint8)) for b in data],
             "PIL draft-mode decode alone (shorter side >= 256)": draft,
-            "file read only (the worker's part of device decoding)": bytes_only,
+            "pirl-ablate worker with imagefolder.decode_on = 'device' (header check, file read)": device_worker,
         }
-        rates = {name: best_rate(fn, len(files), args.repeats) for name, fn in stages.items()}
+        rates = best_rates(stages, len(files), args.repeats)
         device_rows = []
         if torch.cuda.is_available():
             blobs = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in data]
@@ -143,7 +144,7 @@ def main() -> None:
 
             on_device()
             device_rows.append((f"torchvision.io.decode_jpeg on {torch.cuda.get_device_name()} (batched, device "
-                                "time, not a CPU core's)", best_rate(on_device, len(files), args.repeats)))
+                                "time, not a CPU core's)", best_rates({"": on_device}, len(files), args.repeats)[""]))
     baseline = rates[next(iter(stages))]
     sizes = sorted(Image.open(io.BytesIO(b)).size for b in data)
     lines = [f"{date.today().isoformat()}, {platform.processor() or platform.machine()}, one core "

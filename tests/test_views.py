@@ -14,6 +14,7 @@ from scipy import stats
 
 from pirl_ablate.data import build_dataset, make_loader, to_device_batch
 from pirl_ablate.data.loader import pad_to_canvas
+from pirl_ablate.errors import DataError
 from pirl_ablate.transforms import ImageBatch, ImageView, Jigsaw, Rotation, centre_squares, with_sizes
 from pirl_ablate.transforms.base import random_resized_boxes
 
@@ -170,3 +171,28 @@ def test_jpegs_decode_at_their_own_aspect_ratio_bounded_and_batch_with_their_siz
     assert clean.shape == (3, 3, 64, 64)
     torch.testing.assert_close(clean, centre_squares(whole))
     assert not math.isnan(float(clean.sum()))
+
+
+def test_jpegs_decoded_on_the_device_match_the_workers_decode(tmp_path):
+    """`decode_on = "device"`: workers hand over the files' bytes, `to_device_batch` decodes them (here on the CPU,
+    the same call as on CUDA) into the ImageBatch the workers' decode gives: same sizes, pixels within JPEG decoders'
+    and resamplers' rounding. A file that is no JPEG is refused in the worker, named."""
+    from PIL import Image
+
+    write_jpegs(tmp_path / "train" / "a", [(500, 375), (333, 500), (1000, 750)])
+    batches = {}
+    for where in ("worker", "device"):
+        ds = build_dataset("imagefolder", "train", root=str(tmp_path), max_side=512, decode_on=where)
+        loader = make_loader(ds, 3, shuffle=False, num_workers=0)
+        loader.set_epoch(0)
+        (images, _, _), = list(loader)
+        batches[where] = to_device_batch(images, "cpu", 64, whole=True)
+    worker, device = batches["worker"], batches["device"]
+    assert device.sizes.tolist() == worker.sizes.tolist() == [[375, 500], [500, 333], [384, 512]]
+    for b, (h, w) in enumerate(worker.sizes.tolist()):
+        diff = (worker.as_subclass(torch.Tensor)[b, :, :h, :w] - device.as_subclass(torch.Tensor)[b, :, :h, :w])
+        assert diff.abs().mean() < 2 / 255
+    Image.new("RGB", (20, 10)).save(tmp_path / "train" / "a" / "z.png")
+    ds = build_dataset("imagefolder", "train", root=str(tmp_path), decode_on="device")
+    with pytest.raises(DataError, match=r"z\.png.*decodes RGB or grey JPEGs only"):
+        ds[3]

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from pirl_ablate.data.arrays import ArrayDataset, ImageDataset
+from pirl_ablate.data.imagefolder import EncodedJpegs
 from pirl_ablate.errors import DataError
 from pirl_ablate.transforms.base import ImageBatch, centre_squares, with_sizes
 
@@ -45,15 +47,36 @@ def pad_to_canvas(images: list[Tensor]) -> tuple[Tensor, Tensor]:
     return canvas, sizes
 
 
-def collate_skipping(items: list) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+def collate_skipping(items: list) -> tuple[Tensor | EncodedJpegs, Tensor, Tensor, Tensor | None] | None:
     """(image (C, h, w), index, label) items -> (canvas, index (B,), labels (B,), sizes (B, 2)) (`pad_to_canvas`),
-    dropping the None of skipped corrupt images; None if all were."""
+    dropping the None of skipped corrupt images; None if all were. Encoded JPEGs are gathered into one
+    EncodedJpegs (sizes None: known once decoded on the device)."""
     items = [it for it in items if it is not None]
     if not items:
         return None
     images, index, labels = zip(*items)
+    index, labels = torch.tensor(index, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
+    if isinstance(images[0], EncodedJpegs):
+        return EncodedJpegs([d for im in images for d in im.data], images[0].max_side), index, labels, None
     canvas, sizes = pad_to_canvas(list(images))
-    return canvas, torch.tensor(index, dtype=torch.long), torch.tensor(labels, dtype=torch.long), sizes
+    return canvas, index, labels, sizes
+
+
+def decode_on_device(batch: EncodedJpegs, device: torch.device | str) -> Tensor:
+    """The uint8 ImageBatch of `batch`'s JPEGs on `device`: decoded there by `torchvision.io.decode_jpeg` (nvJPEG
+    on CUDA), each longer side brought down to `batch.max_side` (bilinear, antialiased, never up), padded as
+    `pad_to_canvas` pads."""
+    images = []
+    for image in decode_jpeg(batch.data, mode=ImageReadMode.RGB, device=device):
+        h, w = image.shape[-2:]
+        scale = min(1.0, batch.max_side / max(h, w))
+        target = (max(1, round(h * scale)), max(1, round(w * scale)))
+        if target != (h, w):
+            image = F.interpolate(image[None].float(), size=target, mode="bilinear", antialias=True,
+                                  align_corners=False)[0].round_().clamp_(0, 255).to(torch.uint8)
+        images.append(image)
+    canvas, sizes = pad_to_canvas(images)
+    return with_sizes(canvas, sizes)
 
 
 def worker_message(text: str) -> str:
@@ -141,16 +164,18 @@ def make_loader(dataset: ImageDataset, batch_size: int, generator: torch.Generat
                        num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers)
 
 
-def to_device_batch(images: Tensor, device: torch.device | str, size: int | None = 32, channels: int = 3, *,
-                    whole: bool = False) -> Tensor:
+def to_device_batch(images: Tensor | EncodedJpegs, device: torch.device | str, size: int | None = 32,
+                    channels: int = 3, *, whole: bool = False) -> Tensor:
     """uint8 (B, C, H, W) -> float (B, channels, size, size) in [0, 1] on `device`.
 
     Grey images are repeated to 3 channels (RGB to grey by the mean when channels=1); resizing is bilinear with
     antialiasing (`size=None` keeps the size). The default 32 px is the smoke scale's image size. An ImageBatch
     (images of their own sizes) becomes each image's centre square at `size` (`centre_squares`), or with `whole`
     (training: the views crop from the whole image) stays a float ImageBatch on `device` whose clean squares have
-    `size` pixels.
+    `size` pixels. EncodedJpegs are decoded on `device` first (`decode_on_device`).
     """
+    if isinstance(images, EncodedJpegs):
+        images = decode_on_device(images, device)
     sizes = images.sizes if isinstance(images, ImageBatch) else None
     x = images.as_subclass(Tensor).to(device, non_blocking=True).float().div_(255.0)
     if x.shape[1] == 1 and channels == 3:
