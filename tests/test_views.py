@@ -198,3 +198,19 @@ def test_jpegs_decoded_on_the_device_match_the_workers_decode(tmp_path):
     ds = build_dataset("imagefolder", "train", root=str(tmp_path), decode_on="device")
     with pytest.raises(DataError, match=r"z\.png.*decodes RGB or grey JPEGs only"):
         ds[3]
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: ImageView(size=None), ["image", "size=None", "image.size", "224"]),
+    (lambda: Jigsaw(crop_size=None, patch_size=None), ["jigsaw", "crop_size=None", "jigsaw.crop_size", "255 and 64"]),
+])
+def test_sizes_fitted_to_the_input_are_refused_for_images_of_their_own_sizes(make, words):
+    """Fitted to an ImageBatch they would follow its canvas, i.e. the batch's largest image: an error says what to
+    bind. A paper-size jigsaw crop from images smaller than 255 px is fine (resampled from each image's box)."""
+    from pirl_ablate.transforms import TransformInputError
+
+    with pytest.raises(TransformInputError) as e:
+        make()(mixed_batch(), gen(8))
+    assert all(w in str(e.value) for w in words)
+    small = with_sizes(torch.rand(2, 3, 40, 50), torch.tensor([[40, 50], [30, 20]]))
+    assert Jigsaw()(small, gen(9)).data.shape == (2, 9, 3, 64, 64)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pirl_ablate.transforms.base import Transform, random_resized_boxes, resample_boxes
+from pirl_ablate.transforms.base import (
+    ImageBatch,
+    Transform,
+    TransformInputError,
+    random_resized_boxes,
+    resample_boxes,
+    shape_str,
+)
 from pirl_ablate.transforms.photometric import COLOUR_KEYS, apply_colour, sample_colour
 from pirl_ablate.transforms.registry import register_transform
 
@@ -31,6 +38,14 @@ class ImageView(Transform):
         self.photometric = photometric
         self.colour = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue,
                        "grayscale_p": grayscale_p}
+
+    def check(self, images: Tensor) -> None:
+        """Images of their own sizes (an ImageBatch) need an explicit `size` (None would make the view's size that
+        of the batch's largest image)."""
+        super().check(images)
+        if self.size is None and isinstance(images, ImageBatch):
+            raise TransformInputError(f"{self.name}: size=None keeps the input's size, but these images have their own "
+                                      f"sizes (canvas {shape_str(images)}); bind {self.name}.size (the paper's: 224)")
 
     def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device,
                sizes: Tensor | None = None) -> dict[str, Tensor]:

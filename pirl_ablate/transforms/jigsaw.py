@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from pirl_ablate.transforms.base import (
+    ImageBatch,
     Transform,
     TransformInputError,
     random_resized_boxes,
@@ -102,9 +103,18 @@ class Jigsaw(Transform):
         return crop, cell, patch
 
     def check(self, images: Tensor) -> None:
+        """Images of their own sizes (an ImageBatch) need explicit sizes (fitting to the canvas would make the patch
+        size depend on the batch's largest image) and may be smaller than the crop (it is resampled from each
+        image's box, as torchvision's RandomResizedCrop(crop_size) upsamples a small image)."""
         super().check(images)
+        own_sizes = isinstance(images, ImageBatch)
+        if own_sizes and (self.crop_size is None or self.patch_size is None):
+            raise TransformInputError(
+                f"jigsaw: crop_size={self.crop_size}, patch_size={self.patch_size} fit the crop to the input, but "
+                f"these images have their own sizes (canvas {shape_str(images)}); bind jigsaw.crop_size and "
+                f"jigsaw.patch_size (the paper's: 255 and 64)")
         crop, cell, patch = self.sizes(images.shape)
-        if crop > min(images.shape[-2:]):
+        if crop > min(images.shape[-2:]) and not own_sizes:
             raise TransformInputError(
                 f"jigsaw: crop_size={crop} needs images of at least {crop}x{crop}, got shape {shape_str(images)}; "
                 f"bind jigsaw.crop_size = None to fit the crop to the input, or a smaller crop_size")
