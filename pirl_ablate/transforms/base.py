@@ -94,7 +94,16 @@ def image_sizes(images: Tensor) -> Tensor:
     """(B, 2) long (height, width) of every image of a batch: an ImageBatch's `sizes`, else the full canvas."""
     if isinstance(images, ImageBatch):
         return images.sizes
-    return torch.tensor(images.shape[-2:], device=images.device).expand(images.shape[0], 2)
+    return full_sizes(images.shape, images.device)
+
+
+def full_sizes(shape: torch.Size, device: torch.device) -> Tensor:
+    """(B, 2) long (H, W) for a batch of `shape` (B, C, H, W) whose images fill the canvas, made on `device` (filled
+    there, not copied from the host)."""
+    batch, _, height, width = shape
+    sizes = torch.empty(batch, 2, dtype=torch.long, device=device)
+    sizes[:, 0], sizes[:, 1] = height, width
+    return sizes
 
 
 def centre_squares(images: Tensor, size: int | None = None) -> Tensor:

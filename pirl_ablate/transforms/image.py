@@ -9,6 +9,7 @@ from pirl_ablate.transforms.base import (
     ImageBatch,
     Transform,
     TransformInputError,
+    full_sizes,
     random_resized_boxes,
     resample_boxes,
     shape_str,
@@ -51,7 +52,7 @@ class ImageView(Transform):
                sizes: Tensor | None = None) -> dict[str, Tensor]:
         """box (B, 4) x0, y0, x1, y1 in input pixels, inside each image's `sizes` (torchvision's RandomResizedCrop
         draw), [flip (B,)], [colour factors (B,)]."""
-        sizes = sizes if sizes is not None else torch.tensor(shape[-2:]).expand(shape[0], 2)
+        sizes = sizes if sizes is not None else full_sizes(shape, device)
         params = {"box": random_resized_boxes(sizes, self.scale, self.ratio, generator, device)}
         if self.flip:
             params["flip"] = torch.rand(shape[0], generator=generator, device=device) < 0.5

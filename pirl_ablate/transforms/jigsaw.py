@@ -31,6 +31,7 @@ from pirl_ablate.transforms.base import (
     ImageBatch,
     Transform,
     TransformInputError,
+    full_sizes,
     random_resized_boxes,
     resample_boxes,
     shape_str,
@@ -130,7 +131,7 @@ class Jigsaw(Transform):
         batch = shape[0]
         patches = self.grid * self.grid
         crop, cell, patch = self.sizes(shape)
-        sizes = sizes if sizes is not None else torch.tensor(shape[-2:]).expand(batch, 2)
+        sizes = sizes if sizes is not None else full_sizes(shape, device)
         crop_box = random_resized_boxes(sizes, self.crop_scale, self.crop_ratio, generator, device)
         if self._permutations is None:
             perm = random_permutations(batch, patches, generator, device)
