@@ -211,7 +211,8 @@ class Transform:
         return f"{type(self).__name__}({fields})"
 
 
-def resample_boxes(images: Tensor, boxes: Tensor, size: tuple[int, int], flip: Tensor | None = None) -> Tensor:
+def resample_boxes(images: Tensor, boxes: Tensor, size: tuple[int, int], flip: Tensor | None = None,
+                   samples: int = 1) -> Tensor:
     """Resize box p of image b to `size`, for every (b, p) in one call. Returns (B, P, C, h, w).
 
     images (B, C, H, W); boxes (B, P, 4) as x0, y0, x1, y1 in input pixel coordinates, where pixel (i, j) covers
@@ -220,8 +221,10 @@ def resample_boxes(images: Tensor, boxes: Tensor, size: tuple[int, int], flip: T
     Output pixel (r, c) samples the input bilinearly at x = x0 + (c + 1/2) (x1 - x0) / w, y likewise (half-pixel
     centres: the convention of `F.grid_sample(align_corners=False)` and of torchvision's resize without
     antialiasing); positions within half a pixel of the border repeat the edge pixel. So a box with integer
-    corners and (x1 - x0, y1 - y0) == (w, h) is an exact copy of `images[b, :, y0:y1, x0:x1]`. Downscaling is not
-    antialiased. The sampler is torchvision's `roi_align` with one sample per output pixel (`sampling_ratio=1`,
+    corners and (x1 - x0, y1 - y0) == (w, h) is an exact copy of `images[b, :, y0:y1, x0:x1]`. With `samples`
+    s > 1, each output pixel is instead the mean of s x s such samples at the centres of an s x s grid over its
+    footprint (x = x0 + (c + (k + 1/2) / s) (x1 - x0) / w, k < s): a box filter that antialiases a downscale by
+    about s (`downscale_samples`). The sampler is torchvision's `roi_align` (`sampling_ratio=samples`,
     `aligned=True`), which samples exactly these points, is batched over all boxes on any device, and is about 2x
     faster on the CPU than the equivalent affine_grid + grid_sample; a flipped patch is the box with x0 and x1
     swapped (negative width: sampled right to left).
@@ -233,8 +236,15 @@ def resample_boxes(images: Tensor, boxes: Tensor, size: tuple[int, int], flip: T
         x0, x1 = torch.where(flip, x1, x0), torch.where(flip, x0, x1)
     owner = torch.arange(batch, device=images.device, dtype=images.dtype).view(batch, 1).expand(batch, patches)
     rois = torch.stack([owner, x0, y0, x1, y1], dim=-1).view(batch * patches, 5)
-    out = roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=1, aligned=True)
+    out = roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=samples, aligned=True)
     return out.view(batch, patches, channels, *size)
+
+
+def downscale_samples(source: int, output: int) -> int:
+    """Samples per axis and output pixel for `resample_boxes` when boxes of up to `source` pixels become `output`
+    pixels: the downscale factor rounded (1 up to 1.5x: plain bilinear, as for crops no larger than their output;
+    2 for a 512 px image to 224, as PIL's and torchvision's antialiased resize would filter)."""
+    return max(1, round(source / output))
 
 
 def random_resized_boxes(sizes: Tensor, scale: tuple[float, float], ratio: tuple[float, float],

@@ -9,6 +9,7 @@ from pirl_ablate.transforms.base import (
     ImageBatch,
     Transform,
     TransformInputError,
+    downscale_samples,
     full_sizes,
     random_resized_boxes,
     resample_boxes,
@@ -64,7 +65,8 @@ class ImageView(Transform):
         """(B, C, H, W) -> (B, C, size, size)."""
         size = self.size if self.size is not None else min(images.shape[-2:])
         flip = params["flip"].unsqueeze(1) if "flip" in params else None
-        out = resample_boxes(images, params["box"].unsqueeze(1), (size, size), flip).squeeze(1)
+        samples = downscale_samples(max(images.shape[-2:]), size)  # antialiasing for the largest possible box
+        out = resample_boxes(images, params["box"].unsqueeze(1), (size, size), flip, samples).squeeze(1)
         if self.photometric:
             out = apply_colour(out, {k: params[k] for k in COLOUR_KEYS})
         return out

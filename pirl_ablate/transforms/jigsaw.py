@@ -31,6 +31,7 @@ from pirl_ablate.transforms.base import (
     ImageBatch,
     Transform,
     TransformInputError,
+    downscale_samples,
     full_sizes,
     random_resized_boxes,
     resample_boxes,
@@ -163,8 +164,9 @@ class Jigsaw(Transform):
 
     def apply(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
         """images (B, C, H, W) -> patches (B, P, C, patch, patch) in permuted order."""
-        _, _, patch = self.sizes(images.shape)
-        out = resample_boxes(images, params["boxes"], (patch, patch), params.get("flip"))
+        crop, _, patch = self.sizes(images.shape)
+        samples = downscale_samples(max(images.shape[-2:]), crop)  # the largest crop box over its resized side
+        out = resample_boxes(images, params["boxes"], (patch, patch), params.get("flip"), samples)
         if self.photometric:
             batch, patches = out.shape[:2]
             flat = out.view(batch * patches, *out.shape[2:])
