@@ -2,11 +2,13 @@
 
 If `root` holds split folders (`train/`, and `val/` or `test/` for the test split) those are used, and every split
 must hold the training split's class folders (labels are indices into that one sorted list). Worker processes
-decode each file with PIL at its own aspect ratio, its longer side brought down to at most `max_side` pixels (never
-up), as uint8; the loader pads a batch to a common canvas and hands over each image's size with it (an
-`ImageBatch`). All random augmentation happens later, batched, on the device: the views are cropped from the whole
-image, as torchvision's RandomResizedCrop crops the original (paper Section 4.1, VISSL), and evaluation takes each
-image's centre square.
+decode each file (torchvision's JPEG decoder, PIL for large JPEGs and other formats) at its own aspect ratio, its
+longer side brought down to at most `max_side` pixels (never up), as uint8; the loader pads a batch to a common
+canvas and hands over each image's size with it (an `ImageBatch`). With `decode_on = "device"` workers only read
+the JPEG files and `to_device_batch` decodes the batch on the training device into the same `ImageBatch`. All
+random augmentation happens later, batched, on the device: the views are cropped from the whole image, as
+torchvision's RandomResizedCrop crops the original (paper Section 4.1, VISSL), and evaluation takes each image's
+centre square.
 
 A corrupt or unreadable file is reported with its path; `on_error="stop"` raises DataError, `"skip"` drops the
 item from its batch (`collate_skipping`) and goes on.
@@ -43,9 +45,10 @@ def decode_bounded(path: Path, max_side: int) -> Tensor:
     """The image at `path` as uint8 (3, h, w) in channels-last strides (as decoded; the batch's canvas keeps them):
     RGB at its own aspect ratio, scaled (bilinear, antialiased) so that max(h, w) <= max_side, never up.
 
-    A JPEG under twice the bound is decoded by `torchvision.io.decode_jpeg` and resized by torch (2x PIL's decode +
-    resize per core, benchmarks/input.py); a larger JPEG by PIL in draft mode (decoded at 1/2, 1/4 or 1/8 of its size
-    where that still covers the target: the DCT skips the detail the resize would drop); other formats by PIL.
+    A JPEG under twice the bound is decoded by `torchvision.io.decode_jpeg` and resized by torch (about 2x PIL's
+    decode + resize per core on this project's machine); a larger JPEG by PIL in draft mode (decoded at 1/2, 1/4 or
+    1/8 of its size where that still covers the target: the DCT skips the detail the resize would drop); other
+    formats by PIL.
     """
     from PIL import Image
 
