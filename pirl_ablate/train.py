@@ -2,7 +2,8 @@
 
 One epoch of the loop, per batch of uint8 images with their dataset indices and labels:
 
-    x = to_device_batch(images)                   (B, 3, s, s) float in [0, 1] on the device
+    x = to_device_batch(images, whole=True)       (B, 3, s, s) float in [0, 1] on the device (images of their own
+                                                  sizes: an ImageBatch the views crop from)
     loss, parts = method(x, index, labels, gen)   the method makes its views from x and updates its memory bank
     SGD step, learning rate from a per-step schedule (paper: cosine to 1e-3 of the peak, Section 4)
 
@@ -44,6 +45,7 @@ from pirl_ablate.methods import Method
 from pirl_ablate.models import frozen_bn_stats, precise_bn
 from pirl_ablate.run_guard import check_train_values
 from pirl_ablate.runs import RunDir, atomic_write_text
+from pirl_ablate.transforms import ImageBatch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -315,8 +317,8 @@ def _run_epoch(loop: _Loop, epoch: int) -> None:
     with progress(TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s")) as bar:
         task = bar.add_task(f"epoch {epoch + 1}/{s['epochs']}", total=steps, loss=float("nan"), ips=0.0)
         for images, index, labels in loop.loader:
-            x = to_device_batch(images, env.device, s["image_size"])
-            if s["channels_last"]:
+            x = to_device_batch(images, env.device, s["image_size"], whole=True)  # own-size images stay whole
+            if s["channels_last"] and not isinstance(x, ImageBatch):  # a canvas is only cropped from, never convolved
                 x = x.contiguous(memory_format=torch.channels_last)
             if loop.step == 0 and env.is_main:  # once per run: TensorBoard's picture of what the network sees
                 _log_views(loop, x)

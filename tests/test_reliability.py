@@ -182,7 +182,7 @@ def test_corrupt_image_read_in_a_loader_worker_names_the_file(tmp_path):
         Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "train" / name / "ok.png")
     bad = tmp_path / "train" / "b" / "zz_corrupt.png"
     bad.write_bytes(b"\x89PNG not really")
-    dataset = build_dataset("imagefolder", "train", root=str(tmp_path), image_size=8)
+    dataset = build_dataset("imagefolder", "train", root=str(tmp_path), max_side=8)
     loader = make_loader(dataset, 3, shuffle=False, drop_last=False, num_workers=1, persistent_workers=False)
     loader.set_epoch(0)
     with pytest.raises(DataError) as e:
@@ -401,9 +401,9 @@ def test_imagefolder_splits_with_other_class_folders_are_refused(tmp_path):
             Image.new("RGB", (8, 8)).save(tmp_path / split / name / "x.png")
     (tmp_path / "train" / "cow" / "x.png").unlink()  # an empty class folder in train only
     with pytest.raises(DataError, match=r"has other class folders than .*train \(extra: -; missing: cow\)"):
-        build_dataset("imagefolder", "test", root=str(tmp_path), image_size=8)
+        build_dataset("imagefolder", "test", root=str(tmp_path), max_side=8)
     (tmp_path / "val" / "cow").mkdir()  # the same (empty) folder in both splits: labels agree
-    test = build_dataset("imagefolder", "test", root=str(tmp_path), image_size=8)
+    test = build_dataset("imagefolder", "test", root=str(tmp_path), max_side=8)
     assert test.classes == ["cat", "cow", "dog"] and test.labels.tolist() == [0, 2]
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pirl_ablate.transforms.base import Transform, random_resized_boxes, resample_boxes
+from pirl_ablate.transforms.base import (
+    ImageBatch,
+    Transform,
+    TransformInputError,
+    downscale_samples,
+    full_sizes,
+    random_resized_boxes,
+    resample_boxes,
+    shape_str,
+)
 from pirl_ablate.transforms.photometric import (
     COLOUR_KEYS,
     RANDOM_PHOTOMETRIC_KEYS,
@@ -19,7 +28,8 @@ from pirl_ablate.transforms.registry import register_transform
 
 @register_transform("image")
 class ImageView(Transform):
-    """Random resized crop (scale 0.08-1), horizontal flip, colour jitter and grayscale, resized to `size`."""
+    """Random resized crop (scale 0.08-1) of each whole image, horizontal flip, colour jitter and grayscale, resized
+    to `size`."""
 
     name = "image"
 
@@ -42,10 +52,20 @@ class ImageView(Transform):
                        "grayscale_p": grayscale_p}
         self.random_photometric_p = random_photometric_p
 
-    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:
-        """box (B, 4) x0, y0, x1, y1 in input pixels, [flip (B,)], [colour factors (B,)], [random photometric
-        draws (B,)]."""
-        params = {"box": random_resized_boxes(shape, self.scale, self.ratio, generator, device)}
+    def check(self, images: Tensor) -> None:
+        """Images of their own sizes (an ImageBatch) need an explicit `size` (None would make the view's size that
+        of the batch's largest image)."""
+        super().check(images)
+        if self.size is None and isinstance(images, ImageBatch):
+            raise TransformInputError(f"{self.name}: size=None keeps the input's size, but these images have their own "
+                                      f"sizes (canvas {shape_str(images)}); bind {self.name}.size (the paper's: 224)")
+
+    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device,
+               sizes: Tensor | None = None) -> dict[str, Tensor]:
+        """box (B, 4) x0, y0, x1, y1 in input pixels, inside each image's `sizes` (torchvision's RandomResizedCrop
+        draw), [flip (B,)], [colour factors (B,)], [random photometric draws (B,)]."""
+        sizes = sizes if sizes is not None else full_sizes(shape, device)
+        params = {"box": random_resized_boxes(sizes, self.scale, self.ratio, generator, device)}
         if self.flip:
             params["flip"] = torch.rand(shape[0], generator=generator, device=device) < 0.5
         if self.photometric:
@@ -58,7 +78,8 @@ class ImageView(Transform):
         """(B, C, H, W) -> (B, C, size, size)."""
         size = self.size if self.size is not None else min(images.shape[-2:])
         flip = params["flip"].unsqueeze(1) if "flip" in params else None
-        out = resample_boxes(images, params["box"].unsqueeze(1), (size, size), flip).squeeze(1)
+        samples = downscale_samples(max(images.shape[-2:]), size)  # antialiasing for the largest possible box
+        out = resample_boxes(images, params["box"].unsqueeze(1), (size, size), flip, samples).squeeze(1)
         if self.photometric:
             out = apply_colour(out, {k: params[k] for k in COLOUR_KEYS})
         if self.random_photometric_p > 0:

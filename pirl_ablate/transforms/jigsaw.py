@@ -1,6 +1,7 @@
 """`jigsaw`: PIRL's jigsaw view, P = grid^2 patches sampled straight from the source image in permuted order.
 
-Recipe (paper Section 4.1, VISSL's PIRL config): a random crop covering >= 60% of the image is resized to
+Recipe (paper Section 4.1, VISSL's PIRL config): a random crop covering >= 60% of the whole image (drawn as
+torchvision's RandomResizedCrop draws it: 10 tries, then the centre crop) is resized to
 crop_size^2 (255), cut into a grid x grid (3 x 3) of cells (85 px), and a patch_size^2 (64) patch is taken at a
 uniform integer offset inside each cell ("patch jitter", 0..21 px). Each patch then gets its own photometric
 augmentation: colour jitter 0.4/0.4/0.4, hue 0.2, grayscale p = 0.2, horizontal flip p = 0.5, and (with
@@ -28,8 +29,11 @@ import torch
 from torch import Tensor
 
 from pirl_ablate.transforms.base import (
+    ImageBatch,
     Transform,
     TransformInputError,
+    downscale_samples,
+    full_sizes,
     random_resized_boxes,
     resample_boxes,
     shape_str,
@@ -111,9 +115,18 @@ class Jigsaw(Transform):
         return crop, cell, patch
 
     def check(self, images: Tensor) -> None:
+        """Images of their own sizes (an ImageBatch) need explicit sizes (fitting to the canvas would make the patch
+        size depend on the batch's largest image) and may be smaller than the crop (it is resampled from each
+        image's box, as torchvision's RandomResizedCrop(crop_size) upsamples a small image)."""
         super().check(images)
+        own_sizes = isinstance(images, ImageBatch)
+        if own_sizes and (self.crop_size is None or self.patch_size is None):
+            raise TransformInputError(
+                f"jigsaw: crop_size={self.crop_size}, patch_size={self.patch_size} fit the crop to the input, but "
+                f"these images have their own sizes (canvas {shape_str(images)}); bind jigsaw.crop_size and "
+                f"jigsaw.patch_size (the paper's: 255 and 64)")
         crop, cell, patch = self.sizes(images.shape)
-        if crop > min(images.shape[-2:]):
+        if crop > min(images.shape[-2:]) and not own_sizes:
             raise TransformInputError(
                 f"jigsaw: crop_size={crop} needs images of at least {crop}x{crop}, got shape {shape_str(images)}; "
                 f"bind jigsaw.crop_size = None to fit the crop to the input, or a smaller crop_size")
@@ -122,13 +135,16 @@ class Jigsaw(Transform):
                 f"jigsaw: patch_size={patch} does not fit a {cell}x{cell} cell of a grid={self.grid} crop of "
                 f"{crop} px from images of shape {shape_str(images)}")
 
-    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:
-        """perm (B, P), perm_index (B,), crop (B, 4), boxes (B, P, 4), [flip (B, P)], [colour factors (B, P)],
+    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device,
+               sizes: Tensor | None = None) -> dict[str, Tensor]:
+        """perm (B, P), perm_index (B,), crop (B, 4) inside each image's `sizes` (torchvision's RandomResizedCrop
+        draw), boxes (B, P, 4), [flip (B, P)], [colour factors (B, P)],
         [random photometric draws (B, P)]."""
         batch = shape[0]
         patches = self.grid * self.grid
         crop, cell, patch = self.sizes(shape)
-        crop_box = random_resized_boxes(shape, self.crop_scale, self.crop_ratio, generator, device)
+        sizes = sizes if sizes is not None else full_sizes(shape, device)
+        crop_box = random_resized_boxes(sizes, self.crop_scale, self.crop_ratio, generator, device)
         if self._permutations is None:
             perm = random_permutations(batch, patches, generator, device)
             perm_index = lehmer_rank(perm)
@@ -161,8 +177,9 @@ class Jigsaw(Transform):
 
     def apply(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
         """images (B, C, H, W) -> patches (B, P, C, patch, patch) in permuted order."""
-        _, _, patch = self.sizes(images.shape)
-        out = resample_boxes(images, params["boxes"], (patch, patch), params.get("flip"))
+        crop, _, patch = self.sizes(images.shape)
+        samples = downscale_samples(max(images.shape[-2:]), crop)  # the largest crop box over its resized side
+        out = resample_boxes(images, params["boxes"], (patch, patch), params.get("flip"), samples)
         if self.photometric:
             batch, patches = out.shape[:2]
             flat = out.view(batch * patches, *out.shape[2:])

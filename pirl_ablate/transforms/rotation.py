@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pirl_ablate.transforms.base import Transform, TransformInputError, shape_str
+from pirl_ablate.transforms.base import Transform, TransformInputError, View, centre_squares, shape_str
 from pirl_ablate.transforms.registry import build_transform, register_transform
 
 
@@ -28,6 +28,11 @@ class Rotation(Transform):
         self.augment = augment
         self._image = build_transform("image", **(image or {})) if augment else None
 
+    def __call__(self, images: Tensor, generator: torch.Generator) -> View:
+        """A batch of own-size images (an ImageBatch) is rotated as its centre squares (`centre_squares`), or, with
+        `augment`, as the image view cropped from each whole image."""
+        return super().__call__(images if self.augment else centre_squares(images), generator)
+
     def check(self, images: Tensor) -> None:
         """Rotated and unrotated images share one batch tensor, so images must be square (or augmented to a
         square first)."""
@@ -36,12 +41,13 @@ class Rotation(Transform):
             raise TransformInputError(f"rotation: images must be square (H == W) to share a batch when rotated, "
                                       f"got shape {shape_str(images)}")
 
-    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device,
+               sizes: Tensor | None = None) -> dict[str, Tensor]:
         """rotation (B,) long in {0, 1, 2, 3}: quarter turns, as `torch.rot90(image, k, dims=(-2, -1))`; with
-        `augment`, the image view's draws first, as "image.<key>"."""
+        `augment`, the image view's draws first (inside each image's `sizes`), as "image.<key>"."""
         params = {}
         if self._image is not None:
-            params = {f"image.{k}": v for k, v in self._image.sample(shape, generator, device).items()}
+            params = {f"image.{k}": v for k, v in self._image.sample(shape, generator, device, sizes).items()}
         params["rotation"] = torch.randint(4, (shape[0],), generator=generator, device=device)
         return params
 

@@ -28,7 +28,7 @@ from pirl_ablate import config
 from pirl_ablate.console import info
 from pirl_ablate.errors import UserError
 from pirl_ablate.runs import atomic_write
-from pirl_ablate.transforms.base import View
+from pirl_ablate.transforms.base import View, centre_squares, with_sizes
 from pirl_ablate.transforms.compose import Compose
 from pirl_ablate.transforms.kornia_aug import PREFIX as KORNIA_PREFIX
 from pirl_ablate.transforms.kornia_aug import SEED_KEY
@@ -82,11 +82,16 @@ def load_images(dataset: str, count: int, generator: torch.Generator, size: int 
         pixels = torch.from_numpy(load_digits().images).float().div(16).unsqueeze(1)  # (1797, 1, 8, 8)
         chosen = pixels[torch.randperm(len(pixels), generator=generator)[:count]]
     else:
+        from pirl_ablate.data.loader import pad_to_canvas
         from pirl_ablate.data.registry import build_dataset
 
         data = build_dataset(dataset, split="test")
         picks = torch.randperm(len(data), generator=generator)[:count].tolist()
-        chosen = torch.stack([data[i][0] for i in picks]).float().div(255)
+        items = [data[i][0] for i in picks]
+        if len({tuple(im.shape) for im in items}) > 1:  # images of their own sizes (imagefolder): centre squares
+            canvas, sizes = pad_to_canvas(items)
+            items = list(centre_squares(with_sizes(canvas.float(), sizes), size).round().clamp(0, 255).to(torch.uint8))
+        chosen = torch.stack(items).float().div(255)
     chosen = F.interpolate(chosen, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
     return chosen.expand(-1, 3, -1, -1) if chosen.shape[1] == 1 else chosen
 
