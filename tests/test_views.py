@@ -214,3 +214,19 @@ def test_sizes_fitted_to_the_input_are_refused_for_images_of_their_own_sizes(mak
     assert all(w in str(e.value) for w in words)
     small = with_sizes(torch.rand(2, 3, 40, 50), torch.tensor([[40, 50], [30, 20]]))
     assert Jigsaw()(small, gen(9)).data.shape == (2, 9, 3, 64, 64)
+
+
+def test_a_kornia_intensity_part_keeps_the_sizes_so_a_later_jigsaw_crops_each_image_from_its_own_extent():
+    """`kornia:RandomSolarize+jigsaw` on own-size images: the solarized canvas keeps each image's sizes, so the jigsaw
+    crop of the 28 x 28 image stays inside its 28 px (on the canvas it could reach the 500 px width); a geometric
+    Kornia part (a flip) runs on the centre squares, as rotation does."""
+    from pirl_ablate.transforms import build_transform
+
+    x = mixed_batch()
+    batch = with_sizes(x.as_subclass(torch.Tensor).repeat(20, 1, 1, 1), x.sizes.repeat(20, 1))
+    view = build_transform("kornia:RandomSolarize+jigsaw")(batch, gen(7))
+    crop = view.params["jigsaw.crop"]
+    small = batch.sizes[:, 1] == 28
+    assert crop[small, 2].max() <= 28 + 1e-4 and crop[~small, 2].max() > 300
+    flipped = build_transform("kornia:RandomHorizontalFlip")(batch, gen(8)).data
+    assert flipped.shape[-2:] == centre_squares(batch).shape[-2:]

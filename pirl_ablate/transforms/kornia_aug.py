@@ -24,7 +24,7 @@ import kornia.augmentation as K
 import torch
 from torch import Tensor
 
-from pirl_ablate.transforms.base import Transform
+from pirl_ablate.transforms.base import ImageBatch, Transform, View, centre_squares, with_sizes
 from pirl_ablate.transforms.registry import register_transform
 
 PREFIX = "kornia:"
@@ -45,7 +45,20 @@ class KorniaTransform(Transform):
         self.module, self.name = module, name
         self._shared: frozenset[str] = frozenset()  # Kornia's batch-level parameters, repeated per sample
 
-    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+    def __call__(self, images: Tensor, generator: torch.Generator) -> View:
+        """On a batch of own-size images (an ImageBatch): an intensity augmentation works pixel by pixel, so it runs
+        on the canvas and its output keeps the images' sizes (a later part still crops each from its own extent);
+        a geometric one runs on the images' centre squares (`centre_squares`), as rotation does."""
+        if not isinstance(images, ImageBatch):
+            return super().__call__(images, generator)
+        if not isinstance(self.module, K.IntensityAugmentationBase2D):
+            return super().__call__(centre_squares(images), generator)
+        view = super().__call__(images, generator)
+        view.data = with_sizes(view.data, images.sizes, images.side)
+        return view
+
+    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device,
+               sizes: Tensor | None = None) -> dict[str, Tensor]:
         """Kornia's parameters for `shape` (B, C, H, W), drawn under a global generator seeded from `generator`."""
         batch = shape[0]
         seed = torch.randint(0, 2**62, (1,), generator=generator, device=device)
