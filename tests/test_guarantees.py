@@ -1,0 +1,70 @@
+"""What pirl-ablate guarantees (README, issue 25), through the CLI as a user types it: a sweep never takes a run
+trained under another recipe for its own, nothing is written through a symbolic link, generated data is never left
+half-written, metrics history describes exactly the training that produced the checkpoint, out-of-range values and
+other bad input are one `error:` line naming the key or file.
+
+Expectations are written by hand: the keys and files each message must name, the rows and files that must (not)
+exist afterwards, the bytes a link's target must still hold.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from tiny_pirl import TINY
+
+from pirl_ablate.cli import main
+from pirl_ablate.runs import RunDir
+
+SWEEP = TINY + """
+train.epochs = 1
+train.monitor_every = 0
+train.health_images = 0
+sweep.name = 'recipe'
+sweep.grid = {'PIRLLoss.lambda_': [0.5]}
+sweep.executor = 'debug'
+"""
+
+
+def _one_line_error(capsys) -> str:
+    """The CLI's stderr must be exactly one line, `error: ...`, and no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> Path:
+    """A sweep folder holding the one finished run of SWEEP (tests copy it before changing it)."""
+    folder = tmp_path_factory.mktemp("swept")
+    (folder / "sweep.gin").write_text(SWEEP)
+    assert main(["--quiet", "sweep", str(folder / "sweep.gin"), "--out", str(folder / "out")]) == 0
+    return folder / "out"
+
+
+def _sweep_again(tmp_path: Path, swept: Path, extra: str) -> tuple[int, Path]:
+    out = tmp_path / "out"
+    shutil.copytree(swept, out)
+    (tmp_path / "sweep.gin").write_text(SWEEP + extra)
+    return main(["--quiet", "sweep", str(tmp_path / "sweep.gin"), "--out", str(out)]), out
+
+
+# ------------------------------------------------------------------------------ 1. the same run is the same recipe
+def test_a_sweep_refuses_a_run_folder_trained_under_another_non_swept_binding(tmp_path, swept, capsys):
+    capsys.readouterr()
+    code, out = _sweep_again(tmp_path, swept, "PIRLLoss.tau = 0.2\n")
+    line = _one_line_error(capsys)
+    assert code == 2 and "PIRLLoss.tau" in line and "0.2" in line and "--out" in line, line
+    (run,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert RunDir(run).result()["status"] == "done" and len(RunDir(run).metrics()) == 1  # left as it was
+
+
+def test_a_sweep_with_more_epochs_trains_its_runs_on(tmp_path, swept):
+    code, out = _sweep_again(tmp_path, swept, "train.epochs = 2\n")
+    assert code == 0
+    (run,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert [r["epoch"] for r in RunDir(run).metrics()] == [1, 2] and RunDir(run).result()["epochs"] == 2
