@@ -12,16 +12,18 @@ Linux (since 2.6.12), which also covers processes on other hosts.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from pirl_ablate.errors import UserError
-from pirl_ablate.runs import now
+from pirl_ablate.runs import LinkRefused, no_link, now
 
 LOCK_FILE = ".lock"
 _HELD: set[str] = set()  # lock files this process holds: taking one again inside is a no-op
@@ -44,7 +46,7 @@ def folder_lock(folder: str | os.PathLike, what: str, *, wait: bool = False) -> 
     if key in _HELD:  # this process holds it already (a sweep job around the training it calls)
         yield path
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_own(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -66,6 +68,25 @@ def folder_lock(folder: str | os.PathLike, what: str, *, wait: bool = False) -> 
             _HELD.discard(key)
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _open_own(path: Path) -> int:
+    """A descriptor of the lock file `path`, created if missing; LinkRefused (nothing opened) if it is a symbolic
+    link or a file with other names too (a hard link): the holder record would overwrite a file that is not the
+    lock's."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            no_link(path)
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        what = "a hard link" if info.st_nlink > 1 else "not a file"
+        raise LinkRefused(f"{path}: is not a lock file of its own ({what}); pirl-ablate writes nothing through a "
+                          "link: remove it and run again")
+    return fd
 
 
 def holder(path: str | os.PathLike) -> str:

@@ -48,6 +48,10 @@ class DiskFull(UserError):
     """No space left (or quota exceeded) while writing a file; the file is left as it was."""
 
 
+class LinkRefused(UserError):
+    """A file or folder pirl-ablate would write inside a results folder is a symbolic link."""
+
+
 class UnreadableFile(UserError):
     """A results file that exists but is not what pirl-ablate writes (truncated, not UTF-8, not a JSON object)."""
 
@@ -91,6 +95,18 @@ def _disk_full_named(path: Path) -> Iterator[None]:
         if isinstance(e.__cause__ or e.__context__, OSError) and (e.__cause__ or e.__context__).errno in FULL:
             raise DiskFull(f"disk full writing {path} (free some space, or write elsewhere with --out)") from None
         raise
+
+
+def no_link(path: str | os.PathLike) -> Path:
+    """`path` as a Path, unless it is a symbolic link: LinkRefused naming it and its target. Writers check the files
+    they append to and the folders inside a run folder they write into (evals/, checkpoints/, features/,
+    tensorboard/), so that nothing is written outside the results folder through a link; files written whole are
+    renamed over their target, which replaces a link rather than writing through it."""
+    path = Path(path)
+    if path.is_symlink():
+        raise LinkRefused(f"{path}: is a symbolic link (to {os.readlink(path)}); pirl-ablate writes nothing through "
+                          "a link: remove it and run again")
+    return path
 
 
 def _umask() -> int:
@@ -245,14 +261,20 @@ class RunDir:
 
         with _disk_full_named(self.metrics_path):
             self.path.mkdir(parents=True, exist_ok=True)
-            with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            try:
+                fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            except OSError as e:
+                if e.errno == errno.ELOOP:  # a symbolic link: its target is not ours to append to
+                    no_link(self.metrics_path)
+                raise
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(json.dumps(row, sort_keys=True, default=_json_default) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
         log_scalars(self.path, row)
 
     def write_eval(self, name: str, result: dict) -> Path:
-        return atomic_write_json(self.evals_dir / f"{name}.json", result)
+        return atomic_write_json(no_link(self.evals_dir) / f"{name}.json", result)
 
     def finish(self, **result: Any) -> dict:
         return self._write_result({"status": STATUS_DONE, **result})

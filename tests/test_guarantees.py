@@ -68,3 +68,57 @@ def test_a_sweep_with_more_epochs_trains_its_runs_on(tmp_path, swept):
     assert code == 0
     (run,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert [r["epoch"] for r in RunDir(run).metrics()] == [1, 2] and RunDir(run).result()["epochs"] == 2
+
+
+# ------------------------------------------------------------------------------------- 3. nothing through a link
+def _config(folder: Path, extra: str = "") -> Path:
+    path = folder / "tiny.gin"
+    path.write_text(TINY + "train.epochs = 1\ntrain.monitor_every = 0\ntrain.health_images = 0\n" + extra)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(config, run folder) of one tiny PIRL run of 1 epoch; tests copy the folder before changing it."""
+    folder = tmp_path_factory.mktemp("trained")
+    config = _config(folder)
+    assert main(["--quiet", "train", str(config), "--out", str(folder / "run")]) == 0
+    return config, folder / "run"
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "outside.txt"
+    victim.write_text("not pirl-ablate's\n")
+    return victim
+
+
+@pytest.mark.parametrize("name", [".lock", "metrics.jsonl"])
+def test_a_lock_or_metrics_link_in_a_run_folder_is_refused_and_its_target_untouched(tmp_path, capsys, name):
+    victim = _victim(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / name).symlink_to(victim)
+    code = main(["--quiet", "train", str(_config(tmp_path)), "--out", str(tmp_path / "run")])
+    line = _one_line_error(capsys)
+    assert code == 2 and f"{name}: is a symbolic link" in line, line
+    assert victim.read_text() == "not pirl-ablate's\n"
+
+
+def test_a_hard_linked_lock_is_refused_and_its_target_untouched(tmp_path, capsys):
+    victim = _victim(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".lock").hardlink_to(victim)
+    code = main(["--quiet", "train", str(_config(tmp_path)), "--out", str(tmp_path / "run")])
+    assert code == 2 and "a hard link" in _one_line_error(capsys)
+    assert victim.read_text() == "not pirl-ablate's\n"
+
+
+def test_an_evals_link_is_not_written_through(tmp_path, capsys, trained):
+    _, run = trained
+    run = Path(shutil.copytree(run, tmp_path / "run"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(run / "evals", ignore_errors=True)
+    (run / "evals").symlink_to(outside, target_is_directory=True)
+    code = main(["--quiet", "eval", str(run), "--protocol", "knn"])
+    assert code == 2 and "evals: is a symbolic link" in _one_line_error(capsys)
+    assert list(outside.iterdir()) == []
