@@ -4,7 +4,8 @@ Layout of a run folder::
 
     config.gin        operative gin config (what was actually used)
     meta.json         run id, seed, bindings, git revision, package versions, host, start/end time
-    metrics.jsonl     one JSON object per line (per epoch), appended
+    metrics.jsonl     one JSON object per line (per epoch), appended; on a restart rewritten to the rows of the
+                      training its checkpoint holds (pirl_ablate.train)
     tensorboard/      the same numbers as TensorBoard events, and a grid of the training views
     checkpoints/      last.pt, written atomically
     evals/<name>.json evaluation results, one file per protocol (and dataset)
@@ -254,9 +255,9 @@ class RunDir:
     def write_config(self, config: str) -> None:
         atomic_write_text(self.config_path, config)
 
-    def log_metrics(self, row: dict) -> None:
+    def log_metrics(self, row: dict) -> str:
         """Append one JSON line (flushed and fsynced: a kill leaves at most a torn last line), and write the same
-        numbers to the run's TensorBoard events (pirl_ablate.tensorboard)."""
+        numbers to the run's TensorBoard events (pirl_ablate.tensorboard). Returns the line."""
         from pirl_ablate.tensorboard import log_scalars
 
         with _disk_full_named(self.metrics_path):
@@ -267,11 +268,17 @@ class RunDir:
                 if e.errno == errno.ELOOP:  # a symbolic link: its target is not ours to append to
                     no_link(self.metrics_path)
                 raise
+            line = json.dumps(row, sort_keys=True, default=_json_default) + "\n"
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(row, sort_keys=True, default=_json_default) + "\n")
+                fh.write(line)
                 fh.flush()
                 os.fsync(fh.fileno())
         log_scalars(self.path, row)
+        return line
+
+    def rewrite_metrics(self, lines: list[str]) -> None:
+        """metrics.jsonl replaced (atomically) by exactly `lines`, as `log_metrics` returned them."""
+        atomic_write_text(self.metrics_path, "".join(lines))
 
     def write_eval(self, name: str, result: dict) -> Path:
         return atomic_write_json(no_link(self.evals_dir) / f"{name}.json", result)

@@ -92,15 +92,32 @@ def _victim(tmp_path: Path) -> Path:
     return victim
 
 
-@pytest.mark.parametrize("name", [".lock", "metrics.jsonl"])
-def test_a_lock_or_metrics_link_in_a_run_folder_is_refused_and_its_target_untouched(tmp_path, capsys, name):
+def test_a_lock_link_in_a_run_folder_is_refused_and_its_target_untouched(tmp_path, capsys):
     victim = _victim(tmp_path)
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / name).symlink_to(victim)
+    (tmp_path / "run" / ".lock").symlink_to(victim)
     code = main(["--quiet", "train", str(_config(tmp_path)), "--out", str(tmp_path / "run")])
     line = _one_line_error(capsys)
-    assert code == 2 and f"{name}: is a symbolic link" in line, line
+    assert code == 2 and ".lock: is a symbolic link" in line, line
     assert victim.read_text() == "not pirl-ablate's\n"
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_metrics_link_is_replaced_by_the_runs_own_file_never_appended_to(tmp_path, trained, restart):
+    config, run = trained
+    run = Path(shutil.copytree(run, tmp_path / "run"))
+    (run / "result.json").unlink()  # killed: resumed from its checkpoint, or started over without one
+    if not restart:
+        shutil.rmtree(run / "checkpoints")
+    rows = (run / "metrics.jsonl").read_text()
+    victim = _victim(tmp_path)
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").symlink_to(victim)
+    assert main(["--quiet", "train", str(config), "--out", str(run)]) == 0
+    assert victim.read_text() == "not pirl-ablate's\n"
+    assert not (run / "metrics.jsonl").is_symlink() and [r["epoch"] for r in RunDir(run).metrics()] == [1]
+    if restart:
+        assert (run / "metrics.jsonl").read_text() == rows
 
 
 def test_a_hard_linked_lock_is_refused_and_its_target_untouched(tmp_path, capsys):
@@ -122,3 +139,24 @@ def test_an_evals_link_is_not_written_through(tmp_path, capsys, trained):
     code = main(["--quiet", "eval", str(run), "--protocol", "knn"])
     assert code == 2 and "evals: is a symbolic link" in _one_line_error(capsys)
     assert list(outside.iterdir()) == []
+
+
+# ------------------------------------------------------------------------ 4. history is the checkpoint's training
+def test_a_run_restarted_without_its_checkpoint_keeps_no_row_of_the_old_attempt(tmp_path, trained):
+    config, run = trained
+    run = Path(shutil.copytree(run, tmp_path / "run"))
+    (run / "result.json").unlink()  # a run killed mid-training whose checkpoint was lost
+    (run / "checkpoints" / "last.pt").unlink()
+    assert main(["--quiet", "train", str(config), "--out", str(run)]) == 0
+    assert [r["epoch"] for r in RunDir(run).metrics()] == [1]
+
+
+def test_an_epoch_row_torn_after_its_checkpoint_is_written_again_on_resume(tmp_path, trained):
+    config, run = trained
+    run = Path(shutil.copytree(run, tmp_path / "run"))
+    row = RunDir(run).metrics()[0]
+    text = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(text[: len(text) // 2])  # the line of epoch 1, torn
+    assert main(["--quiet", "train", str(config), "--out", str(run), "--bind", "train.epochs = 2"]) == 0
+    rows = RunDir(run).metrics()
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[0] == row
