@@ -10,12 +10,18 @@ exist afterwards, the bytes a link's target must still hold.
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from sweep_jobs import PATIENCE_S
 from tiny_pirl import TINY
 
 from pirl_ablate.cli import main
+from pirl_ablate.data.voc import VOC_CLASSES, read_voc, write_synthetic_voc
 from pirl_ablate.runs import RunDir
 
 SWEEP = TINY + """
@@ -160,3 +166,20 @@ def test_an_epoch_row_torn_after_its_checkpoint_is_written_again_on_resume(tmp_p
     assert main(["--quiet", "train", str(config), "--out", str(run), "--bind", "train.epochs = 2"]) == 0
     rows = RunDir(run).metrics()
     assert [r["epoch"] for r in rows] == [1, 2] and rows[0] == row
+
+
+# ------------------------------------------------------------------------------- 2. generated data, whole or not
+def test_a_synthetic_vocdevkit_killed_while_written_is_absent_not_half_written(tmp_path):
+    root = tmp_path / "voc"
+    writer = subprocess.Popen([sys.executable, "-c", "import sys; from pirl_ablate.data.voc import write_synthetic_voc;"
+                               " write_synthetic_voc(sys.argv[1], num_trainval=4000, image_size=16)", str(root)])
+    deadline = time.monotonic() + PATIENCE_S
+    while not any(root.rglob("*.jpg")) and writer.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    writer.send_signal(signal.SIGKILL)  # at whatever point of the writing it has reached
+    writer.wait()
+    if (root / "VOCdevkit").exists():  # only if it had finished: then whole
+        assert len(read_voc(root, "2007", "trainval", VOC_CLASSES[:3])) == 4000
+        return
+    write_synthetic_voc(root, num_trainval=8, num_test=4, image_size=16)  # a later run writes it afresh
+    assert len(read_voc(root, "2007", "test", VOC_CLASSES[:3])) == 4

@@ -14,6 +14,8 @@ the smoke-scale transfer data and the test fixture.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,13 +138,31 @@ def write_synthetic_voc(root: str | Path, *, num_trainval: int = 96, num_test: i
     colour is their class (SHAPE_COLOURS[class]); every `difficult_every`-th object is marked difficult. Returns
     `root`. Every draw comes from a torch.Generator seeded with `seed`. VOC2007 gets trainval and test; any other
     year (e.g. "2012") gets trainval only, like the real devkit.
-    """
-    from PIL import Image, ImageDraw
 
+    The devkit is written into a temporary folder beside it and renamed to `root`/VOCdevkit when complete, so a
+    process killed while writing leaves no VOCdevkit (a hidden `.VOCdevkit-*` folder at most), never half of one;
+    DataError if `root`/VOCdevkit exists already.
+    """
     if len(classes) > len(SHAPE_COLOURS):
         raise DataError(f"synthetic_voc: at most {len(SHAPE_COLOURS)} classes, got {len(classes)}")
-    gen = torch.Generator().manual_seed(seed)
     root = Path(root)
+    target = root / "VOCdevkit"
+    if target.exists():
+        raise DataError(f"{target}: exists already; remove it to write the synthetic devkit again")
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".VOCdevkit-") as tmp:
+        _write_devkit(Path(tmp), image_size, tuple(classes), max_objects, difficult_every, seed, years,
+                      {"trainval": num_trainval, "test": num_test})
+        os.rename(Path(tmp) / "VOCdevkit", target)
+    return root
+
+
+def _write_devkit(root: Path, image_size: int, classes: tuple[str, ...], max_objects: int, difficult_every: int,
+                  seed: int, years: tuple[str, ...], sizes: dict[str, int]) -> None:
+    """`write_synthetic_voc`'s drawing, into `root`/VOCdevkit."""
+    from PIL import Image, ImageDraw
+
+    gen = torch.Generator().manual_seed(seed)
     num_images = num_objects = 0
 
     def draw(n: int) -> int:
@@ -152,7 +172,7 @@ def write_synthetic_voc(root: str | Path, *, num_trainval: int = 96, num_test: i
         base = root / "VOCdevkit" / f"VOC{year}"
         for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
             (base / sub).mkdir(parents=True, exist_ok=True)
-        sets = {"trainval": num_trainval, "test": num_test} if year == "2007" else {"trainval": num_trainval}
+        sets = sizes if year == "2007" else {"trainval": sizes["trainval"]}
         for image_set, n in sets.items():
             ids = []
             for _ in range(n):
@@ -183,4 +203,3 @@ def write_synthetic_voc(root: str | Path, *, num_trainval: int = 96, num_test: i
                 im.save(base / "JPEGImages" / f"{image_id}.jpg", quality=95)
                 ET.ElementTree(xml).write(base / "Annotations" / f"{image_id}.xml")
             (base / "ImageSets" / "Main" / f"{image_set}.txt").write_text("\n".join(ids) + "\n")
-    return root
