@@ -183,3 +183,23 @@ def test_a_synthetic_vocdevkit_killed_while_written_is_absent_not_half_written(t
         return
     write_synthetic_voc(root, num_trainval=8, num_test=4, image_size=16)  # a later run writes it afresh
     assert len(read_voc(root, "2007", "test", VOC_CLASSES[:3])) == 4
+
+
+# ------------------------------------------------------------------------- 8. one evaluation per run and protocol
+def test_a_second_evaluation_of_one_run_and_protocol_is_refused_naming_the_first(tmp_path, capsys, trained):
+    _, run = trained
+    run = Path(shutil.copytree(run, tmp_path / "run"))
+    code = (f"import sys; from pirl_ablate.locks import eval_lock\nwith eval_lock({str(run)!r}, 'knn'):\n"
+            "    print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        assert main(["--quiet", "eval", str(run), "--protocol", "knn"]) == 2
+        line = _one_line_error(capsys)
+        assert f"{run}: its knn evaluation is run by pid {holder.pid} on " in line, line
+        assert not (run / "evals" / "knn-synthetic.json").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait()

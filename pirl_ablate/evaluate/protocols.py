@@ -53,6 +53,7 @@ from pirl_ablate.evaluate.knn import knn_scores
 from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
 from pirl_ablate.evaluate.semisup import balanced_subset, finetune, fraction_name
 from pirl_ablate.evaluate.svm_protocol import low_shot_protocol, svm_protocol
+from pirl_ablate.locks import eval_lock
 from pirl_ablate.models.precise_bn import precise_bn
 from pirl_ablate.runs import RunDir
 
@@ -261,13 +262,14 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
         "low-shot": lambda c: low_shot_protocol(c, layers), "detection": detection_protocol}
     results = {}
     for protocol in protocols:
-        start = time.perf_counter()
-        info(f"{run.path.name}: {protocol} on {ctx.dataset}")
-        result = evaluate[protocol](ctx)
-        result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
-                  "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
-        name = f"{protocol}-{result['dataset']}"  # detection names its own (voc0712, voc07)
-        run.write_eval(name, result)
+        with eval_lock(run.path, protocol):  # a second evaluation of this run and protocol is refused
+            start = time.perf_counter()
+            info(f"{run.path.name}: {protocol} on {ctx.dataset}")
+            result = evaluate[protocol](ctx)
+            result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
+                      "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
+            name = f"{protocol}-{result['dataset']}"  # detection names its own (voc0712, voc07)
+            run.write_eval(name, result)
         results[name] = result
     return results
 
