@@ -43,6 +43,7 @@ _INCLUDE = re.compile(r"""^[ \t]*include\s+(['"])(?P<path>.+?)\1""", re.MULTILIN
 _LOCATION = re.compile(r'In (?:file "(?P<file>[^"]+)", line (?P<line>\d+)|bindings string line (?P<bline>\d+))')
 _NO_PARAM = re.compile(r"Configurable '(?P<cfg>[^']+)' doesn't have a parameter named '(?P<param>[^']+)'")
 _NO_CONFIGURABLE = re.compile(r"No configurable matching '(?P<name>[^']+)'")
+_DYNAMIC = re.compile(r"^[ \t]*from\s+__gin__\s+import\s+dynamic_registration\b", re.MULTILINE)
 _IN_CALL = re.compile(r"In call to configurable '(?P<name>[^']+)'")
 # what gin's parser raises on bad text (tokenize.TokenError: an unclosed bracket or quote)
 GIN_ERRORS = (ValueError, SyntaxError, OSError, TypeError, KeyError, ImportError, tokenize.TokenError)
@@ -92,7 +93,7 @@ def _include_dirs(files: Sequence[Path]) -> list[Path]:
         if f.parent not in dirs:
             dirs.append(f.parent)
         chain = (f.parent, *parents)
-        text = f.read_text(encoding="utf-8")
+        text = read_gin_text(f)
         for m in _INCLUDE.finditer(text):
             line = text.count("\n", 0, m.start()) + 1
             try:
@@ -100,6 +101,23 @@ def _include_dirs(files: Sequence[Path]) -> list[Path]:
             except ConfigError as e:
                 raise ConfigError(f"{f}:{line}: include {m.group('path')!r}: {str(e).split(': ', 1)[1]}") from None
     return dirs
+
+
+def read_gin_text(path: Path) -> str:
+    """The text of gin file `path`; ConfigError naming it if it is not UTF-8 or uses gin's dynamic registration
+    (`from __gin__ import dynamic_registration` binds by module path: pirl-ablate's configs bind registered names,
+    e.g. `PIRLLoss.tau`, and record them that way)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}); save the file as UTF-8"
+                          ) from None
+    if m := _DYNAMIC.search(text):
+        raise ConfigError(f"{path}:{text.count(chr(10), 0, m.start()) + 1}: `from __gin__ import "
+                          "dynamic_registration` is not supported; bind configurables by their registered names "
+                          "(e.g. PIRLLoss.tau = 0.1) and remove the line")
+    return text
 
 
 @contextlib.contextmanager

@@ -49,6 +49,10 @@ class DiskFull(UserError):
     """No space left (or quota exceeded) while writing a file; the file is left as it was."""
 
 
+class NotWritable(UserError):
+    """A results folder that cannot be written (read-only file system, permissions); nothing was written."""
+
+
 class LinkRefused(UserError):
     """A file or folder pirl-ablate would write inside a results folder is a symbolic link."""
 
@@ -85,12 +89,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 
 @contextlib.contextmanager
 def _disk_full_named(path: Path) -> Iterator[None]:
-    """ENOSPC / EDQUOT (also as torch.save's RuntimeError around it) -> DiskFull naming `path`."""
+    """ENOSPC / EDQUOT (also as torch.save's RuntimeError around it) -> DiskFull naming `path`; a folder that
+    cannot be written (read-only, another user's) -> NotWritable naming `path`."""
     try:
         yield
     except OSError as e:
         if e.errno in FULL:
             raise DiskFull(f"disk full writing {path} (free some space, or write elsewhere with --out)") from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise NotWritable(f"cannot write {path}: {e.strerror} (give a folder you can write to, e.g. --out "
+                              "DIR, or make it writable)") from None
         raise
     except RuntimeError as e:  # torch.save reports a failed write as RuntimeError; the OSError is its cause
         if isinstance(e.__cause__ or e.__context__, OSError) and (e.__cause__ or e.__context__).errno in FULL:

@@ -9,6 +9,7 @@ exist afterwards, the bytes a link's target must still hold.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sweep_jobs import PATIENCE_S
+from sweep_jobs import PATIENCE_S, cli_command, worker_env, write_sweep
 from tiny_pirl import TINY
 
 from pirl_ablate.cli import main
@@ -203,3 +204,28 @@ def test_a_second_evaluation_of_one_run_and_protocol_is_refused_naming_the_first
     finally:
         holder.stdin.close()
         holder.wait()
+
+
+# ------------------------------------------------------------------------------------ 6. one line, no traceback
+@pytest.mark.slow
+@pytest.mark.timeout(3 * PATIENCE_S)
+@pytest.mark.parametrize("how", ["SIGTERM to the sweep", "Ctrl-C to its process group"])
+def test_a_stopped_sweep_prints_its_summary_and_no_traceback(tmp_path, how):
+    path = write_sweep(tmp_path, "sweep.name = 'stop'\nlocal.parallelism = 2\ntiny_train.hold_at = 1\n"
+                                 "sweep.grid = {'tiny_train.lr': [0.1, 0.2]}\n")
+    out = tmp_path / "runs"
+    sweep = subprocess.Popen(cli_command("--quiet", "sweep", str(path), "--out", str(out)), cwd=tmp_path,
+                             env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + PATIENCE_S
+    while len(list(out.rglob("last.json"))) < 2:  # both jobs hold after their first step until stopped
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
+        time.sleep(0.2)
+    if how.startswith("SIGTERM"):
+        sweep.send_signal(signal.SIGTERM)
+    else:  # what a terminal's Ctrl-C does: SIGINT to every process of the foreground group, job controllers too
+        os.killpg(sweep.pid, signal.SIGINT)
+    _, err = sweep.communicate(timeout=PATIENCE_S)
+    assert sweep.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "stopped 2 local job(s)" in err

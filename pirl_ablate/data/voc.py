@@ -70,14 +70,29 @@ def read_voc(root: str | Path, year: str, image_set: str, classes: tuple[str, ..
         except (OSError, ET.ParseError) as e:
             raise DataError(f"{xml}: cannot read VOC annotation ({e})") from None
         objects = [o for o in ann.get("object", []) if o["name"] in classes]
-        boxes = [[float(o["bndbox"]["xmin"]) - 1, float(o["bndbox"]["ymin"]) - 1, float(o["bndbox"]["xmax"]),
-                  float(o["bndbox"]["ymax"])] for o in objects]
+        try:
+            width, height = int(ann["size"]["width"]), int(ann["size"]["height"])
+            boxes = [[float(o["bndbox"][k]) - (k in ("xmin", "ymin")) for k in ("xmin", "ymin", "xmax", "ymax")]
+                     for o in objects]
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{xml}: cannot read VOC annotation (size or bndbox: {type(e).__name__} {e})") from None
+        _check_boxes(xml, boxes, width, height)
         out.append(Annotation(
             path=Path(image), boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             labels=torch.tensor([classes.index(o["name"]) for o in objects], dtype=torch.long),
             difficult=torch.tensor([o.get("difficult", "0") == "1" for o in objects], dtype=torch.bool),
-            width=int(ann["size"]["width"]), height=int(ann["size"]["height"])))
+            width=width, height=height))
     return out
+
+
+def _check_boxes(xml: str, boxes: list[list[float]], width: int, height: int) -> None:
+    """Every box (x0, y0, x1, y1, continuous coordinates) non-empty and inside the `width` x `height` image:
+    DataError naming the file and the box (as the XML writes it, 1-based) otherwise."""
+    for x0, y0, x1, y1 in boxes:
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+            raise DataError(f"{xml}: box xmin={x0 + 1:g} ymin={y0 + 1:g} xmax={x1:g} ymax={y1:g} is inverted or "
+                            f"outside the {width}x{height} image (VOC boxes: 1 <= xmin <= xmax <= width, "
+                            "1 <= ymin <= ymax <= height)")
 
 
 def image_targets(annotations: list[Annotation], num_classes: int) -> Tensor:

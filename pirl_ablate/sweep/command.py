@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import shutil
 import signal
 from collections.abc import Iterator, Sequence
@@ -105,7 +106,7 @@ def status_command(args: argparse.Namespace) -> int:
     folder = Path(args.sweep_dir)
     record = read_sweep_record(folder)
     if getattr(args, "watch", False):
-        if args.interval <= 0:
+        if not math.isfinite(args.interval) or args.interval <= 0:
             raise UserError(f"--interval {args.interval}: give a positive number of seconds")
         states = watch(record, folder, args.interval)
         return 0 if all(s.state == STATUS_DONE for s in states) else 1
