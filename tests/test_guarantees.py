@@ -9,6 +9,7 @@ exist afterwards, the bytes a link's target must still hold.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -229,3 +230,106 @@ def test_a_stopped_sweep_prints_its_summary_and_no_traceback(tmp_path, how):
     assert sweep.returncode == 130
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "stopped 2 local job(s)" in err
+
+
+def _read_only_prefix(folder: Path) -> list[str]:
+    """A command prefix under which `folder` cannot be written: its mode 0555 for a user, a read-only bind mount
+    in a private mount namespace for root (whom modes do not stop); skips where neither is possible."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return []
+    mount = ['unshare', '--mount', 'sh', '-c', 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && '
+             'exec "$@"', str(folder)]
+    if shutil.which("unshare") is None or subprocess.run([*mount, "true"], capture_output=True).returncode != 0:
+        pytest.skip("root without mount namespaces: no way to make a folder read-only")
+    return mount
+
+
+@pytest.mark.slow
+def test_a_read_only_results_folder_is_one_line_for_each_writing_command(tmp_path, trained, swept):
+    config, run = trained
+    folder = tmp_path / "results"
+    shutil.copytree(run, folder / "run")
+    shutil.copytree(swept, folder / "recipe")
+    (tmp_path / "sweep.gin").write_text(SWEEP)
+    commands = [["train", str(config), "--out", str(folder / "new")],
+                ["eval", str(folder / "run"), "--protocol", "knn"],
+                ["sweep", str(tmp_path / "sweep.gin"), "--out", str(folder / "other")],
+                ["export", str(folder / "run"), "--out", str(folder / "net.pth")],
+                ["report", str(tmp_path / "sweep.gin"), "--results", str(folder), "--out", str(folder / "reports")]]
+    script = ("import sys, json; from pirl_ablate.cli import main\n"
+              "for args in json.loads(sys.argv[1]):\n"
+              "    code = main(['--quiet', *args]); print(f'--- exit {code}', file=sys.stderr, flush=True)\n")
+    done = subprocess.run([*_read_only_prefix(folder), sys.executable, "-c", script, json.dumps(commands)],
+                          capture_output=True, text=True, env=worker_env(), timeout=PATIENCE_S)
+    assert done.stderr.count("--- exit 2\n") == len(commands), done.stderr
+    for args, err in zip(commands, done.stderr.split("--- exit 2\n")):
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and str(folder) in lines[0], (args, err)
+
+
+def _voc_with_box(root: Path, box: tuple[int, int, int, int]) -> Path:
+    """A synthetic devkit whose first trainval annotation gets `box` (xmin, ymin, xmax, ymax) on a 16 px image."""
+    write_synthetic_voc(root, num_trainval=4, num_test=2, image_size=16)
+    xml = root / "VOCdevkit" / "VOC2007" / "Annotations" / "2007_000000.xml"
+    text = xml.read_text()
+    start, end = text.index("<bndbox>"), text.index("</bndbox>")
+    tags = "".join(f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
+    xml.write_text(text[:start] + f"<bndbox>{tags}" + text[end:])
+    return xml
+
+
+@pytest.mark.parametrize("box", [(10, 2, 4, 8), (2, 2, 17, 8), (0, 2, 4, 8)], ids=["inverted", "right", "left"])
+def test_a_bad_voc_box_is_one_line_naming_the_file_when_the_dataset_loads(tmp_path, capsys, trained, box):
+    xml = _voc_with_box(tmp_path / "voc", box)
+    _, run = trained
+    code = main(["--quiet", "eval", str(run), "--protocol", "svm", "--dataset", "voc2007",
+                 "--bind", f"voc2007.root = '{tmp_path / 'voc'}'", "--bind", "voc2007.classes = ('aeroplane', "
+                 "'bicycle', 'bird')", "--bind", "voc2007.image_size = 16"])
+    line = _one_line_error(capsys)
+    assert code == 2 and str(xml) in line and "inverted or outside the 16x16 image" in line, line
+
+
+@pytest.mark.parametrize("text, expected", [
+    (b"include 'pirl_jigsaw.gin'\n# caf\xe9\n", ":2: not UTF-8 text"),
+    (b"from __gin__ import dynamic_registration\ninclude 'pirl_jigsaw.gin'\n", ":1: `from __gin__ import "
+                                                                           "dynamic_registration` is not supported")])
+def test_a_gin_file_not_utf8_or_with_dynamic_registration_is_one_line(tmp_path, capsys, text, expected):
+    (tmp_path / "bad.gin").write_bytes(text)
+    for command in (["train", str(tmp_path / "bad.gin"), "--out", str(tmp_path / "run")],
+                    ["sweep", str(tmp_path / "bad.gin"), "--dry-run"]):
+        assert main(["--quiet", *command]) == 2
+        line = _one_line_error(capsys)
+        assert f"{tmp_path / 'bad.gin'}{expected}" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content", [b"PIRLLoss.tau = 0.1\n# caf\xe9\n", b"PIRLLoss.tau = (\n", b"garbage {{\n"],
+                         ids=["not UTF-8", "unclosed", "not gin"])
+def test_an_unreadable_config_gin_of_a_done_run_is_one_line(tmp_path, capsys, trained, content):
+    config, run = trained
+    run = Path(shutil.copytree(run, tmp_path / "run"))
+    (run / "config.gin").write_bytes(content)
+    assert main(["--quiet", "train", str(config), "--out", str(run)]) == 2
+    line = _one_line_error(capsys)
+    assert f"{run / 'config.gin'}: unreadable" in line, line
+
+
+def test_out_under_a_file_is_one_line(tmp_path, capsys, trained, swept):
+    config, run = trained
+    (tmp_path / "file").write_text("a file\n")
+    shutil.copytree(swept, tmp_path / "results" / "recipe")
+    (tmp_path / "sweep.gin").write_text(SWEEP)
+    for command in (["train", str(config), "--out", str(tmp_path / "file" / "run")],
+                    ["export", str(run), "--out", str(tmp_path / "file" / "net.pth")],
+                    ["report", str(tmp_path / "sweep.gin"), "--results", str(tmp_path / "results"), "--out",
+                     str(tmp_path / "file" / "r")]):
+        assert main(["--quiet", *command]) == 2, command
+        line = _one_line_error(capsys)
+        assert str(tmp_path / "file") in line and "not a folder" in line, line
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "-1"])
+def test_status_watch_with_an_interval_that_is_not_a_positive_number_is_one_line(capsys, swept, interval):
+    assert main(["status", str(swept), "--watch", "--interval", interval]) == 2
+    assert f"--interval {float(interval)}" in _one_line_error(capsys)
