@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import inspect
 import io
+import math
 import os
 import re
 import sys
@@ -169,9 +170,49 @@ def parse(files: Sequence[str | os.PathLike] = (), bindings: Sequence[str] = (),
             gin.clear_config()
             raise ConfigError(format_gin_error(e, bindings)) from None
     text = gin.config_str()
+    try:
+        check_ranges(text)
+    except ConfigError:
+        gin.clear_config()
+        raise
     if finalize:
         gin.finalize()
     return text
+
+
+def _positive(v: float) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+def _whole_positive(v: float) -> bool:
+    return isinstance(v, int) and v >= 1
+
+
+# The range of a numeric hyperparameter, by parameter name, whatever configurable it belongs to (a method, a
+# negative source, a transform, an evaluation protocol): a value outside it would train or evaluate silently wrong
+# (PIRLLoss.tau = -0.1) or die far from its cause (tau = 0: a NaN loss). Values that are not numbers (None, a
+# reference) are left to the configurable.
+RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    **dict.fromkeys(("tau", "sigma", "monitor_sigma", "lr", "base_lr", "head_lr"), ("> 0", _positive)),
+    "lambda_": ("in [0, 1] (paper Eq. 5)", lambda v: 0 <= v <= 1),
+    "weight_decay": (">= 0", lambda v: math.isfinite(v) and v >= 0),
+    **dict.fromkeys(("embed_dim", "num_negatives", "num_patches", "queue_size", "k", "monitor_k", "grid",
+                     "num_permutations", "image_size", "batch_size", "base_batch"),
+                    ("a whole number >= 1", _whole_positive)),
+}
+MOMENTUM = ("in [0, 1) (an exponential moving average's weight of its past)", lambda v: 0 <= v < 1)
+
+
+def check_ranges(text: str) -> None:
+    """ConfigError `key = value: must be ...` for the first binding of gin `text` outside its range (`RANGES`;
+    any parameter named *momentum: [0, 1))."""
+    for key, value in bindings_of(text).items():
+        param = key.rsplit(".", 1)[-1]
+        rule = MOMENTUM if param.endswith("momentum") else RANGES.get(param)
+        if rule is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not rule[1](value):
+            raise ConfigError(f"{key} = {value!r}: must be {rule[0]}")
 
 
 def parse_text(config: str, *, finalize: bool = True) -> None:

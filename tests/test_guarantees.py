@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -333,3 +334,50 @@ def test_out_under_a_file_is_one_line(tmp_path, capsys, trained, swept):
 def test_status_watch_with_an_interval_that_is_not_a_positive_number_is_one_line(capsys, swept, interval):
     assert main(["status", str(swept), "--watch", "--interval", interval]) == 2
     assert f"--interval {float(interval)}" in _one_line_error(capsys)
+
+
+# ------------------------------------------------------------------------- 5. values in range, named by gin key
+@pytest.mark.parametrize("binding, expected", [
+    ("PIRLLoss.tau = -0.1", "PIRLLoss.tau = -0.1: must be > 0"),
+    ("PIRLLoss.tau = 0", "PIRLLoss.tau = 0: must be > 0"),
+    ("PIRLLoss.z_momentum = 2.0", "PIRLLoss.z_momentum = 2.0: must be in [0, 1)"),
+    ("PIRLNet.embed_dim = 0", "PIRLNet.embed_dim = 0: must be a whole number >= 1"),
+    ("MemoryBank.momentum = 1.0", "MemoryBank.momentum = 1.0: must be in [0, 1)"),
+    ("jigsaw.grid = 0", "jigsaw.grid = 0: must be a whole number >= 1"),
+    ("knn_eval.sigma = -1.0", "knn_eval.sigma = -1.0: must be > 0"),
+    ("train.transform = 'rotation+jigsw'", "unknown transform `jigsw` (did you mean `jigsaw`?)"),
+])
+def test_an_out_of_range_value_is_one_line_naming_its_key_and_leaves_no_run_folder(tmp_path, capsys, binding,
+                                                                                   expected):
+    out = tmp_path / "run"
+    assert main(["--quiet", "train", str(_config(tmp_path)), "--bind", binding, "--out", str(out)]) == 2
+    line = _one_line_error(capsys)
+    assert expected in line, line
+    assert not out.exists()  # no failed run is left behind for a config error
+
+
+def test_a_binding_of_a_method_the_run_does_not_use_is_a_warning(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--quiet", "train", str(_config(tmp_path, "train.epochs = 0\n")), "--bind", "NPIDLoss.tau = 0.2",
+                 "--bind", "JigsawLoss.num_patches = 4", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: NPIDLoss.tau, JigsawLoss.num_patches: bound, but train.method = 'pirl' does not read " \
+           "them" in err, err
+
+
+# ------------------------------------------------------------------------------------------------ 7. messages
+def test_a_run_without_meta_json_is_reported_as_such_not_as_missing_its_evaluation(tmp_path, capsys, swept):
+    results = tmp_path / "results"
+    shutil.copytree(swept, results / "recipe")
+    (run,) = [p for p in (results / "recipe").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    (run / "evals").mkdir()
+    (run / "evals" / "knn-synthetic.json").write_text(json.dumps(
+        {"protocol": "knn", "dataset": "synthetic", "metrics": {"res5": {"top1": 50.0}}}))
+    (run / "meta.json").unlink()
+    (tmp_path / "sweep.gin").write_text(SWEEP + "sweep.evaluate = ['knn']\n")
+    capsys.readouterr()
+    main(["--quiet", "report", str(tmp_path / "sweep.gin"), "--results", str(results), "--format", "csv",
+          "--out", str(tmp_path / "reports")])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err + "".join(p.read_text() for p in (tmp_path / "reports").glob("*"))
+    assert not re.search(r"has no \S+ evaluation", text) and "missing (the run's sweep point" in text, text
