@@ -381,3 +381,14 @@ def test_a_run_without_meta_json_is_reported_as_such_not_as_missing_its_evaluati
     captured = capsys.readouterr()
     text = captured.out + captured.err + "".join(p.read_text() for p in (tmp_path / "reports").glob("*"))
     assert not re.search(r"has no \S+ evaluation", text) and "missing (the run's sweep point" in text, text
+
+
+def test_status_and_report_read_a_sweep_whose_config_gin_is_not_utf8(tmp_path, capsys, swept):
+    results = tmp_path / "results"
+    shutil.copytree(swept, results / "recipe")
+    (run,) = [p for p in (results / "recipe").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    (run / "config.gin").write_bytes(b"train.epochs = 1\n# caf\xe9\n")
+    (tmp_path / "sweep.gin").write_text(SWEEP)
+    assert main(["status", str(results / "recipe")]) == 0
+    main(["--quiet", "report", str(tmp_path / "sweep.gin"), "--results", str(results), "--out", str(tmp_path / "r")])
+    assert "Traceback" not in capsys.readouterr().err

@@ -243,10 +243,11 @@ _BINDING_LINE = re.compile(r"^(?P<key>[\w./]+)\s*=\s*(?P<value>.+?)\s*$")
 
 def operative_values(config_path: Path, keys: Sequence[str]) -> dict[str, Any]:
     """{"config:<key>": value} for the `keys` that config.gin binds on one line (values parsed as Python
-    literals where they are; gin references and macros stay text)."""
+    literals where they are; gin references and macros stay text). A config.gin that is not UTF-8 gives what its
+    decodable lines bind (bytes that are not UTF-8 read as U+FFFD)."""
     wanted, out = set(keys), {}
     try:
-        text = config_path.read_text(encoding="utf-8")
+        text = config_path.read_bytes().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return out
     for line in text.splitlines():
