@@ -25,6 +25,7 @@ from pirl_ablate.locks import folder_lock
 from pirl_ablate.runs import STATUS_DONE, RunDir, remove_orphan_temporaries
 
 GROWABLE = "train.epochs"
+SWEEP_MACHINERY = ("sweep", "local", "slurm")  # configurables of how a sweep runs, not of what a run trains
 # config.gin of a finished run: the operative config, then this line, then every binding as given
 GIVEN_MARKER = "\n# All bindings as given\n"
 
@@ -72,8 +73,9 @@ def check_resume_config(run: RunDir, config_str: str) -> None:
 def config_changes(run: RunDir, config_str: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """How `config_str` differs from the config.gin `run` was trained under, as 'key: before -> after; ...' ('' when
     only `train.epochs` differs or nothing does): any binding given a different value, any binding the run did not
-    have, and any binding the run was given that `config_str` drops (its default would apply). Also returns both
-    configs' bindings. A config.gin that is not UTF-8 or not gin raises ConfigError naming it."""
+    have, and any binding the run was given that `config_str` drops (its default would apply); the sweep's own
+    settings (`sweep.*`, `local.*`, `slurm.*`: a new grid value, another parallelism) are not compared. Also
+    returns both configs' bindings. A config.gin that is not UTF-8 or not gin raises ConfigError naming it."""
     try:
         text = run.config_path.read_text(encoding="utf-8")
         before = bindings_of(text)  # operative values (defaults included) and the bindings as given
@@ -82,9 +84,13 @@ def config_changes(run: RunDir, config_str: str) -> tuple[str, dict[str, Any], d
         raise ConfigError(f"{run.config_path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0]}); this run "
                           "folder's config is lost: delete the folder or train into another --out") from None
     after = bindings_of(config_str)
-    differ = sorted(k for k in after if k in before and before[k] != after[k] and k != GROWABLE)
-    differ += sorted(k for k in after if k not in before and k != GROWABLE)
-    differ += sorted(k for k in given if k not in after and k != GROWABLE)
+
+    def recipe(key: str) -> bool:
+        return key != GROWABLE and key.rsplit(".", 1)[0].rsplit("/", 1)[-1] not in SWEEP_MACHINERY
+
+    differ = sorted(k for k in after if k in before and before[k] != after[k] and recipe(k))
+    differ += sorted(k for k in after if k not in before and recipe(k))
+    differ += sorted(k for k in given if k not in after and recipe(k))
 
     def value(bindings: dict[str, Any], key: str) -> str:
         return repr(bindings[key]) if key in bindings else "(unbound)"

@@ -72,6 +72,13 @@ def test_a_sweep_refuses_a_run_folder_trained_under_another_non_swept_binding(tm
     assert RunDir(run).result()["status"] == "done" and len(RunDir(run).metrics()) == 1  # left as it was
 
 
+def test_a_sweep_with_another_grid_or_parallelism_keeps_its_done_runs(tmp_path, swept):
+    code, out = _sweep_again(tmp_path, swept, "local.parallelism = 1\nsweep.grid = {'PIRLLoss.lambda_': [0.5]}\n"
+                                              "sweep.seeds = [0]\n")
+    (run,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert code == 0 and RunDir(run).meta()["restarts"] == 0  # not trained again
+
+
 def test_a_sweep_with_more_epochs_trains_its_runs_on(tmp_path, swept):
     code, out = _sweep_again(tmp_path, swept, "train.epochs = 2\n")
     assert code == 0
