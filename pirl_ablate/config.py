@@ -64,7 +64,8 @@ def import_configurables() -> None:
 
 def resolve_config_file(path: str | os.PathLike, base: Path | Sequence[Path] | None = None) -> Path:
     """The file a user or an include names, looked up in `base` (the including file's folder, then the folders
-    of the files that included it), gin/ and the current directory."""
+    of the files that included it), gin/ and the current directory; a file named on the command line also in the
+    repository (so the shipped `sweeps/lambda.gin` is found from any folder)."""
     p = Path(path)
     if p.is_absolute():
         if p.is_file():
@@ -72,8 +73,8 @@ def resolve_config_file(path: str | os.PathLike, base: Path | Sequence[Path] | N
         raise ConfigError(f"{p}: no such gin file")
     bases = [base] if isinstance(base, Path) else list(base or [])
     candidates = [*(d / p for d in bases), *(d / p for d in gin_search_dirs()), Path.cwd() / p]
-    if base is None:  # a file named on the command line: the current directory first
-        candidates.insert(0, Path.cwd() / p)
+    if base is None:  # a file named on the command line: the current directory first, the repository last
+        candidates = [Path.cwd() / p, *candidates, GIN_DIR.parent / p]
     for c in candidates:
         if c.is_file():
             return c.resolve()

@@ -73,9 +73,16 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, final_fraction: fl
     return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress_))
 
 
+SCHEDULE_PER = ("step", "epoch")
+
+
 def cosine(step: int, steps_per_epoch: int, *, epochs: int, warmup_epochs: float = 0.0,
-           final_fraction: float = 1e-3) -> float:
-    """`lr_factor` of a run of `epochs` epochs with `warmup_epochs` of warm-up (a `pretrain` schedule)."""
+           final_fraction: float = 1e-3, per: str = "step") -> float:
+    """`lr_factor` of a run of `epochs` epochs with `warmup_epochs` of warm-up (a `pretrain` schedule), stepped
+    every step ("step") or held within each epoch at its first step's value ("epoch", VISSL's CosineParamScheduler
+    with update_interval epoch)."""
+    if per == "epoch":
+        return lr_factor(step // steps_per_epoch, epochs, round(warmup_epochs), final_fraction)
     return lr_factor(step, epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch), final_fraction)
 
 
@@ -113,10 +120,11 @@ def fill_bank(method: Method, dataset: ImageDataset, env: distributed.DistEnv, i
 
 @torch.no_grad()
 def recompute_bn(method: Method, dataset: ImageDataset, device: torch.device, image_size: int, batches: int,
-                 batch_size: int) -> int:
-    """Precise-BN: BatchNorm running statistics re-estimated on `batches` clean (un-augmented) image batches, in
-    dataset order; returns the number of images used."""
-    loader = make_loader(dataset, batch_size, shuffle=False, drop_last=False, num_workers=0)
+                 batch_size: int, seed: int = 0) -> int:
+    """Precise-BN: BatchNorm running statistics re-estimated on `batches` clean (un-augmented) image batches drawn
+    in a shuffled order of `seed` (dataset order is sorted by class in folder datasets); returns the number of
+    images used."""
+    loader = make_loader(dataset, batch_size, seed=seed, drop_last=False, num_workers=0)
     loader.set_epoch(0)
     clean = (to_device_batch(images, device, image_size) for b, (images, _, _) in zip(range(batches), loader))
     return precise_bn(method.backbone, clean, lambda x: method.backbone(x, ("res5",)))
@@ -336,7 +344,7 @@ def _run_epoch(loop: _Loop, epoch: int) -> None:
     final = epoch + 1 == s["epochs"]
     if final and s["precise_bn_batches"] > 0:
         recompute_bn(method, loop.dataset, env.device, s["image_size"], s["precise_bn_batches"],
-                     s["batch_size"] // env.world_size)
+                     s["batch_size"] // env.world_size, seed=s["seed"] * 1000 + 997)
     if s["monitor_every"] and ((epoch + 1) % s["monitor_every"] == 0 or final) and env.is_main:
         queries = embed_dataset(method, loop.test_dataset, env.device, s["image_size"])
         row["knn_top1"] = knn_top1(method.memory_bank.bank, loop.dataset.labels, queries, loop.test_dataset.labels,
@@ -412,5 +420,5 @@ def _diverged(loop: _Loop, value: Tensor, epoch: int) -> NoReturn:
     raise TrainingDiverged(reason)
 
 
-__all__ = ["TrainingDiverged", "cosine", "embed_dataset", "fill_bank", "lr_factor", "parameter_groups", "pretrain",
-           "recompute_bn"]
+__all__ = ["SCHEDULE_PER", "TrainingDiverged", "cosine", "embed_dataset", "fill_bank", "lr_factor", "parameter_groups",
+           "pretrain", "recompute_bn"]

@@ -6,22 +6,19 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from sweep_jobs import PATIENCE_S
+from sigkill_resume import whole_and_killed
 from tiny_pirl import TINY
 from torch import nn
 
-from pirl_ablate import checkpoint, config
+from pirl_ablate import config
 from pirl_ablate.build import configured_method
 from pirl_ablate.checkpoint import load_method
 from pirl_ablate.data import build_dataset
@@ -393,29 +390,12 @@ def test_resume_is_bit_identical_and_evaluation_rebuilds_the_source(tmp_path, na
 
 
 def test_sigkill_and_resume_with_the_momentum_queue_is_bit_identical(tmp_path):
-    """The SIGKILL pattern of test_train.py through `pirl-ablate train` with `train.negatives = 'momentum_queue'`."""
+    """tests/sigkill_resume.py's kill -9 and resume with `train.negatives = 'momentum_queue'`."""
     cfg = tmp_path / "queue.gin"
     cfg.write_text(TINY + "train.epochs = 4\ntrain.negatives = 'momentum_queue'\nMomentumQueue.size = 32\n"
                    "MomentumQueue.momentum = 0.9\n")
 
-    def cli(out: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "pirl_ablate.cli", "-q", "train", str(cfg), "--out",
-                                 str(tmp_path / out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-    whole, killed = cli("whole"), cli("killed")
-    last = tmp_path / "killed" / "checkpoints" / "last.pt"
-    deadline = time.time() + PATIENCE_S
-    while not last.exists() and killed.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the next epoch
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert killed.returncode == -signal.SIGKILL and checkpoint.load(last)["epoch"] < 4  # it really was interrupted
-    resumed = cli("killed")
-    assert resumed.wait(timeout=PATIENCE_S) == 0, resumed.stderr.read()
-    assert whole.wait(timeout=PATIENCE_S) == 0, whole.stderr.read()
-    a, b = checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt"), checkpoint.load(last)
+    a, b = whole_and_killed(cfg, tmp_path, epochs=4)
     assert a["record"]["negatives"]["name"] == "momentum_queue" and "memory_bank.bank" not in a["method"]
     assert {"negatives.queue", "negatives.pointer"} <= a["method"].keys() == b["method"].keys()
     for key in a["method"]:  # trunk, heads, queue, pointer, key encoder, Z

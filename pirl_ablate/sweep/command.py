@@ -25,7 +25,7 @@ from pirl_ablate.run_guard import GROWABLE, config_changes
 from pirl_ablate.runs import STATUS_DONE, RunDir, atomic_write_json, now, read_json_object
 from pirl_ablate.sweep.display import STATE_STYLE, status_view, watch
 from pirl_ablate.sweep.preflight import ensure_datasets
-from pirl_ablate.sweep.spec import Run, Sweep, load_sweep
+from pirl_ablate.sweep.spec import Run, Sweep, eval_targets, load_sweep
 from pirl_ablate.sweep.state import RunState, run_states
 
 SWEEP_FILE = "sweep.json"
@@ -44,12 +44,24 @@ def sweep_command(args: argparse.Namespace) -> int:
         states = run_states(dirs, sweep.settings.evaluate, extend)
         out.print(runs_table(f"{sweep.name}: {len(sweep.runs)} runs (dry run, executor {kind})", sweep.axes,
                              [_row(r, s) for r, s in zip(sweep.runs, states)]))
+        out.print(evaluation_line(sweep), markup=False, soft_wrap=True)
         return 0
     pending = [r for r, s in zip(sweep.runs, run_states(dirs, sweep.settings.evaluate, extend))
                if s.state != STATUS_DONE]
     ensure_datasets(pending, sweep.settings.job)  # before anything is written: a missing dataset is one line
     with folder_lock(folder, "sweep"):  # a second sweep command on this folder is refused, naming this one
         return _drive(sweep, kind, folder, dirs, runs_to_extend(sweep, folder))
+
+
+def evaluation_line(sweep: Sweep) -> str:
+    """What each run is evaluated with once trained: "evaluation: svm on voc2007, linear on the pre-training
+    dataset (layers res5)", or "evaluation: none"."""
+    targets = eval_targets(sweep.settings.evaluate)
+    if not targets:
+        return "evaluation: none"
+    parts = ["detection (its VOC data: detection_eval.*)" if p == "detection" else
+             f"{p} on {d or 'the pre-training dataset'}" for p, d in targets]
+    return f"evaluation: {', '.join(parts)} (layers {', '.join(sweep.settings.eval_layers)})"
 
 
 def runs_to_extend(sweep: Sweep, folder: Path) -> set[Path]:

@@ -26,6 +26,7 @@ from pirl_ablate.runs import (
     now,
     read_json_object,
 )
+from pirl_ablate.sweep.spec import eval_targets
 
 JOB_FILE = "job.json"
 SLURM_ALIVE = {"PENDING": STATUS_PENDING, "REQUEUED": STATUS_PENDING, "REQUEUE_HOLD": STATUS_PENDING,
@@ -89,7 +90,8 @@ def _run_state(path: Path, record: dict | None, scheduler: dict[str, str], evalu
         return RunState(STATUS_FAILED, str(result.get("reason") or "failed (no reason recorded)"))
     live, detail = _job_view(record, scheduler)
     if result is not None:
-        missing = [p for p in evaluate if not any(run.evals_dir.glob(f"{p}-*.json"))]
+        missing = [f"{p}:{d}" if d else p for p, d in eval_targets(evaluate)
+                   if not any(run.evals_dir.glob(f"{p}-{d or '*'}.json"))]
         if not missing:
             return RunState(STATUS_DONE)
         if live or live is None:
