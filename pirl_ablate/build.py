@@ -27,7 +27,7 @@ from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.losses import MemoryBank, MomentumQueue, build_negatives
 from pirl_ablate.methods import METHODS, Method, build_method
 from pirl_ablate.models import Backbone
-from pirl_ablate.run_guard import GIVEN_MARKER, guarded_run
+from pirl_ablate.run_guard import GIVEN_MARKER, check_train_values, guarded_run
 from pirl_ablate.runs import RunDir
 from pirl_ablate.train import SCHEDULE_PER, TrainingDiverged, cosine, parameter_groups, pretrain
 from pirl_ablate.transforms import TRANSFORMS, build_transform
@@ -149,6 +149,7 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
     run = RunDir(run_dir)
     try:
         try:
+            check_train_values(epochs=epochs, batch_size=batch_size)  # before either is used
             train_set = build_dataset(dataset, "train")
             torch.manual_seed(seed)
             generator = torch.Generator(device=env.device).manual_seed(seed * 1000 + 2 * env.rank + 1)
