@@ -11,6 +11,7 @@ optimiser and the cosine schedule, records what evaluation needs, and trains.
 from __future__ import annotations
 
 import argparse
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,14 @@ import gin
 import torch
 from torch import nn
 
-from pirl_ablate import config, distributed
-from pirl_ablate.console import info
+from pirl_ablate import checkpoint, config, distributed
+from pirl_ablate.console import console, info
 from pirl_ablate.data import build_dataset
 from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.losses import MemoryBank, MomentumQueue, build_negatives
 from pirl_ablate.methods import METHODS, Method, build_method
 from pirl_ablate.models import Backbone
-from pirl_ablate.run_guard import GIVEN_MARKER, guarded_run
+from pirl_ablate.run_guard import GIVEN_MARKER, check_train_values, guarded_run
 from pirl_ablate.runs import RunDir
 from pirl_ablate.train import SCHEDULE_PER, TrainingDiverged, cosine, parameter_groups, pretrain
 from pirl_ablate.transforms import TRANSFORMS, build_transform
@@ -50,6 +51,8 @@ def head_settings(embed_dim: int = 128, mlp_heads: bool = False, num_patches: in
 def transform_spec(spec: str) -> dict[str, Any]:
     """{"name": spec, "kwargs": the gin bindings of its parts}: `build_transform(name, **kwargs)` builds it."""
     parts = [p.strip() for p in spec.split("+")]
+    for part in parts:  # an unknown name is one line with close matches, before gin is asked for its bindings
+        TRANSFORMS.get(part)
     kwargs = _part_kwargs(spec) if len(parts) == 1 else {p: _part_kwargs(p) for p in parts}
     return {"name": spec, "kwargs": kwargs}
 
@@ -146,6 +149,7 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
     run = RunDir(run_dir)
     try:
         try:
+            check_train_values(epochs=epochs, batch_size=batch_size)  # before either is used
             train_set = build_dataset(dataset, "train")
             torch.manual_seed(seed)
             generator = torch.Generator(device=env.device).manual_seed(seed * 1000 + 2 * env.rank + 1)
@@ -184,29 +188,60 @@ def run_training(config_str: str, run_dir: str | Path) -> dict:
     """Re-create the gin config `config_str` in this process, record it, and pre-train into `run_dir`.
 
     Used by sweeps (one call per run, in a worker) and by `pirl-ablate train`. Resumes from the run folder's last
-    checkpoint; a complete run returns its result.json without training.
+    checkpoint; a complete run returns its result.json without training. A run folder this call created is removed
+    again when bad input (a bad binding, a missing dataset: `_bad_input`) stops it before its first checkpoint: the
+    error line says what was wrong, and no failed run is left behind. A sweep's run folders exist before their job
+    starts, so they keep their failed result.json for `status` and reports.
     """
     config.parse_text(config_str)
     run = RunDir(run_dir)
-    with guarded_run(run, config_str, owner=distributed.launcher_rank() == 0):  # lock, resume check, *.tmp
+    fresh, owner = not run.path.exists(), distributed.launcher_rank() == 0
+    with guarded_run(run, config_str, owner=owner):  # lock, resume check, *.tmp
         if run.is_done():
             info(f"{run.path}: already done")
             return run.result()
         seed = config.bound_kwargs("train").get("seed", 0)
-        if distributed.launcher_rank() == 0:
+        if owner:
             run.start(config_str, seed=seed)
-        return train(run_dir)
+        try:
+            return train(run_dir)
+        except (UserError, TypeError, ValueError) as e:
+            if fresh and owner and _bad_input(e) and checkpoint.last(run.checkpoint_dir) is None:
+                shutil.rmtree(run.path)  # a folder this call created and trained nothing in goes again
+            raise
+
+
+def _bad_input(e: Exception) -> bool:
+    """A mistake in the config or data (a UserError other than divergence, or a wrong-typed binding gin passed to a
+    configurable), as opposed to a run that failed while training."""
+    if isinstance(e, UserError):
+        return not isinstance(e, TrainingDiverged)
+    return config.configurable_error(e) is not None
 
 
 def train_command(args: argparse.Namespace) -> int:
     """`pirl-ablate train CONFIG.gin [--gin F] [--bind K=V] [--out DIR]`."""
     config_str = config.parse([args.config, *args.gin], args.bind)
+    warn_unused_method_bindings(args.bind)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     result = run_training(config_str, out)
     final = result.get("final", {})
     info(f"done: {out} | loss {final.get('loss', float('nan')):.4f}"
          + (f" | kNN top-1 {final['knn_top1']:.3f}" if "knn_top1" in final else ""))
     return 0
+
+
+def warn_unused_method_bindings(bindings: list[str]) -> None:
+    """Say, in one warning line, which `--bind` bindings belong to a method other than the current config's
+    `train.method`: the run does not read them (`--bind NPIDLoss.tau=0.2` on a PIRL run). Only --bind: gin files
+    (gin/scale/*.gin, a config shared by variants) bind several methods' settings on purpose, and a warning for
+    each would bury this one."""
+    method = config.bound_kwargs("train").get("method", "pirl")
+    others = {e.gin_name for e in METHODS.describe() if e.name != method and e.gin_name}
+    unused = [k for k in config.bindings_of("\n".join(bindings)) if k.rsplit(".", 1)[0].rsplit("/", 1)[-1] in others]
+    if unused:
+        console.print(f"[yellow]warning:[/] {', '.join(unused)}: bound, but train.method = {method!r} does not read "
+                      f"{'it' if len(unused) == 1 else 'them'}", markup=True, soft_wrap=True)
 
 
 def export_command(args: argparse.Namespace) -> int:

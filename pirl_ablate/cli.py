@@ -169,9 +169,28 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise
         console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
         return 2
+    except OSError as e:  # a results folder that cannot be written: read-only, not ours, or under a file
+        message = path_error(e)
+        if message is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
+
+
+def path_error(e: OSError) -> str | None:
+    """One line for an OSError on a path the user chose (a read-only or foreign folder, a file where a folder
+    should be), naming the path; None for any other OSError."""
+    import errno
+
+    if e.filename is None or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
+        return None
+    path = e.filename
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"{path}: {e.strerror} (a part of this path is a file, not a folder; give a folder, e.g. --out DIR)"
+    return f"{path}: {e.strerror} (give a folder you can write to, e.g. --out DIR, or make it writable)"
 
 
 def _check_gin_files(args: argparse.Namespace) -> None:

@@ -426,7 +426,7 @@ def test_garbled_run_files_are_named_by_status_report_and_resumed_by_the_sweep(t
     assert state.state == "failed" and state.detail.startswith(f"{bad_run / name}: unreadable") and why in state.detail
 
     assert main(["--quiet", "report", str(sweep), "--results", str(tmp_path), "--format", "markdown",
-                 "--out", str(tmp_path / "reports")]) == 1  # the tiny job has no metric: no results, problems listed
+                 "--out", str(tmp_path / "reports")]) == 2  # the tiny job has no metric: no results, problems listed
     assert bad_run.name in capsys.readouterr().out
     runs = runs_of(load_results(tmp_path)).set_index("run_id")
     assert len(runs) == 2  # no phantom row

@@ -138,8 +138,10 @@ def test_tiny_pirl_run_learns_and_writes_the_run_folder(tmp_path):
     assert [r["epoch"] for r in rows if "knn_top1" in r] == [5, 10, 15]
     chance = math.log(NEGATIVES + 1)  # InfoNCE with every score equal: -log(1 / (N + 1))
     # The bank starts from the initial network's embeddings (smoke scale's MemoryBank.init), so the loss starts
-    # near chance and falls well below it.
-    assert rows[-1]["loss"] < rows[0]["loss"] - 1.0 and rows[-1]["loss"] < chance - 0.15
+    # near chance and falls well below it. Over CPU kernels (native AVX512, ATEN_CPU_CAPABILITY=default, and that
+    # with oneDNN/MKL held to SSE4), 1 and 2 threads and seeds 0-2 it fell by 0.76-1.09, ended 0.29-0.56 below
+    # chance, kNN 0.69-0.89 (benchmarks/RESULTS.md, "CPU spread of the learning tests").
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.5 and rows[-1]["loss"] < chance - 0.15
     assert rows[-1]["knn_top1"] > 0.5  # 4 balanced classes: chance is 0.25
     assert "train.epochs = 15" in run.config_path.read_text()  # the operative config
     assert run.meta()["seed"] == 0

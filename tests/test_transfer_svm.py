@@ -97,8 +97,8 @@ def _write_devkit(root: Path) -> None:
     from PIL import Image
 
     objects = {"a": [("dog", 0, (1, 2, 10, 20)), ("bird", 1, (5, 5, 8, 8))],
-               "b": [("bird", 0, (3, 3, 30, 30)), ("cat", 0, (2, 2, 4, 4))],
-               "c": [("person", 0, (1, 1, 32, 32)), ("unicorn", 0, (1, 1, 2, 2))]}
+               "b": [("bird", 0, (3, 3, 30, 20)), ("cat", 0, (2, 2, 4, 4))],
+               "c": [("person", 0, (1, 1, 32, 24)), ("unicorn", 0, (1, 1, 2, 2))]}  # inside the 32x24 images
     for image_id, objs in objects.items():
         Image.new("RGB", (32, 24), (10, 20, 30)).save(base / "JPEGImages" / f"{image_id}.jpg")
         xml = "".join(f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin>"

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from pirl_ablate.console import console
 from pirl_ablate.errors import ConfigError, did_you_mean
 from pirl_ablate.layers import LAYERS
-from pirl_ablate.runs import atomic_torch_save
+from pirl_ablate.runs import atomic_torch_save, no_link
 
 TARGET_DIMS = 9000  # "about 9k dimensions" per layer (paper Section 5.1)
 VISSL_POOL = {"conv1": (10, 10, 4), "res2": (16, 8, 0), "res3": (13, 5, 0), "res4": (8, 3, 0), "res5": (6, 1, 0)}
@@ -185,6 +185,7 @@ class FeatureCache:
 
     def save(self, dataset: str, split: str, layer: str, key: dict, features: Tensor, labels: Tensor) -> Path:
         blob = {"features": features.cpu(), "labels": labels.cpu(), "key": key}
+        no_link(self.dir)
         return atomic_torch_save(blob, self.path(dataset, split, layer))
 
 

@@ -22,6 +22,7 @@ bound), `linear_eval.*` (mode "online" | "cached"), `linear_probe.*`, `knn_eval.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import time
@@ -58,6 +59,7 @@ from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
 from pirl_ablate.evaluate.linear_online import train_online_linear
 from pirl_ablate.evaluate.semisup import balanced_subset, finetune, fraction_name
 from pirl_ablate.evaluate.svm_protocol import low_shot_protocol, svm_protocol
+from pirl_ablate.locks import eval_lock
 from pirl_ablate.models.precise_bn import precise_bn
 from pirl_ablate.runs import RunDir
 
@@ -341,14 +343,16 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
         "low-shot": lambda c: low_shot_protocol(c, layers), "detection": detection_protocol}
     results = {}
     for protocol in protocols:
-        start = time.perf_counter()
-        info(f"{run.path.name}: {protocol} on {ctx.dataset}")
-        result = evaluate[protocol](ctx)
-        result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
-                  "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
-        name = f"{protocol}-{result['dataset']}"  # detection names its own (voc0712, voc07)
-        if initialized_world() == 1 or dist.get_rank() == 0:  # data parallel (online linear): rank 0 writes
-            run.write_eval(name, result)
+        writer = initialized_world() == 1 or dist.get_rank() == 0  # data parallel (online linear): rank 0 writes
+        with eval_lock(run.path, protocol) if writer else contextlib.nullcontext():  # one evaluation at a time
+            start = time.perf_counter()
+            info(f"{run.path.name}: {protocol} on {ctx.dataset}")
+            result = evaluate[protocol](ctx)
+            result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
+                      "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
+            name = f"{protocol}-{result['dataset']}"  # detection names its own (voc0712, voc07)
+            if writer:
+                run.write_eval(name, result)
         results[name] = result
     return results
 

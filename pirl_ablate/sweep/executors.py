@@ -17,7 +17,9 @@ import collections
 import contextlib
 import os
 import signal
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from pirl_ablate.sweep.spec import Run, SlurmSettings, Sweep
 from pirl_ablate.sweep.state import RunState, run_states, write_job_record
 
 POLL_S = {"local": 1.0, "slurm": 2.0}
+CONTROLLER_LOG = "controllers.log"  # stderr of submitit's local job controllers, in <sweep folder>/.submitit/
 STOP_GRACE_S = 30.0  # after Ctrl-C, seconds a local job has to stop before its processes are killed
 
 
@@ -50,6 +53,27 @@ def _children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             out += [int(c) for c in (task / "children").read_text().split()]
     return out
+
+
+@contextlib.contextmanager
+def _stderr_to(log: Path) -> Iterator[None]:
+    """File descriptor 2 appended to `log` for the block, so that the processes started in it inherit it as their
+    stderr. submitit's local job controller writes nothing but its own KeyboardInterrupt traceback there when a
+    sweep is stopped (Ctrl-C reaches the terminal's whole process group; a SIGTERM to the sweep cancels each job
+    with SIGINT); the job's own output goes to its log files. The console's lock is held meanwhile, so no progress
+    bar refresh lands in the log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with console._lock:  # rich's writer lock: the only way to keep its refresh thread out
+        sys.stderr.flush()
+        saved = os.dup(2)
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        try:
+            os.dup2(fd, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(fd)
 
 
 def submitit_folder(out: Path) -> Path:
@@ -124,7 +148,8 @@ def _run_local(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Ru
         while queue or tracker.active:
             while queue and len(tracker.active) < max(1, parallelism):
                 job = queue.popleft()
-                handle = executor.submit(job)
+                with _stderr_to(out / ".submitit" / CONTROLLER_LOG):
+                    handle = executor.submit(job)
                 write_job_record(job.run_dir, "local", handle.job_id, submitit_folder(out))
                 submitted.append(handle)
                 tracker.watch(job.run)
