@@ -165,7 +165,8 @@ def no_device_sync(device: torch.device) -> Iterator[None]:
 def built_in_transforms(scale: Scale) -> dict[str, list[tuple[str, Callable]]]:
     """name -> parts (name, transform) for every registered built-in, rotation+jigsaw and a fixed-|T| jigsaw."""
     sizes = {"jigsaw": {"crop_size": scale.crop, "patch_size": scale.patch}, "image": {"size": scale.view}}
-    names = sorted(n for n in TRANSFORMS.names() if TRANSFORMS.get(n).__module__.startswith("pirl_ablate."))
+    names = sorted(n for n in TRANSFORMS.names()  # the project's own, not the registered Kornia augmentations
+                   if TRANSFORMS.get(n).__module__.startswith("pirl_ablate.") and not n.startswith("kornia:"))
     chains = {name: [(name, TRANSFORMS.get(name)(**sizes.get(name, {})))] for name in names}
     chains["rotation+jigsaw"] = [chains["rotation"][0], chains["jigsaw"][0]]
     fixed = TRANSFORMS.get("jigsaw")(num_permutations=scale.permutations, **sizes["jigsaw"])
