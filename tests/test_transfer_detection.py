@@ -3,15 +3,18 @@ CPU (AP50 well above the untrained one's), training resumes from its checkpoint,
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from tiny_pirl import untrained
 
-from pirl_ablate import config
+from pirl_ablate import checkpoint, config
 from pirl_ablate.build import run_training
 from pirl_ablate.checkpoint import load_method
 from pirl_ablate.cli import main
 from pirl_ablate.data.voc import VOC_CLASSES, read_voc, write_synthetic_voc
+from pirl_ablate.evaluate import detection
 from pirl_ablate.evaluate.detection import build_detector, evaluate_detector, lr_at, train_detector, trunk_modules
 from pirl_ablate.models.backbone import Backbone
 from pirl_ablate.runs import read_json
@@ -31,8 +34,8 @@ def test_detector_starts_from_the_backbone_weights(arch):
     for name, module in trunk_modules(model).items():
         source = getattr(backbone, name).state_dict()
         copied = module.state_dict()
-        assert set(copied) == set(source)
-        assert all(torch.equal(copied[k], source[k]) for k in source), name
+        assert set(copied) == {k for k in source if not k.endswith("num_batches_tracked")}  # BN frozen
+        assert all(torch.equal(copied[k], source[k]) for k in copied), name
         assert all(a.data_ptr() != b.data_ptr() for a, b in zip(module.parameters(), getattr(backbone, name)
                                                                .parameters()))  # a copy: the run stays intact
     # the C4 split: RPN and RoIAlign on res4 (stride 16), res5 as the box head
@@ -93,14 +96,26 @@ def test_tiny_c4_detector_learns_the_synthetic_devkit(devkit, tmp_path):
     before = evaluate_detector(model, test, 3, torch.device("cpu"), 32)
     _train(model, train, tmp_path / "det", 50, steps=(37,))
     after = evaluate_detector(model, test, 3, torch.device("cpu"), 32)
-    assert after["AP50"] > before["AP50"] + 25 and after["mAP50_voc07"] > before["mAP50_voc07"] + 20, (before, after)
+    assert after["AP50"] > before["AP50"] + 25 and after["coco_AP50"] > before["coco_AP50"] + 20, (before, after)
 
 
-def test_training_resumes_from_its_checkpoint_as_if_uninterrupted(devkit, tmp_path):
+class Killed(Exception):
+    pass
+
+
+def test_training_resumes_from_its_checkpoint_as_if_uninterrupted(devkit, tmp_path, monkeypatch):
     train, _ = devkit
     straight = _tiny_detector()
     _train(straight, train, tmp_path / "straight", 4)
-    _train(_tiny_detector(), train, tmp_path / "killed", 2, checkpoint_every=2)  # stopped after iteration 2
+
+    def killed_at_2(iteration, *args):
+        if iteration == 2:
+            raise Killed
+        return lr_at(iteration, *args)
+
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(detection, "lr_at", killed_at_2)
+        _train(_tiny_detector(), train, tmp_path / "killed", 4, checkpoint_every=2)  # stopped after iteration 2
     resumed = _tiny_detector()
     summary = _train(resumed, train, tmp_path / "killed", 4, checkpoint_every=2)
     assert summary["resumed_from"] == 2
@@ -109,24 +124,44 @@ def test_training_resumes_from_its_checkpoint_as_if_uninterrupted(devkit, tmp_pa
 
 
 RUN = untrained(size=8, train_image_size=32, negatives=4)
+TINY_EVAL = ["synthetic_voc.num_trainval = 16", "synthetic_voc.num_test = 8", "synthetic_voc.image_size = 32",
+             "detection_train.iterations = 2", "detection_train.batch_size = 2", "detection_train.scales = (32,)",
+             "detection_train.checkpoint_every = 1", *(f"detector.{k} = {v!r}" for k, v in TINY.items())]
+
+
+def _eval(run, *binds: str, gin_file: str = "transfer/smoke_c4.gin") -> dict:
+    args = ["-q", "eval", str(run), "--protocol", "detection", "--gin", gin_file]
+    assert main([*args, *(x for b in binds for x in ("--bind", b))]) == 0
+    return read_json(run / "evals" / "detection-synthetic_voc.json")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    (folder / "tiny.gin").write_text(RUN)
+    run_training(config.parse([str(folder / "tiny.gin")]), folder / "run")
+    return folder / "run"
+
+
+def _copy_run(run, dest):
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("detection", "evals"))
+    return dest
+
+
+def _detector_weights(run) -> dict:
+    return torch.load(run / "detection" / "synthetic_voc" / "checkpoints" / "last.pt", weights_only=True)["detector"]
 
 
 @pytest.mark.slow
-def test_eval_detection_protocol_writes_its_result_and_checkpoint(tmp_path):
-    cfg = tmp_path / "tiny.gin"
-    cfg.write_text(RUN)
-    run = tmp_path / "run"
-    run_training(config.parse([str(cfg)]), run)
-    binds = ["synthetic_voc.num_trainval = 16", "synthetic_voc.num_test = 8", "synthetic_voc.image_size = 32",
-             "detection_train.iterations = 2", "detection_train.batch_size = 2", "detection_train.scales = (32,)",
-             "detection_train.checkpoint_every = 1", *(f"detector.{k} = {v!r}" for k, v in TINY.items())]
-    args = ["-q", "eval", str(run), "--protocol", "detection", "--gin", "transfer/smoke_c4.gin"]
-    assert main([*args, *(x for b in binds for x in ("--bind", b))]) == 0
-    result = read_json(run / "evals" / "detection-synthetic_voc.json")
+def test_eval_detection_protocol_writes_its_result_and_checkpoint(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    result = _eval(run, *TINY_EVAL)
     assert result["protocol"] == "detection" and result["classes"] == list(CLASSES)
-    assert set(result["metrics"]["c4"]) == {"AP", "AP50", "AP75", "mAP50_voc07"}
+    assert set(result["metrics"]["c4"]) == {"AP", "AP50", "AP75", "coco_AP", "coco_AP50", "coco_AP75"}
     assert all(0 <= v <= 100 for v in result["metrics"]["c4"].values())
     assert result["num_train"] == 16 and result["num_test"] == 8 and result["training"]["iterations"] == 2
+    # the run is an NPID run: the paper's PIRL / NPID++ regime, warm-up shrunk by smoke_c4.gin
+    assert result["method"] == "npid" and result["hyperparameters"]["detection_train"]["lr"] == 0.003
     assert (run / "detection" / "synthetic_voc" / "checkpoints" / "last.pt").is_file()
     assert (run / "detection" / "synthetic_voc" / "voc" / "VOCdevkit" / "VOC2007" / "Annotations").is_dir()
     # a C4 model built from the run's checkpoint holds the pre-trained weights and BN statistics
@@ -134,3 +169,36 @@ def test_eval_detection_protocol_writes_its_result_and_checkpoint(tmp_path):
     for name, module in trunk_modules(build_detector(backbone, 3, **TINY)).items():
         source = getattr(backbone, name).state_dict()
         assert all(torch.equal(t, source[k]) for k, t in module.state_dict().items()), name
+
+
+@pytest.mark.slow
+def test_the_same_detection_eval_twice_gives_the_same_detector(tiny_run, tmp_path):
+    """Two evaluations of one run (in two copies of its folder, torch's global generator left elsewhere between
+    them) train bitwise the same detector: the new heads are created after the seed is set."""
+    first, second = _copy_run(tiny_run, tmp_path / "a"), _copy_run(tiny_run, tmp_path / "b")
+    a = _eval(first, *TINY_EVAL)
+    torch.manual_seed(1234)
+    torch.rand(100)
+    b = _eval(second, *TINY_EVAL)
+    assert a["training"]["loss"] == b["training"]["loss"] and a["metrics"] == b["metrics"]
+    wa, wb = _detector_weights(first), _detector_weights(second)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_a_detector_belongs_to_its_backbone_and_settings(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    done = _eval(run, *TINY_EVAL)
+    assert done["training"]["resumed_from"] == 0
+    again = _eval(run, *TINY_EVAL)  # the same backbone and settings: the finished detector, its loss
+    assert again["training"]["resumed_from"] == 2 and again["training"]["loss"] == done["training"]["loss"]
+    # other classes: a new detector (its box predictor has another shape), no size-mismatch error
+    two = _eval(run, *TINY_EVAL, "detection_eval.classes = ('aeroplane', 'bicycle')")
+    assert two["training"]["resumed_from"] == 0 and two["classes"] == ["aeroplane", "bicycle"]
+    assert _detector_weights(run)["roi_heads.box_predictor.cls_score.bias"].shape == (3,)
+    # the run trained further (other weights in its checkpoint): a new detector again
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    state["method"] = {k: v + 0.01 if k.endswith("layer1.0.conv1.weight") else v for k, v in state["method"].items()}
+    checkpoint.save(state, run / "checkpoints")
+    moved = _eval(run, *TINY_EVAL, "detection_eval.classes = ('aeroplane', 'bicycle')")
+    assert moved["training"]["resumed_from"] == 0 and moved["training"]["key"] != two["training"]["key"]

@@ -34,7 +34,7 @@ import gin
 import torch
 from torch import Tensor
 
-from pirl_ablate import checkpoint, config
+from pirl_ablate import checkpoint, config, distributed
 from pirl_ablate.console import info, track
 from pirl_ablate.data import ArrayDataset, ImageDataset, build_dataset, make_loader, to_device_batch
 from pirl_ablate.diagnostics import relative_distances
@@ -267,7 +267,8 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
         result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
                   "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
         name = f"{protocol}-{result['dataset']}"  # detection names its own (voc0712, voc07)
-        run.write_eval(name, result)
+        if distributed.launcher_rank() == 0:  # under a launcher (detection's data parallel) rank 0 writes
+            run.write_eval(name, result)
         results[name] = result
     return results
 
