@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+import gin
 import pytest
 import torch
 from tiny_pirl import untrained
@@ -14,8 +15,10 @@ from pirl_ablate.build import run_training
 from pirl_ablate.checkpoint import load_method
 from pirl_ablate.cli import main
 from pirl_ablate.data.voc import VOC_CLASSES, read_voc, write_synthetic_voc
+from pirl_ablate.errors import ConfigError
 from pirl_ablate.evaluate import detection
 from pirl_ablate.evaluate.detection import build_detector, evaluate_detector, lr_at, train_detector, trunk_modules
+from pirl_ablate.evaluate.detection_protocol import PAPER_PER_METHOD, method_settings
 from pirl_ablate.models.backbone import Backbone
 from pirl_ablate.runs import read_json
 
@@ -62,6 +65,51 @@ def test_one_training_step_and_detections_in_image_coordinates(arch):
         out = model(images)
     assert all((o["boxes"][:, 2] <= im.shape[-1] + 1e-4).all() and (o["boxes"][:, 3] <= im.shape[-2] + 1e-4).all()
                for o, im in zip(out, images))
+
+
+def test_frozen_batchnorm_is_the_backbone_in_eval_mode():
+    """The default detector's trunk applies the backbone's BN statistics and affine parameters, fixed: its res4 is
+    the eval-mode backbone's, in training mode too, and BN has nothing left to train."""
+    gen = torch.Generator().manual_seed(0)
+    backbone = Backbone(arch="resnet18", width_multiplier=0.5)
+    for m in backbone.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    model = build_detector(backbone, 3, **TINY).train()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.rand(2, 3, 64, 64, generator=gen)
+    with torch.no_grad():
+        expected = backbone.eval()(x, layers=("res4",))["res4"]
+        got = model.backbone((x - backbone.mean) / backbone.std)["0"]
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_paper_schedules_and_per_method_regimes():
+    """Supplementary B: VOC07+12 25k iterations (x0.1 at 17k), VOC07 12.5k (x0.1 at 9.5k), 16 images per iteration,
+    BN frozen; PIRL / NPID++ lr 0.003 with 1,000 warm-up iterations from lr / 3, supervised / Jigsaw 0.02 over 100."""
+    for gin_file, iterations, steps in (("transfer/voc0712_c4.gin", 25000, (17000,)),
+                                        ("transfer/voc07_c4.gin", 12500, (9500,))):
+        config.parse([gin_file])
+        assert gin.query_parameter("detection_train.iterations") == iterations
+        assert tuple(gin.query_parameter("detection_train.steps")) == steps
+        assert gin.query_parameter("detection_train.batch_size") == 16
+        assert gin.query_parameter("detector.norm") == "frozen"
+        for method in ("pirl", "npid"):
+            regime = method_settings(method, PAPER_PER_METHOD)
+            assert (regime["lr"], regime["warmup_iters"], regime["warmup_factor"]) == (0.003, 1000,
+                                                                                      pytest.approx(1 / 3))
+        for method in ("supervised", "jigsaw"):
+            assert (method_settings(method, PAPER_PER_METHOD)["lr"],
+                    method_settings(method, PAPER_PER_METHOD)["warmup_iters"]) == (0.02, 100)
+    assert lr_at(0, 0.003, 1000, 1 / 3, (17000,), 0.1) == pytest.approx(0.001)
+    assert lr_at(500, 0.003, 1000, 1 / 3, (17000,), 0.1) == pytest.approx(0.002)
+    assert lr_at(17000, 0.003, 1000, 1 / 3, (17000,), 0.1) == pytest.approx(0.0003)
+    config.parse(["transfer/voc0712_c4.gin"], ["detection_train.lr = 0.01"])  # a sweep's binding wins
+    assert "lr" not in method_settings("pirl", PAPER_PER_METHOD)
+    with pytest.raises(ConfigError, match="no entry for the run's method `rotation`"):
+        method_settings("rotation", {"pirl": {"lr": 0.003}})
 
 
 def test_warmup_multistep_schedule_by_hand():
@@ -202,3 +250,29 @@ def test_a_detector_belongs_to_its_backbone_and_settings(tiny_run, tmp_path):
     checkpoint.save(state, run / "checkpoints")
     moved = _eval(run, *TINY_EVAL, "detection_eval.classes = ('aeroplane', 'bicycle')")
     assert moved["training"]["resumed_from"] == 0 and moved["training"]["key"] != two["training"]["key"]
+
+
+@pytest.mark.slow
+def test_the_paper_voc0712_setting_runs_end_to_end_on_a_resnet50(tmp_path):
+    """gin/transfer/voc0712_c4.gin as the paper runs it (ResNet-50, frozen BN, VOC07+12 trainvals, the method's lr
+    and warm-up, 16 images per iteration over all ranks) with only counts shrunk: images, iterations, batch,
+    scales and RoIs, so a paper-scale evaluation cannot fail on a cluster for a reason the CPU shows."""
+    (tmp_path / "r50.gin").write_text(RUN + 'Backbone.arch = "resnet50"\nBackbone.width_multiplier = 1.0\n'
+                                            'Backbone.small_stem = False\n')
+    run = tmp_path / "run"
+    run_training(config.parse([str(tmp_path / "r50.gin")]), run)
+    shrunk = ["detection_eval.synthetic = True", "detection_eval.classes = ('aeroplane', 'bicycle', 'bird')",
+              "synthetic_voc.num_trainval = 4", "synthetic_voc.num_test = 2", "synthetic_voc.image_size = 64",
+              "detection_train.iterations = 2", "detection_train.steps = (1,)", "detection_train.batch_size = 2",
+              "detection_train.scales = (64,)", "detection_train.checkpoint_every = 1", "detector.test_scale = 64",
+              "detector.rpn_post_nms_top_n_train = 16", "detector.rpn_post_nms_top_n_test = 16",
+              "detector.box_batch_size_per_image = 16"]
+    args = ["-q", "eval", str(run), "--protocol", "detection", "--gin", "transfer/voc0712_c4.gin"]
+    assert main([*args, *(x for b in shrunk for x in ("--bind", b))]) == 0
+    result = read_json(run / "evals" / "detection-voc0712.json")
+    assert result["num_train"] == 8 and result["num_test"] == 2  # VOC2007 + VOC2012 trainval, VOC2007 test
+    assert set(result["metrics"]["c4"]) == {"AP", "AP50", "AP75", "coco_AP", "coco_AP50", "coco_AP75"}
+    train = result["hyperparameters"]["detection_train"]
+    assert (train["lr"], train["warmup_iters"], train["warmup_factor"]) == (0.003, 1000, pytest.approx(1 / 3))
+    assert result["hyperparameters"]["detector"]["norm"] == "frozen" and result["training"]["iterations"] == 2
+    assert torch.isfinite(torch.tensor(result["training"]["loss"]))
