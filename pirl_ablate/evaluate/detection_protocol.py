@@ -1,13 +1,15 @@
 """The `detection` protocol: fine-tune Faster R-CNN from a run's backbone on VOC, score it on VOC07 test.
 
     pirl-ablate eval RUN --protocol detection --gin gin/transfer/voc0712_c4.gin --bind "detection_eval.root='/data'"
-    torchrun --nproc_per_node 8 "$(command -v pirl-ablate)" eval RUN --protocol detection --gin ...   # data parallel
+    torchrun --no-python --nproc_per_node 8 pirl-ablate eval RUN --protocol detection --gin ...   # data parallel
     pirl-ablate eval RUN --protocol detection --gin gin/transfer/voc07_c4.gin  ...     # paper Table 6
     pirl-ablate eval RUN --protocol detection --gin gin/transfer/smoke_c4.gin          # a synthetic VOCdevkit, CPU
 
-Under a launcher (torchrun, or a SLURM job with several tasks: `pirl_ablate.distributed.setup`) every rank trains
-its share of each batch and detects its share of the test images. The learning rate and warm-up follow the run's
-method (`detection_eval.per_method`, the paper's two regimes) unless `detection_train.*` binds them. The detector
+Under a launcher that sets RANK / WORLD_SIZE (torchrun, also inside a SLURM allocation) `pirl-ablate eval` sets up
+the process group (`pirl_ablate.distributed.setup`) and every rank trains its share of each batch and detects its
+share of the test images; without a process group (one process, or a sweep job's evaluation on its rank 0) one
+process does it all. The learning rate and warm-up follow the run's method (`detection_eval.per_method`, the
+paper's two regimes) unless `detection_train.*` binds them. The detector
 trains in `RUN/detection/<name>/` (checkpoints there; a killed evaluation resumes from the last one, a run that
 trained further or other settings start a new detector) and its result lands in `RUN/evals/detection-<name>.json`:
 metrics {arch: {"AP", "AP50", "AP75" (Detectron2's PascalVOCDetectionEvaluator), "coco_AP", "coco_AP50",
@@ -22,9 +24,10 @@ from typing import TYPE_CHECKING
 
 import gin
 import torch
+import torch.distributed as dist
 
-from pirl_ablate import distributed
 from pirl_ablate.data.voc import VOC_CLASSES, read_voc, write_synthetic_voc
+from pirl_ablate.distributed import initialized_world
 from pirl_ablate.errors import ConfigError, DataError
 from pirl_ablate.evaluate.detection import build_detector, evaluate_detector, train_detector
 from pirl_ablate.evaluate.features import fingerprint
@@ -72,14 +75,18 @@ def detection_protocol(ctx: EvalContext, name: str = "voc0712", root: str | None
     per_method: {method: {detection_train argument: value}} for the run's method (its checkpoint record).
     seed: seeds torch's generator before the detector's new heads are created and every draw of the fine-tuning.
     """
-    env = distributed.setup(str(ctx.device) if ctx.device.type == "cpu" else None)
+    world = initialized_world()
+    device = ctx.device
+    if device.type == "cuda" and device.index is None:  # DDP names its device: the one the launcher set
+        device = torch.device("cuda", torch.cuda.current_device())
     out_dir = ctx.run.path / "detection" / name
     classes = tuple(classes)
     if synthetic:
         root = str(out_dir / "voc")
-        if env.is_main and not (Path(root) / "VOCdevkit").is_dir():
+        if (world == 1 or dist.get_rank() == 0) and not (Path(root) / "VOCdevkit").is_dir():
             write_synthetic_voc(root, classes=classes, years=tuple(sorted({y for y, _ in train_sets})))
-        distributed.barrier(env)
+        if world > 1:
+            dist.barrier()
     if root is None:
         raise DataError("detection: bind detection_eval.root to the folder holding VOCdevkit/ "
                         "(or detection_eval.synthetic = True for the synthetic smoke set)")
@@ -87,7 +94,7 @@ def detection_protocol(ctx: EvalContext, name: str = "voc0712", root: str | None
     test = read_voc(root, test_set[0], test_set[1], classes)
     method = ctx.record["method"]["name"]
     regime = method_settings(method, per_method)
-    with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = build_detector(ctx.net.backbone, len(classes))
     detector = gin.get_bindings("detector")
@@ -95,8 +102,8 @@ def detection_protocol(ctx: EvalContext, name: str = "voc0712", root: str | None
     test_scale = model.transform.min_size[0]
     source = {"backbone": fingerprint(ctx.net.backbone), "classes": list(classes),
               "train_sets": [list(s) for s in train_sets], "detector": detector}
-    training = train_detector(model, train, out_dir, env.device, source, seed=seed, **regime)
-    metrics = evaluate_detector(model, test, len(classes), env.device, test_scale,
+    training = train_detector(model, train, out_dir, device, source, seed=seed, **regime)
+    metrics = evaluate_detector(model, test, len(classes), device, test_scale,
                                 use_07_metric=str(test_set[0]) == "2007")
     per_class = metrics.pop("per_class_ap50")
     return {"dataset": name, "metrics": {arch: metrics}, "per_class_ap50": per_class, "method": method,
