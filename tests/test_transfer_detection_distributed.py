@@ -3,16 +3,24 @@ their replicas stay bitwise equal, and the test images detected in shards and ga
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
 import torch
 from gloo import two_ranks
+from sweep_jobs import PATIENCE_S
+from tiny_pirl import untrained
 
+from pirl_ablate import config
+from pirl_ablate.build import run_training
 from pirl_ablate.data.voc import VOC_CLASSES, read_voc, write_synthetic_voc
 from pirl_ablate.evaluate import detection
 from pirl_ablate.evaluate.detection import build_detector, detect, train_detector
 from pirl_ablate.models.backbone import Backbone
+from pirl_ablate.runs import read_json
 
 TINY = dict(anchor_sizes=(8, 16), test_scale=32, max_size=32, rpn_pre_nms_top_n_train=200,
             rpn_post_nms_top_n_train=50, rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=50, roi_size=8,
@@ -89,3 +97,23 @@ def test_two_gloo_ranks_train_one_detector_on_the_one_process_batches(tmp_path, 
         assert all(torch.equal(a[k], b[k]) for k in a)
         assert a["labels"].tolist() == c["labels"].tolist()
         assert torch.allclose(a["boxes"], c["boxes"], atol=1e-3) and torch.allclose(a["scores"], c["scores"], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_eval_under_torchrun_trains_one_detector_over_two_ranks(tmp_path):
+    """`pirl-ablate eval --protocol detection` under the real launcher (torchrun, 2 gloo ranks on the CPU): the
+    ranks share each iteration's 2 images, rank 0 writes the result and the checkpoint."""
+    (tmp_path / "tiny.gin").write_text(untrained(size=8, train_image_size=32, negatives=4))
+    run_training(config.parse([str(tmp_path / "tiny.gin")]), tmp_path / "run")
+    binds = ["synthetic_voc.num_trainval = 8", "synthetic_voc.num_test = 4", "synthetic_voc.image_size = 32",
+             "detection_train.iterations = 2", "detection_train.batch_size = 2", "detection_train.scales = (32,)",
+             *(f"detector.{k} = {v!r}" for k, v in TINY.items())]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "pirl_ablate.cli", "-q", "eval", str(tmp_path / "run"), "--protocol", "detection",
+               "--gin", "transfer/smoke_c4.gin", *(x for b in binds for x in ("--bind", b))]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=PATIENCE_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = read_json(tmp_path / "run" / "evals" / "detection-synthetic_voc.json")
+    assert result["training"]["world_size"] == 2 and result["training"]["iterations"] == 2
+    assert (tmp_path / "run" / "detection" / "synthetic_voc" / "checkpoints" / "last.pt").is_file()
