@@ -251,6 +251,11 @@ def test_a_detector_belongs_to_its_backbone_and_settings(tiny_run, tmp_path):
     checkpoint.save(state, run / "checkpoints")
     moved = _eval(run, *TINY_EVAL, "detection_eval.classes = ('aeroplane', 'bicycle')")
     assert moved["training"]["resumed_from"] == 0 and moved["training"]["key"] != two["training"]["key"]
+    # a checkpoint from before detectors had keys (it saved the RNG states instead): a new detector too
+    ckpt = run / "detection" / "synthetic_voc" / "checkpoints"
+    old = torch.load(ckpt / "last.pt", weights_only=True)
+    checkpoint.save({"detector": old["detector"], "optimizer": old["optimizer"], "iteration": 2, "rng": {}}, ckpt)
+    assert _eval(run, *TINY_EVAL, "detection_eval.classes = ('aeroplane', 'bicycle')")["training"]["resumed_from"] == 0
 
 
 @pytest.mark.slow

@@ -47,7 +47,6 @@ from pirl_ablate.models.backbone import Backbone
 
 ARCHS = ("c4", "fpn")
 NORMS = ("frozen", "sync", "batch")
-DETECTION_KEYS = ("detector", "optimizer", "iteration", "key", "loss")  # a fine-tuning checkpoint (not a run's)
 
 
 class C4Trunk(nn.Module):
@@ -233,13 +232,13 @@ def train_detector(model: nn.Module, annotations: Sequence[Annotation], out_dir:
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     start, loss_value = 0, float("nan")
     if checkpoint.last(ckpt_dir) is not None:
-        state = checkpoint.load(checkpoint.last(ckpt_dir), map_location=device, keys=DETECTION_KEYS)
-        if state["key"] == key:
+        state = checkpoint.load(checkpoint.last(ckpt_dir), map_location=device, keys=("detector", "iteration"))
+        if state.get("key") == key:  # a checkpoint without a key predates keys: another detector
             model.load_state_dict(state["detector"])
             optimizer.load_state_dict(state["optimizer"])
             start, loss_value = int(state["iteration"]), float(state["loss"])
         elif rank == 0:
-            info(f"{ckpt_dir}: a detector of another backbone or other settings (key {state['key']}, this one "
+            info(f"{ckpt_dir}: a detector of another backbone or other settings (key {state.get('key')}, this one "
                  f"{key}); training a new one")
     resumed_from = start
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
