@@ -44,6 +44,7 @@ from pirl_ablate.distributed import initialized_world
 from pirl_ablate.errors import ConfigError, did_you_mean
 from pirl_ablate.evaluate.detection_metrics import coco_ap, cpu_detections, voc_detection_metrics
 from pirl_ablate.models.backbone import Backbone
+from pirl_ablate.train import TrainingDiverged
 
 ARCHS = ("c4", "fpn")
 NORMS = ("frozen", "sync", "batch")
@@ -261,6 +262,13 @@ def train_detector(model: nn.Module, annotations: Sequence[Annotation], out_dir:
             images, targets = _batch(annotations, idx[mine], flips[mine], device)
             losses = net(images, targets)
             loss = sum(losses.values())
+            finite = torch.isfinite(loss.detach()).float().reshape(1)
+            if world > 1:
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if not bool(finite):
+                raise TrainingDiverged(f"detection fine-tune: loss {float(loss):.4g} at iteration {it} (lr "
+                                       f"{optimizer.param_groups[0]['lr']:.4g}) on some rank; {ckpt_dir}/last.pt "
+                                       f"keeps the last checkpoint before it")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
