@@ -17,7 +17,14 @@ from pirl_ablate.cli import main
 from pirl_ablate.data.voc import VOC_CLASSES, read_voc, write_synthetic_voc
 from pirl_ablate.errors import ConfigError
 from pirl_ablate.evaluate import detection
-from pirl_ablate.evaluate.detection import build_detector, evaluate_detector, lr_at, train_detector, trunk_modules
+from pirl_ablate.evaluate.detection import (
+    DetectionDiverged,
+    build_detector,
+    evaluate_detector,
+    lr_at,
+    train_detector,
+    trunk_modules,
+)
 from pirl_ablate.evaluate.detection_protocol import PAPER_PER_METHOD, method_settings
 from pirl_ablate.models.backbone import Backbone
 from pirl_ablate.runs import read_json
@@ -170,6 +177,15 @@ def test_training_resumes_from_its_checkpoint_as_if_uninterrupted(devkit, tmp_pa
     assert summary["resumed_from"] == 2
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_diverging_fine_tune_stops_before_the_weights_take_the_nan(devkit, tmp_path):
+    train, _ = devkit
+    model = _tiny_detector()
+    with pytest.raises(DetectionDiverged, match="detection fine-tune: loss"):
+        train_detector(model, train, tmp_path / "det", torch.device("cpu"), iterations=6, batch_size=2, lr=1e12,
+                       warmup_iters=0, scales=(32,))
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values())
 
 
 RUN = untrained(size=8, train_image_size=32, negatives=4)

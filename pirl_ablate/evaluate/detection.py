@@ -41,13 +41,16 @@ from pirl_ablate import checkpoint
 from pirl_ablate.console import info, progress
 from pirl_ablate.data.voc import Annotation
 from pirl_ablate.distributed import initialized_world
-from pirl_ablate.errors import ConfigError, did_you_mean
+from pirl_ablate.errors import ConfigError, UserError, did_you_mean
 from pirl_ablate.evaluate.detection_metrics import coco_ap, cpu_detections, voc_detection_metrics
 from pirl_ablate.models.backbone import Backbone
-from pirl_ablate.train import TrainingDiverged
 
 ARCHS = ("c4", "fpn")
 NORMS = ("frozen", "sync", "batch")
+
+
+class DetectionDiverged(UserError):
+    """The fine-tuning loss became NaN or infinite on some rank; the weights and checkpoint stay as before it."""
 
 
 class C4Trunk(nn.Module):
@@ -266,9 +269,9 @@ def train_detector(model: nn.Module, annotations: Sequence[Annotation], out_dir:
             if world > 1:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if not bool(finite):
-                raise TrainingDiverged(f"detection fine-tune: loss {float(loss):.4g} at iteration {it} (lr "
-                                       f"{optimizer.param_groups[0]['lr']:.4g}) on some rank; {ckpt_dir}/last.pt "
-                                       f"keeps the last checkpoint before it")
+                raise DetectionDiverged(f"detection fine-tune: loss {float(loss):.4g} at iteration {it} (lr "
+                                        f"{optimizer.param_groups[0]['lr']:.4g}) on some rank; {ckpt_dir}/last.pt "
+                                        f"keeps the last checkpoint before it")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
