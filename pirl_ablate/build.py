@@ -11,6 +11,7 @@ optimiser and the cosine schedule, records what evaluation needs, and trains.
 from __future__ import annotations
 
 import argparse
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,17 +20,17 @@ import gin
 import torch
 from torch import nn
 
-from pirl_ablate import config, distributed
-from pirl_ablate.console import info
+from pirl_ablate import checkpoint, config, distributed
+from pirl_ablate.console import console, info
 from pirl_ablate.data import build_dataset
 from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.losses import MemoryBank, MomentumQueue, build_negatives
 from pirl_ablate.methods import METHODS, Method, build_method
 from pirl_ablate.models import Backbone
-from pirl_ablate.run_guard import GIVEN_MARKER, guarded_run
+from pirl_ablate.run_guard import GIVEN_MARKER, check_train_values, guarded_run
 from pirl_ablate.runs import RunDir
-from pirl_ablate.train import TrainingDiverged, cosine, parameter_groups, pretrain
-from pirl_ablate.transforms import build_transform
+from pirl_ablate.train import SCHEDULE_PER, TrainingDiverged, cosine, parameter_groups, pretrain
+from pirl_ablate.transforms import TRANSFORMS, build_transform
 
 configured_backbone = gin.external_configurable(Backbone, "Backbone")
 configured_bank = gin.external_configurable(MemoryBank, "MemoryBank", denylist=["size", "dim", "generator"])
@@ -50,8 +51,20 @@ def head_settings(embed_dim: int = 128, mlp_heads: bool = False, num_patches: in
 def transform_spec(spec: str) -> dict[str, Any]:
     """{"name": spec, "kwargs": the gin bindings of its parts}: `build_transform(name, **kwargs)` builds it."""
     parts = [p.strip() for p in spec.split("+")]
-    kwargs = config.bound_kwargs(spec) if len(parts) == 1 else {p: config.bound_kwargs(p) for p in parts}
+    for part in parts:  # an unknown name is one line with close matches, before gin is asked for its bindings
+        TRANSFORMS.get(part)
+    kwargs = _part_kwargs(spec) if len(parts) == 1 else {p: _part_kwargs(p) for p in parts}
     return {"name": spec, "kwargs": kwargs}
+
+
+def _part_kwargs(name: str) -> dict[str, Any]:
+    """The gin bindings of transform `name` (under its gin name: `kornia:X` is `kornia.X`); a rotation after the
+    image view (`rotation.augment`) also records the image view's, so that the record rebuilds the same view
+    without gin."""
+    kwargs = config.bound_kwargs(TRANSFORMS.entry(name).gin_name or name if name in TRANSFORMS else name)
+    if name == "rotation" and kwargs.get("augment"):
+        kwargs["image"] = config.bound_kwargs("image")
+    return kwargs
 
 
 def configured_transform(spec: str) -> Any:
@@ -62,14 +75,19 @@ def configured_transform(spec: str) -> Any:
 
 def configured_method(method: str, dataset_size: int, num_classes: int | None, transform: str | None,
                       image_transform: str | None, generator: torch.Generator, device: torch.device,
-                      negatives: str = "memory_bank") -> Method:
+                      negatives: str = "memory_bank", trains: bool = True) -> Method:
     """The method `method` of the current gin config for a dataset of `dataset_size` images in `num_classes`
     classes, with the parts its constructor takes (trunk, negative source `negatives` with its gin bindings,
-    memory bank if that source uses one, transforms, generator, head settings)."""
-    params = METHODS.entry(method).params
+    memory bank if that source uses one, transforms, generator, head settings). A method that `trains` no step
+    (the random-init baseline) draws no negatives: its N is capped at what the bank holds."""
+    entry = METHODS.entry(method)
+    params = entry.params
     heads = head_settings()
     kwargs: dict[str, Any] = {"backbone": configured_backbone().to(device), "generator": generator,
                               **{k: v for k, v in heads.items() if k in params}}
+    if not trains and "num_negatives" in params:
+        bound = config.bound_kwargs(entry.gin_name or method).get("num_negatives", params["num_negatives"])
+        kwargs["num_negatives"] = max(1, min(bound, dataset_size - 1))
     if "negatives" in params:
         kwargs["negatives"] = build_negatives(negatives)
     if "memory_bank" in params and getattr(kwargs.get("negatives"), "uses_memory_bank", True):
@@ -100,9 +118,9 @@ def check_queue_size(method: nn.Module, dataset_size: int) -> None:
 def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_mnist", transform: str = "jigsaw",
           image_transform: str | None = "image", negatives: str = "memory_bank", epochs: int = 800,
           batch_size: int = 1024, base_lr: float = 0.12, base_batch: int = 1024, final_lr_fraction: float = 1e-3,
-          warmup_epochs: float = 0.0, momentum: float = 0.9, weight_decay: float = 1e-4, image_size: int = 32,
-          seed: int = 0, checkpoint_every: int = 1, monitor_every: int = 1, monitor_k: int = 200,
-          monitor_sigma: float = 0.07, precise_bn_batches: int = 0, precision: str = "auto",
+          warmup_epochs: float = 0.0, schedule_per: str = "step", momentum: float = 0.9, weight_decay: float = 1e-4,
+          image_size: int = 32, seed: int = 0, checkpoint_every: int = 1, monitor_every: int = 1,
+          monitor_k: int = 200, monitor_sigma: float = 0.07, precise_bn_batches: int = 0, precision: str = "auto",
           channels_last: bool = False, health_images: int = 256, device: str | None = None) -> dict:
     """Build the run's objects from gin and `pretrain` them into `run_dir` (resuming if possible).
 
@@ -118,6 +136,7 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
         base_lr, base_batch: peak lr = base_lr * batch_size / base_batch (paper: 0.12 at 1024).
         final_lr_fraction: the cosine ends at peak * this (paper: 0.12 -> 1.2e-4, i.e. 1e-3).
         warmup_epochs: linear warm-up from 0 (not in the paper; 0 disables).
+        schedule_per: "step" (the lr follows the cosine every step) or "epoch" (held within an epoch: VISSL's).
         momentum, weight_decay: SGD (0.9, 1e-4 on conv/linear weights; none on BN and biases).
         seed: network init (torch.manual_seed), the method's generator (seed * 1000 + 2 * rank + 1: the memory
             bank, negatives, classifier initialisation), views and data order.
@@ -130,14 +149,18 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
     run = RunDir(run_dir)
     try:
         try:
+            check_train_values(epochs=epochs, batch_size=batch_size)  # before either is used
             train_set = build_dataset(dataset, "train")
             torch.manual_seed(seed)
             generator = torch.Generator(device=env.device).manual_seed(seed * 1000 + 2 * env.rank + 1)
             net = configured_method(method, len(train_set), train_set.num_classes, transform, image_transform,
-                                    generator, env.device, negatives)
+                                    generator, env.device, negatives, trains=epochs > 0)
             optimizer = torch.optim.SGD(parameter_groups([net], weight_decay), lr=base_lr * batch_size / base_batch,
                                         momentum=momentum)
-            schedule = partial(cosine, epochs=epochs, warmup_epochs=warmup_epochs, final_fraction=final_lr_fraction)
+            if schedule_per not in SCHEDULE_PER:
+                raise ConfigError(f"train.schedule_per = {schedule_per!r} (valid: {', '.join(SCHEDULE_PER)})")
+            schedule = partial(cosine, epochs=epochs, warmup_epochs=warmup_epochs, final_fraction=final_lr_fraction,
+                               per=schedule_per)
             monitor = monitor_every > 0 and net.memory_bank is not None and train_set.num_classes is not None
             test_set = build_dataset(dataset, "test") if monitor else None
             record = {"dataset": {"name": dataset, "kwargs": {s: config.bound_kwargs(dataset, s)
@@ -165,29 +188,60 @@ def run_training(config_str: str, run_dir: str | Path) -> dict:
     """Re-create the gin config `config_str` in this process, record it, and pre-train into `run_dir`.
 
     Used by sweeps (one call per run, in a worker) and by `pirl-ablate train`. Resumes from the run folder's last
-    checkpoint; a complete run returns its result.json without training.
+    checkpoint; a complete run returns its result.json without training. A run folder this call created is removed
+    again when bad input (a bad binding, a missing dataset: `_bad_input`) stops it before its first checkpoint: the
+    error line says what was wrong, and no failed run is left behind. A sweep's run folders exist before their job
+    starts, so they keep their failed result.json for `status` and reports.
     """
     config.parse_text(config_str)
     run = RunDir(run_dir)
-    with guarded_run(run, config_str, owner=distributed.launcher_rank() == 0):  # lock, resume check, *.tmp
+    fresh, owner = not run.path.exists(), distributed.launcher_rank() == 0
+    with guarded_run(run, config_str, owner=owner):  # lock, resume check, *.tmp
         if run.is_done():
             info(f"{run.path}: already done")
             return run.result()
         seed = config.bound_kwargs("train").get("seed", 0)
-        if distributed.launcher_rank() == 0:
+        if owner:
             run.start(config_str, seed=seed)
-        return train(run_dir)
+        try:
+            return train(run_dir)
+        except (UserError, TypeError, ValueError) as e:
+            if fresh and owner and _bad_input(e) and checkpoint.last(run.checkpoint_dir) is None:
+                shutil.rmtree(run.path)  # a folder this call created and trained nothing in goes again
+            raise
+
+
+def _bad_input(e: Exception) -> bool:
+    """A mistake in the config or data (a UserError other than divergence, or a wrong-typed binding gin passed to a
+    configurable), as opposed to a run that failed while training."""
+    if isinstance(e, UserError):
+        return not isinstance(e, TrainingDiverged)
+    return config.configurable_error(e) is not None
 
 
 def train_command(args: argparse.Namespace) -> int:
     """`pirl-ablate train CONFIG.gin [--gin F] [--bind K=V] [--out DIR]`."""
     config_str = config.parse([args.config, *args.gin], args.bind)
+    warn_unused_method_bindings(args.bind)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     result = run_training(config_str, out)
     final = result.get("final", {})
     info(f"done: {out} | loss {final.get('loss', float('nan')):.4f}"
          + (f" | kNN top-1 {final['knn_top1']:.3f}" if "knn_top1" in final else ""))
     return 0
+
+
+def warn_unused_method_bindings(bindings: list[str]) -> None:
+    """Say, in one warning line, which `--bind` bindings belong to a method other than the current config's
+    `train.method`: the run does not read them (`--bind NPIDLoss.tau=0.2` on a PIRL run). Only --bind: gin files
+    (gin/scale/*.gin, a config shared by variants) bind several methods' settings on purpose, and a warning for
+    each would bury this one."""
+    method = config.bound_kwargs("train").get("method", "pirl")
+    others = {e.gin_name for e in METHODS.describe() if e.name != method and e.gin_name}
+    unused = [k for k in config.bindings_of("\n".join(bindings)) if k.rsplit(".", 1)[0].rsplit("/", 1)[-1] in others]
+    if unused:
+        console.print(f"[yellow]warning:[/] {', '.join(unused)}: bound, but train.method = {method!r} does not read "
+                      f"{'it' if len(unused) == 1 else 'them'}", markup=True, soft_wrap=True)
 
 
 def export_command(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pirl_ablate.errors import UserError
-from pirl_ablate.runs import RunDir, atomic_torch_save
+from pirl_ablate.runs import RunDir, atomic_torch_save, no_link
 
 if TYPE_CHECKING:
     from pirl_ablate.methods import Method
@@ -52,7 +52,7 @@ def restore_rng_states(states: dict[str, Any], generators: dict[str, torch.Gener
 
 def save(state: dict[str, Any], checkpoint_dir: str | os.PathLike) -> Path:
     """Write `state` atomically as checkpoint_dir/last.pt (a kill leaves the previous one intact)."""
-    return atomic_torch_save({"version": VERSION, **state}, Path(checkpoint_dir) / LAST)
+    return atomic_torch_save({"version": VERSION, **state}, no_link(checkpoint_dir) / LAST)
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu",

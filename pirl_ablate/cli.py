@@ -13,12 +13,14 @@ from pirl_ablate import __version__
 HANDLERS = {
     "train": ("pirl_ablate.build", "train_command"),
     "export": ("pirl_ablate.build", "export_command"),
+    "import": ("pirl_ablate.published", "import_command"),
     "sweep": ("pirl_ablate.sweep.command", "sweep_command"),
     "status": ("pirl_ablate.sweep.command", "status_command"),
     "report": ("pirl_ablate.report.command", "report_command"),
     "eval": ("pirl_ablate.evaluate.command", "eval_command"),
     "show-transform": ("pirl_ablate.transforms.show", "show_transform_command"),
     "list": ("pirl_ablate.listing", "list_command"),
+    "recipe": ("pirl_ablate.recipe_card", "recipe_command"),
 }
 
 
@@ -85,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("torchvision", "detectron2"), default="torchvision",
                    help="key names: torchvision's ResNet (default) or Detectron2's (res2.0.conv1.weight, ...)")
 
+    s = sub.add_parser("import", help="turn published ResNet weights (VISSL, torchvision) into a run folder",
+                       description="Write a run folder holding an external ResNet checkpoint's trunk, which every "
+                                   "protocol, `eval` and `report` then treats like a trained run.")
+    s.add_argument("checkpoint", metavar="CHECKPOINT")
+    s.add_argument("--format", choices=("vissl", "torchvision"), required=True,
+                   help="vissl: a VISSL checkpoint (trunk keys _feature_blocks.*); torchvision: a resnet state_dict")
+    s.add_argument("--out", metavar="RUN_DIR", required=True, help="the run folder to write (new or empty)")
+    s.add_argument("--dataset", required=True,
+                   help="the dataset evaluation uses by default, e.g. fashion_mnist (smoke) or imagefolder")
+    s.add_argument("--image-size", type=int, required=True, metavar="PX",
+                   help="the input size evaluation uses by default, e.g. 32 (smoke) or 224 (the paper)")
+
     s = sub.add_parser("show-transform", help="draw images next to a transform's views",
                        description="Draw a few images next to their views (patches in permuted order, labels "
                                    "shown) so you see what the network sees.")
@@ -95,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", metavar="FILE.png", required=True)
     _bind(s)
+
+    s = sub.add_parser("recipe", help="print a config's operative recipe beside the paper's and VISSL's",
+                       description="Print every hyperparameter of a config (method, optimisation, views, negatives, "
+                                   "evaluation) beside the paper's value and VISSL's, marking each difference and "
+                                   "named deviation; a sweep file gets one card per run, its swept values allowed "
+                                   "to differ.")
+    s.add_argument("config", metavar="CONFIG.gin", help="gin file or sweep file (includes resolve against gin/)")
+    _bind(s)
+    s.add_argument("--strict", action="store_true",
+                   help="exit 1 when a pre-training row differs from the paper (evaluation rows never fail)")
 
     s = sub.add_parser("list", help="list registered transforms, methods, negative sources, datasets or tables")
     s.add_argument("what", choices=("transforms", "methods", "negatives", "datasets", "tables"))
@@ -145,14 +169,33 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise
         console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
         return 2
+    except OSError as e:  # a results folder that cannot be written: read-only, not ours, or under a file
+        message = path_error(e)
+        if message is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
 
 
+def path_error(e: OSError) -> str | None:
+    """One line for an OSError on a path the user chose (a read-only or foreign folder, a file where a folder
+    should be), naming the path; None for any other OSError."""
+    import errno
+
+    if e.filename is None or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
+        return None
+    path = e.filename
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"{path}: {e.strerror} (a part of this path is a file, not a folder; give a folder, e.g. --out DIR)"
+    return f"{path}: {e.strerror} (give a folder you can write to, e.g. --out DIR, or make it writable)"
+
+
 def _check_gin_files(args: argparse.Namespace) -> None:
     """The gin files `train` / `sweep` name exist (ConfigError naming the missing one otherwise)."""
-    main_file = {"train": "config", "sweep": "sweep"}.get(args.command)
+    main_file = {"train": "config", "sweep": "sweep", "recipe": "config"}.get(args.command)
     if main_file is None:
         return
     from pirl_ablate.config import resolve_config_file

@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import inspect
 import io
+import math
 import os
 import re
 import sys
@@ -43,6 +44,7 @@ _INCLUDE = re.compile(r"""^[ \t]*include\s+(['"])(?P<path>.+?)\1""", re.MULTILIN
 _LOCATION = re.compile(r'In (?:file "(?P<file>[^"]+)", line (?P<line>\d+)|bindings string line (?P<bline>\d+))')
 _NO_PARAM = re.compile(r"Configurable '(?P<cfg>[^']+)' doesn't have a parameter named '(?P<param>[^']+)'")
 _NO_CONFIGURABLE = re.compile(r"No configurable matching '(?P<name>[^']+)'")
+_DYNAMIC = re.compile(r"^[ \t]*from\s+__gin__\s+import\s+dynamic_registration\b", re.MULTILINE)
 _IN_CALL = re.compile(r"In call to configurable '(?P<name>[^']+)'")
 # what gin's parser raises on bad text (tokenize.TokenError: an unclosed bracket or quote)
 GIN_ERRORS = (ValueError, SyntaxError, OSError, TypeError, KeyError, ImportError, tokenize.TokenError)
@@ -62,7 +64,8 @@ def import_configurables() -> None:
 
 def resolve_config_file(path: str | os.PathLike, base: Path | Sequence[Path] | None = None) -> Path:
     """The file a user or an include names, looked up in `base` (the including file's folder, then the folders
-    of the files that included it), gin/ and the current directory."""
+    of the files that included it), gin/ and the current directory; a file named on the command line also in the
+    repository (so the shipped `sweeps/lambda.gin` is found from any folder)."""
     p = Path(path)
     if p.is_absolute():
         if p.is_file():
@@ -70,8 +73,8 @@ def resolve_config_file(path: str | os.PathLike, base: Path | Sequence[Path] | N
         raise ConfigError(f"{p}: no such gin file")
     bases = [base] if isinstance(base, Path) else list(base or [])
     candidates = [*(d / p for d in bases), *(d / p for d in gin_search_dirs()), Path.cwd() / p]
-    if base is None:  # a file named on the command line: the current directory first
-        candidates.insert(0, Path.cwd() / p)
+    if base is None:  # a file named on the command line: the current directory first, the repository last
+        candidates = [Path.cwd() / p, *candidates, GIN_DIR.parent / p]
     for c in candidates:
         if c.is_file():
             return c.resolve()
@@ -92,7 +95,7 @@ def _include_dirs(files: Sequence[Path]) -> list[Path]:
         if f.parent not in dirs:
             dirs.append(f.parent)
         chain = (f.parent, *parents)
-        text = f.read_text(encoding="utf-8")
+        text = read_gin_text(f)
         for m in _INCLUDE.finditer(text):
             line = text.count("\n", 0, m.start()) + 1
             try:
@@ -100,6 +103,23 @@ def _include_dirs(files: Sequence[Path]) -> list[Path]:
             except ConfigError as e:
                 raise ConfigError(f"{f}:{line}: include {m.group('path')!r}: {str(e).split(': ', 1)[1]}") from None
     return dirs
+
+
+def read_gin_text(path: Path) -> str:
+    """The text of gin file `path`; ConfigError naming it if it is not UTF-8 or uses gin's dynamic registration
+    (`from __gin__ import dynamic_registration` binds by module path: pirl-ablate's configs bind registered names,
+    e.g. `PIRLLoss.tau`, and record them that way)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}); save the file as UTF-8"
+                          ) from None
+    if m := _DYNAMIC.search(text):
+        raise ConfigError(f"{path}:{text.count(chr(10), 0, m.start()) + 1}: `from __gin__ import "
+                          "dynamic_registration` is not supported; bind configurables by their registered names "
+                          "(e.g. PIRLLoss.tau = 0.1) and remove the line")
+    return text
 
 
 @contextlib.contextmanager
@@ -151,9 +171,49 @@ def parse(files: Sequence[str | os.PathLike] = (), bindings: Sequence[str] = (),
             gin.clear_config()
             raise ConfigError(format_gin_error(e, bindings)) from None
     text = gin.config_str()
+    try:
+        check_ranges(text)
+    except ConfigError:
+        gin.clear_config()
+        raise
     if finalize:
         gin.finalize()
     return text
+
+
+def _positive(v: float) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+def _whole_positive(v: float) -> bool:
+    return isinstance(v, int) and v >= 1
+
+
+# The range of a numeric hyperparameter, by parameter name, whatever configurable it belongs to (a method, a
+# negative source, a transform, an evaluation protocol): a value outside it would train or evaluate silently wrong
+# (PIRLLoss.tau = -0.1) or die far from its cause (tau = 0: a NaN loss). Values that are not numbers (None, a
+# reference) are left to the configurable.
+RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    **dict.fromkeys(("tau", "sigma", "monitor_sigma", "lr", "base_lr", "head_lr"), ("> 0", _positive)),
+    "lambda_": ("in [0, 1] (paper Eq. 5)", lambda v: 0 <= v <= 1),
+    "weight_decay": (">= 0", lambda v: math.isfinite(v) and v >= 0),
+    **dict.fromkeys(("embed_dim", "num_negatives", "num_patches", "queue_size", "k", "monitor_k", "grid",
+                     "num_permutations", "image_size", "batch_size", "base_batch"),
+                    ("a whole number >= 1", _whole_positive)),
+}
+MOMENTUM = ("in [0, 1) (an exponential moving average's weight of its past)", lambda v: 0 <= v < 1)
+
+
+def check_ranges(text: str) -> None:
+    """ConfigError `key = value: must be ...` for the first binding of gin `text` outside its range (`RANGES`;
+    any parameter named *momentum: [0, 1))."""
+    for key, value in bindings_of(text).items():
+        param = key.rsplit(".", 1)[-1]
+        rule = MOMENTUM if param.endswith("momentum") else RANGES.get(param)
+        if rule is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not rule[1](value):
+            raise ConfigError(f"{key} = {value!r}: must be {rule[0]}")
 
 
 def parse_text(config: str, *, finalize: bool = True) -> None:

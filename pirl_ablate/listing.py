@@ -50,10 +50,18 @@ def registry_table(what: str, reg: Registry) -> Table:
         table.add_column("gin name", overflow="fold")
     table.add_column("description", overflow="fold", ratio=3)
     table.add_column("parameters (defaults)", overflow="fold", ratio=2)
+    families: dict[str, list[str]] = {}  # "kornia:RandomSolarize", ... -> one row per prefix
     for e in entries:
+        if ":" in e.name:
+            families.setdefault(e.name.split(":", 1)[0], []).append(e.name.split(":", 1)[1])
+            continue
         params = ", ".join(name if default is inspect.Parameter.empty else f"{name}={default!r}"
                            for name, default in public_params(e).items())
         table.add_row(e.name, *([e.gin_name or ""] if with_gin else []), e.doc, params)
+    for prefix, names in families.items():
+        table.add_row(f"{prefix}:NAME", *([f"{prefix}.NAME"] if with_gin else []),
+                      f"{prefix}'s {len(names)} augmentations as transforms, e.g. {prefix}:{names[0]}: "
+                      + ", ".join(names), f"{prefix}.augmentation.NAME's own")
     return table
 
 

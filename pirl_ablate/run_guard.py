@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import tokenize
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from pirl_ablate.locks import folder_lock
 from pirl_ablate.runs import STATUS_DONE, RunDir, remove_orphan_temporaries
 
 GROWABLE = "train.epochs"
+SWEEP_MACHINERY = ("sweep", "local", "slurm")  # configurables of how a sweep runs, not of what a run trains
 # config.gin of a finished run: the operative config, then this line, then every binding as given
 GIVEN_MARKER = "\n# All bindings as given\n"
 
@@ -53,18 +55,8 @@ def check_resume_config(run: RunDir, config_str: str) -> None:
     last = checkpoint.last(run.checkpoint_dir)
     if last is None or not run.config_path.is_file():
         return  # nothing trained yet: any config may start it
-    text = run.config_path.read_text(encoding="utf-8")
-    before = bindings_of(text)  # operative values (defaults included) and the bindings as given
-    given = bindings_of(text.split(GIVEN_MARKER)[-1])  # config.gin as first written is the as-given text alone
-    after = bindings_of(config_str)
-    differ = sorted(k for k in after if k in before and before[k] != after[k] and k != GROWABLE)
-    differ += sorted(k for k in after if k not in before and k != GROWABLE)
-    differ += sorted(k for k in given if k not in after and k != GROWABLE)  # dropped: its default would apply
-    if differ:
-        def value(bindings: dict[str, Any], key: str) -> str:
-            return repr(bindings[key]) if key in bindings else "(unbound)"
-
-        changes = "; ".join(f"{k}: {value(before, k)} -> {value(after, k)}" for k in differ)
+    changes, before, after = config_changes(run, config_str)
+    if changes:
         raise ConfigError(f"{run.config_path}: this run folder was trained under another config ({changes}); "
                           f"resume it with its own bindings, or train into another --out (only {GROWABLE} may grow)")
     if GROWABLE not in after or after[GROWABLE] == before.get(GROWABLE):
@@ -76,6 +68,34 @@ def check_resume_config(run: RunDir, config_str: str) -> None:
     result = run.result()
     if result is not None and result.get("status") == STATUS_DONE:
         run.retire_result()
+
+
+def config_changes(run: RunDir, config_str: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """How `config_str` differs from the config.gin `run` was trained under, as 'key: before -> after; ...' ('' when
+    only `train.epochs` differs or nothing does): any binding given a different value, any binding the run did not
+    have, and any binding the run was given that `config_str` drops (its default would apply); the sweep's own
+    settings (`sweep.*`, `local.*`, `slurm.*`: a new grid value, another parallelism) are not compared. Also
+    returns both configs' bindings. A config.gin that is not UTF-8 or not gin raises ConfigError naming it."""
+    try:
+        text = run.config_path.read_text(encoding="utf-8")
+        before = bindings_of(text)  # operative values (defaults included) and the bindings as given
+        given = bindings_of(text.split(GIVEN_MARKER)[-1])  # config.gin as first written is the as-given text alone
+    except (ValueError, SyntaxError, tokenize.TokenError) as e:  # UnicodeDecodeError is a ValueError
+        raise ConfigError(f"{run.config_path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0]}); this run "
+                          "folder's config is lost: delete the folder or train into another --out") from None
+    after = bindings_of(config_str)
+
+    def recipe(key: str) -> bool:
+        return key != GROWABLE and key.rsplit(".", 1)[0].rsplit("/", 1)[-1] not in SWEEP_MACHINERY
+
+    differ = sorted(k for k in after if k in before and before[k] != after[k] and recipe(k))
+    differ += sorted(k for k in after if k not in before and recipe(k))
+    differ += sorted(k for k in given if k not in after and recipe(k))
+
+    def value(bindings: dict[str, Any], key: str) -> str:
+        return repr(bindings[key]) if key in bindings else "(unbound)"
+
+    return "; ".join(f"{k}: {value(before, k)} -> {value(after, k)}" for k in differ), before, after
 
 
 def check_train_values(*, epochs: Any, batch_size: Any) -> None:
@@ -91,4 +111,4 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-__all__ = ["check_resume_config", "check_train_values", "guarded_run"]
+__all__ = ["check_resume_config", "config_changes", "check_train_values", "guarded_run"]

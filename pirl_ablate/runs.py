@@ -4,7 +4,8 @@ Layout of a run folder::
 
     config.gin        operative gin config (what was actually used)
     meta.json         run id, seed, bindings, git revision, package versions, host, start/end time
-    metrics.jsonl     one JSON object per line (per epoch), appended
+    metrics.jsonl     one JSON object per line (per epoch), appended; on a restart rewritten to the rows of the
+                      training its checkpoint holds (pirl_ablate.train)
     tensorboard/      the same numbers as TensorBoard events, and a grid of the training views
     checkpoints/      last.pt, written atomically
     evals/<name>.json evaluation results, one file per protocol (and dataset)
@@ -48,6 +49,14 @@ class DiskFull(UserError):
     """No space left (or quota exceeded) while writing a file; the file is left as it was."""
 
 
+class NotWritable(UserError):
+    """A results folder that cannot be written (read-only file system, permissions); nothing was written."""
+
+
+class LinkRefused(UserError):
+    """A file or folder pirl-ablate would write inside a results folder is a symbolic link."""
+
+
 class UnreadableFile(UserError):
     """A results file that exists but is not what pirl-ablate writes (truncated, not UTF-8, not a JSON object)."""
 
@@ -80,17 +89,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 
 @contextlib.contextmanager
 def _disk_full_named(path: Path) -> Iterator[None]:
-    """ENOSPC / EDQUOT (also as torch.save's RuntimeError around it) -> DiskFull naming `path`."""
+    """ENOSPC / EDQUOT (also as torch.save's RuntimeError around it) -> DiskFull naming `path`; a folder that
+    cannot be written (read-only, another user's) -> NotWritable naming `path`."""
     try:
         yield
     except OSError as e:
         if e.errno in FULL:
             raise DiskFull(f"disk full writing {path} (free some space, or write elsewhere with --out)") from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise NotWritable(f"cannot write {path}: {e.strerror} (give a folder you can write to, e.g. --out "
+                              "DIR, or make it writable)") from None
         raise
     except RuntimeError as e:  # torch.save reports a failed write as RuntimeError; the OSError is its cause
         if isinstance(e.__cause__ or e.__context__, OSError) and (e.__cause__ or e.__context__).errno in FULL:
             raise DiskFull(f"disk full writing {path} (free some space, or write elsewhere with --out)") from None
         raise
+
+
+def no_link(path: str | os.PathLike) -> Path:
+    """`path` as a Path, unless it is a symbolic link: LinkRefused naming it and its target. Writers check the files
+    they append to and the folders inside a run folder they write into (evals/, checkpoints/, features/,
+    tensorboard/), so that nothing is written outside the results folder through a link; files written whole are
+    renamed over their target, which replaces a link rather than writing through it."""
+    path = Path(path)
+    if path.is_symlink():
+        raise LinkRefused(f"{path}: is a symbolic link (to {os.readlink(path)}); pirl-ablate writes nothing through "
+                          "a link: remove it and run again")
+    return path
 
 
 def _umask() -> int:
@@ -238,21 +263,33 @@ class RunDir:
     def write_config(self, config: str) -> None:
         atomic_write_text(self.config_path, config)
 
-    def log_metrics(self, row: dict) -> None:
+    def log_metrics(self, row: dict) -> str:
         """Append one JSON line (flushed and fsynced: a kill leaves at most a torn last line), and write the same
-        numbers to the run's TensorBoard events (pirl_ablate.tensorboard)."""
+        numbers to the run's TensorBoard events (pirl_ablate.tensorboard). Returns the line."""
         from pirl_ablate.tensorboard import log_scalars
 
         with _disk_full_named(self.metrics_path):
             self.path.mkdir(parents=True, exist_ok=True)
-            with open(self.metrics_path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row, sort_keys=True, default=_json_default) + "\n")
+            try:
+                fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            except OSError as e:
+                if e.errno == errno.ELOOP:  # a symbolic link: its target is not ours to append to
+                    no_link(self.metrics_path)
+                raise
+            line = json.dumps(row, sort_keys=True, default=_json_default) + "\n"
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(line)
                 fh.flush()
                 os.fsync(fh.fileno())
         log_scalars(self.path, row)
+        return line
+
+    def rewrite_metrics(self, lines: list[str]) -> None:
+        """metrics.jsonl replaced (atomically) by exactly `lines`, as `log_metrics` returned them."""
+        atomic_write_text(self.metrics_path, "".join(lines))
 
     def write_eval(self, name: str, result: dict) -> Path:
-        return atomic_write_json(self.evals_dir / f"{name}.json", result)
+        return atomic_write_json(no_link(self.evals_dir) / f"{name}.json", result)
 
     def finish(self, **result: Any) -> dict:
         return self._write_result({"status": STATUS_DONE, **result})

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pirl_ablate.runs import no_link
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -36,6 +38,7 @@ def writer(run_dir: str | os.PathLike):
 
     path = Path(run_dir).resolve() / TB_FOLDER
     if path not in _writers:
+        no_link(Path(run_dir) / TB_FOLDER)
         _writers[path] = EventFileWriter(str(path))
     return _writers[path]
 

@@ -2,12 +2,14 @@
 
 One epoch of the loop, per batch of uint8 images with their dataset indices and labels:
 
-    x = to_device_batch(images)                   (B, 3, s, s) float in [0, 1] on the device
+    x = to_device_batch(images, whole=True)       (B, 3, s, s) float in [0, 1] on the device (images of their own
+                                                  sizes: an ImageBatch the views crop from)
     loss, parts = method(x, index, labels, gen)   the method makes its views from x and updates its memory bank
     SGD step, learning rate from a per-step schedule (paper: cosine to 1e-3 of the peak, Section 4)
 
 The run folder (pirl_ablate.runs) gets one metrics.jsonl row per epoch, checkpoints/last.pt every
-`checkpoint_every` epochs and at the end, and result.json last. A run restarts from its last checkpoint: the data
+`checkpoint_every` epochs and at the end (holding the metrics rows so far: a restart rewrites metrics.jsonl to
+exactly the history of the training it resumes), and result.json last. A run restarts from its last checkpoint: the data
 order is a function of (seed, epoch) and every generator state is in the checkpoint, so a run killed at any point
 and resumed ends with the same weights, bit for bit (on the CPU), as one that was never interrupted.
 gin builds the objects for `pirl-ablate train` and sweeps in `pirl_ablate.build`; this module never reads gin.
@@ -43,7 +45,8 @@ from pirl_ablate.evaluate.knn import knn_top1
 from pirl_ablate.methods import Method
 from pirl_ablate.models import frozen_bn_stats, precise_bn
 from pirl_ablate.run_guard import check_train_values
-from pirl_ablate.runs import RunDir, atomic_write_text
+from pirl_ablate.runs import RunDir
+from pirl_ablate.transforms import ImageBatch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -72,9 +75,16 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, final_fraction: fl
     return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress_))
 
 
+SCHEDULE_PER = ("step", "epoch")
+
+
 def cosine(step: int, steps_per_epoch: int, *, epochs: int, warmup_epochs: float = 0.0,
-           final_fraction: float = 1e-3) -> float:
-    """`lr_factor` of a run of `epochs` epochs with `warmup_epochs` of warm-up (a `pretrain` schedule)."""
+           final_fraction: float = 1e-3, per: str = "step") -> float:
+    """`lr_factor` of a run of `epochs` epochs with `warmup_epochs` of warm-up (a `pretrain` schedule), stepped
+    every step ("step") or held within each epoch at its first step's value ("epoch", VISSL's CosineParamScheduler
+    with update_interval epoch)."""
+    if per == "epoch":
+        return lr_factor(step // steps_per_epoch, epochs, round(warmup_epochs), final_fraction)
     return lr_factor(step, epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch), final_fraction)
 
 
@@ -112,10 +122,11 @@ def fill_bank(method: Method, dataset: ImageDataset, env: distributed.DistEnv, i
 
 @torch.no_grad()
 def recompute_bn(method: Method, dataset: ImageDataset, device: torch.device, image_size: int, batches: int,
-                 batch_size: int) -> int:
-    """Precise-BN: BatchNorm running statistics re-estimated on `batches` clean (un-augmented) image batches, in
-    dataset order; returns the number of images used."""
-    loader = make_loader(dataset, batch_size, shuffle=False, drop_last=False, num_workers=0)
+                 batch_size: int, seed: int = 0) -> int:
+    """Precise-BN: BatchNorm running statistics re-estimated on `batches` clean (un-augmented) image batches drawn
+    in a shuffled order of `seed` (dataset order is sorted by class in folder datasets); returns the number of
+    images used."""
+    loader = make_loader(dataset, batch_size, seed=seed, drop_last=False, num_workers=0)
     loader.set_epoch(0)
     clean = (to_device_batch(images, device, image_size) for b, (images, _, _) in zip(range(batches), loader))
     return precise_bn(method.backbone, clean, lambda x: method.backbone(x, ("res5",)))
@@ -143,6 +154,7 @@ class _Loop:
     step: int = 0
     resumed: bool = False
     last_row: dict[str, Any] = field(default_factory=dict)
+    history: list[str] = field(default_factory=list)  # metrics.jsonl's lines of this training, saved in checkpoints
     health_images: Tensor | None = None  # the fixed held-out batch of the relative invariance (diagnostics)
 
 
@@ -263,6 +275,8 @@ def _resume(loop: _Loop) -> None:
         if loop.env.is_main and loop.run.meta() is None:  # called from Python: no gin builder started the folder
             loop.run.start("# trained from Python (pirl_ablate.train.pretrain), not from a gin config\n",
                            seed=loop.settings["seed"])
+        if loop.env.is_main and loop.run.metrics_path.exists():  # an earlier attempt's rows: this one starts over
+            loop.run.rewrite_metrics([])
         return
     state = checkpoint.load(last)  # on the CPU: load_state_dict copies onto the device
     if state["dataset_size"] != len(loop.dataset):
@@ -274,7 +288,7 @@ def _resume(loop: _Loop) -> None:
     checkpoint.restore_rng_states(state["rng"], loop.generators)
     loop.start_epoch, loop.step, loop.resumed = state["epoch"], state["step"], True
     if loop.env.is_main:
-        _trim_metrics(loop.run, loop.start_epoch)
+        _restore_metrics(loop, state.get("metrics"))
     info(f"resuming {loop.run.path} from {last} (epoch {loop.start_epoch}/{loop.settings['epochs']})")
 
 
@@ -307,8 +321,8 @@ def _run_epoch(loop: _Loop, epoch: int) -> None:
     with progress(TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s")) as bar:
         task = bar.add_task(f"epoch {epoch + 1}/{s['epochs']}", total=steps, loss=float("nan"), ips=0.0)
         for images, index, labels in loop.loader:
-            x = to_device_batch(images, env.device, s["image_size"])
-            if s["channels_last"]:
+            x = to_device_batch(images, env.device, s["image_size"], whole=True)  # own-size images stay whole
+            if s["channels_last"] and not isinstance(x, ImageBatch):  # a canvas is only cropped from, never convolved
                 x = x.contiguous(memory_format=torch.channels_last)
             if loop.step == 0 and env.is_main:  # once per run: TensorBoard's picture of what the network sees
                 _log_views(loop, x)
@@ -332,7 +346,7 @@ def _run_epoch(loop: _Loop, epoch: int) -> None:
     final = epoch + 1 == s["epochs"]
     if final and s["precise_bn_batches"] > 0:
         recompute_bn(method, loop.dataset, env.device, s["image_size"], s["precise_bn_batches"],
-                     s["batch_size"] // env.world_size)
+                     s["batch_size"] // env.world_size, seed=s["seed"] * 1000 + 997)
     if s["monitor_every"] and ((epoch + 1) % s["monitor_every"] == 0 or final) and env.is_main:
         queries = embed_dataset(method, loop.test_dataset, env.device, s["image_size"])
         row["knn_top1"] = knn_top1(method.memory_bank.bank, loop.dataset.labels, queries, loop.test_dataset.labels,
@@ -340,7 +354,7 @@ def _run_epoch(loop: _Loop, epoch: int) -> None:
     if env.is_main:
         health = torch.Generator(device=env.device).manual_seed(s["seed"] * 1000 + 999)  # same draws each epoch
         row.update(epoch_health(method, row, loop.health_images, health))
-        loop.run.log_metrics(row)
+        loop.history.append(loop.run.log_metrics(row))
         info(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
                         if k != "warnings"))
         for warning in row["warnings"]:
@@ -376,11 +390,15 @@ def _finish(loop: _Loop, wall_s: float, config_text: str | None) -> dict:
     return result
 
 
-def _trim_metrics(run: RunDir, epoch: int) -> None:
-    """Keep the metrics rows of epochs up to `epoch`: rows (or a torn line) written after the checkpoint by a
-    killed process are redone after the restart."""
-    kept = [r for r in run.metrics() if r.get("epoch", 0) <= epoch]
-    atomic_write_text(run.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+def _restore_metrics(loop: _Loop, lines: list[str] | None) -> None:
+    """metrics.jsonl <- the rows of the training the checkpoint holds (`lines`, saved with it): rows written after
+    the checkpoint by a killed process are redone after the restart, and a row torn or lost after it is written
+    again. A checkpoint without them (written by an earlier version) keeps the file's rows up to its epoch."""
+    if lines is None:
+        rows = [r for r in loop.run.metrics() if r.get("epoch", 0) <= loop.start_epoch]
+        lines = [json.dumps(r, sort_keys=True) + "\n" for r in rows]
+    loop.history = list(lines)
+    loop.run.rewrite_metrics(loop.history)
 
 
 def _save(loop: _Loop, epoch: int) -> None:
@@ -389,7 +407,8 @@ def _save(loop: _Loop, epoch: int) -> None:
         checkpoint.save({"epoch": epoch, "step": loop.step, "method": loop.method.state_dict(),
                          "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
                          "rng": checkpoint.rng_states(loop.generators), "world_size": loop.env.world_size,
-                         "dataset_size": len(loop.dataset), "record": loop.record}, loop.run.checkpoint_dir)
+                         "dataset_size": len(loop.dataset), "record": loop.record, "metrics": loop.history},
+                        loop.run.checkpoint_dir)
     distributed.barrier(loop.env)
 
 
@@ -403,5 +422,5 @@ def _diverged(loop: _Loop, value: Tensor, epoch: int) -> NoReturn:
     raise TrainingDiverged(reason)
 
 
-__all__ = ["TrainingDiverged", "cosine", "embed_dataset", "fill_bank", "lr_factor", "parameter_groups", "pretrain",
-           "recompute_bn"]
+__all__ = ["SCHEDULE_PER", "TrainingDiverged", "cosine", "embed_dataset", "fill_bank", "lr_factor", "parameter_groups",
+           "pretrain", "recompute_bn"]

@@ -45,7 +45,7 @@ def test_every_method_is_one_registered_file():
     files = {p.stem for p in (PACKAGE / "methods").glob("*.py")} - {"__init__", "base"}
     # file -> the method registered in it (other tests register more methods of their own, outside the package)
     built_in = {"pirl": "pirl", "npid": "npid", "jigsaw": "jigsaw", "rotation": "rotation",
-                "supervised": "supervised", "moco": "moco_v2"}
+                "supervised": "supervised", "moco": "moco_v2", "imported": "imported"}
     assert files == set(built_in)
     for file, name in built_in.items():
         assert METHODS.get(name).__module__ == f"pirl_ablate.methods.{file}"

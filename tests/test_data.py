@@ -153,21 +153,22 @@ def test_imagefolder_classes_resize_and_corrupt_policy(tmp_path):
     _png(tmp_path / "train" / "cat" / "b.png", (250, 0, 0))
     _png(tmp_path / "train" / "dog" / "c.png", (0, 0, 255))
     (tmp_path / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg at all")
-    ds = build_dataset("imagefolder", "train", root=str(tmp_path), image_size=16)
+    ds = build_dataset("imagefolder", "train", root=str(tmp_path), max_side=16)
     assert ds.classes == ["cat", "dog"] and ds.num_classes == 2
     assert ds.files[2].name == "broken.jpg" and ds.files[3].name == "c.png"  # sorted within each class
     image, _, label = ds[3]
-    assert image.shape == (3, 16, 16) and label == 1
+    assert image.shape == (3, 8, 16) and label == 1  # 40 x 20 at its own aspect ratio, longer side 16
     assert image[2].min() == 255 and image[:2].max() == 0  # pure blue survives the resize
     loader = make_loader(ds, 4, num_workers=0)
     loader.set_epoch(0)
     with pytest.raises(DataError, match=r"broken\.jpg"):
         list(loader)
-    skipping = build_dataset("imagefolder", "train", root=str(tmp_path), image_size=16, on_error="skip")
+    skipping = build_dataset("imagefolder", "train", root=str(tmp_path), max_side=16, on_error="skip")
     loader = make_loader(skipping, 4, num_workers=0)
     loader.set_epoch(0)
     (images, index, labels), = list(loader)
-    assert index.tolist() == [0, 1, 3] and labels.tolist() == [0, 0, 1] and images.shape == (3, 3, 16, 16)
+    assert index.tolist() == [0, 1, 3] and labels.tolist() == [0, 0, 1] and images.shape == (3, 3, 8, 16)
+    assert images.sizes.tolist() == [[8, 16]] * 3
     workers = make_loader(skipping, 2, num_workers=2)  # decoding in worker processes gives the same batches
     workers.set_epoch(0)
     batches = list(workers)
@@ -178,7 +179,7 @@ def test_imagefolder_classes_resize_and_corrupt_policy(tmp_path):
 def test_imagefolder_flat_folder_is_unlabelled(tmp_path):
     for i in range(3):
         _png(tmp_path / f"{i}.png", (i, i, i))
-    ds = build_dataset("imagefolder", "train", root=str(tmp_path), image_size=8)
+    ds = build_dataset("imagefolder", "train", root=str(tmp_path), max_side=8)
     assert len(ds) == 3 and ds.num_classes is None and ds.labels.tolist() == [-1, -1, -1]
     assert int(ds[2][0].max()) == 2
 

@@ -8,12 +8,14 @@ import pytest
 import torch
 from torch import nn
 
+from pirl_ablate.errors import ConfigError
 from pirl_ablate.evaluate.features import (
     FeatureCache,
     cached_features,
     extract_features,
     fingerprint,
     pool_feature_map,
+    pool_map,
     pooled_grid,
 )
 from pirl_ablate.evaluate.invariance import invariance_distances, plot_invariance_histograms, summarise
@@ -90,6 +92,41 @@ def test_pooled_dimensions_about_9k(arch, small_stem, size, dims):
     with torch.no_grad():
         maps = backbone(torch.rand(1, 3, size, size), layers=("conv1", "res2", "res3", "res4", "res5"))
     assert [pool_feature_map(name, m).shape[1] for name, m in maps.items()] == dims
+
+
+def test_vissl_pooling_gives_vissls_resnet50_dimensions():
+    """VISSL's eval_resnet_8gpu_transfer_in1k_linear.yaml: 9216 / 9216 / 8192 / 9216 / 8192 at 224 px."""
+    backbone = Backbone("resnet50").eval()
+    with torch.no_grad():
+        maps = backbone(torch.rand(1, 3, 224, 224), layers=("conv1", "res2", "res3", "res4", "res5"))
+    pooled = {name: pool_map(name, m, pooling="vissl") for name, m in maps.items()}
+    assert {n: tuple(p.shape[1:]) for n, p in pooled.items()} == {
+        "conv1": (64, 12, 12), "res2": (256, 6, 6), "res3": (512, 4, 4), "res4": (1024, 3, 3), "res5": (2048, 2, 2)}
+    # res5 7 x 7 -> AvgPool(6, stride 1): the top-left window is the mean of rows and columns 0..5
+    torch.testing.assert_close(pooled["res5"][0, :, 0, 0], maps["res5"][0, :, :6, :6].mean((1, 2)))
+
+
+def test_vissl_pooling_refuses_a_map_smaller_than_its_kernel():
+    with pytest.raises(ConfigError, match="use pooling 'grid'"):
+        pool_map("res5", torch.rand(1, 8, 4, 4), pooling="vissl")
+
+
+def test_a_cache_over_its_bound_is_refused_after_the_first_batch():
+    """ResNet-18 small stem at 32 px: res5 512 dims in fp16 = 1,024 bytes per image; 10,000 images = 9.8 MiB, over
+    a 5 MiB bound: refused (naming the online protocol) before the second batch is drawn."""
+    backbone = Backbone("resnet18", small_stem=True)
+    drawn = []
+
+    def batches():
+        for i in range(3):
+            drawn.append(i)
+            yield torch.rand(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)
+
+    with pytest.raises(ConfigError, match=r"res5 512 dims.*0\.00954 GB.*linear_eval.mode = 'online'"):
+        extract_features(backbone, batches(), ["res5"], max_bytes=5 * 2**20, num_images=10_000)
+    assert drawn == [0]
+    feats, _ = extract_features(backbone, batches(), ["res5"], max_bytes=20 * 2**20, num_images=10_000)
+    assert feats["res5"].shape == (6, 512)
 
 
 def test_pooled_grid_is_capped_by_the_map():

@@ -193,7 +193,7 @@ def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def test_cli_help_lists_every_subcommand():
     r = _cli("--help")
     assert r.returncode == 0
-    for cmd in ("train", "sweep", "status", "report", "eval", "export", "show-transform", "list"):
+    for cmd in ("train", "sweep", "status", "report", "eval", "export", "import", "show-transform", "list"):
         assert cmd in r.stdout
     assert _cli("--version").stdout.strip() == "pirl-ablate 0.1.0"
 

@@ -133,5 +133,5 @@ def test_nce_from_a_random_bank_runs_away_under_a_fixed_z_and_stays_bounded_when
     assert abs(ema[-1]["z_drift"]) < 0.5 and not any("running away" in w for w in ema[-1]["warnings"])
     # and alignment rises: the image term from below its negatives to above them, the transformed term above them
     assert _margin(ema[0], "image") < 0 < 0.02 < _margin(ema[-1], "image"), [_margin(r, "image") for r in ema]
-    assert _margin(ema[-1], "transformed") > _margin(ema[0], "transformed")
-    assert max(_margin(r, "transformed") for r in ema) > 0.03
+    transformed = [_margin(r, "transformed") for r in ema]  # rises, peaks, then fades as the bank contracts
+    assert max(transformed) > max(0.03, transformed[0] + 0.03) and transformed[-1] > 0, transformed

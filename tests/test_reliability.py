@@ -182,7 +182,7 @@ def test_corrupt_image_read_in_a_loader_worker_names_the_file(tmp_path):
         Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "train" / name / "ok.png")
     bad = tmp_path / "train" / "b" / "zz_corrupt.png"
     bad.write_bytes(b"\x89PNG not really")
-    dataset = build_dataset("imagefolder", "train", root=str(tmp_path), image_size=8)
+    dataset = build_dataset("imagefolder", "train", root=str(tmp_path), max_side=8)
     loader = make_loader(dataset, 3, shuffle=False, drop_last=False, num_workers=1, persistent_workers=False)
     loader.set_epoch(0)
     with pytest.raises(DataError) as e:
@@ -401,9 +401,9 @@ def test_imagefolder_splits_with_other_class_folders_are_refused(tmp_path):
             Image.new("RGB", (8, 8)).save(tmp_path / split / name / "x.png")
     (tmp_path / "train" / "cow" / "x.png").unlink()  # an empty class folder in train only
     with pytest.raises(DataError, match=r"has other class folders than .*train \(extra: -; missing: cow\)"):
-        build_dataset("imagefolder", "test", root=str(tmp_path), image_size=8)
+        build_dataset("imagefolder", "test", root=str(tmp_path), max_side=8)
     (tmp_path / "val" / "cow").mkdir()  # the same (empty) folder in both splits: labels agree
-    test = build_dataset("imagefolder", "test", root=str(tmp_path), image_size=8)
+    test = build_dataset("imagefolder", "test", root=str(tmp_path), max_side=8)
     assert test.classes == ["cat", "cow", "dog"] and test.labels.tolist() == [0, 2]
 
 
@@ -426,7 +426,7 @@ def test_garbled_run_files_are_named_by_status_report_and_resumed_by_the_sweep(t
     assert state.state == "failed" and state.detail.startswith(f"{bad_run / name}: unreadable") and why in state.detail
 
     assert main(["--quiet", "report", str(sweep), "--results", str(tmp_path), "--format", "markdown",
-                 "--out", str(tmp_path / "reports")]) == 1  # the tiny job has no metric: no results, problems listed
+                 "--out", str(tmp_path / "reports")]) == 2  # the tiny job has no metric: no results, problems listed
     assert bad_run.name in capsys.readouterr().out
     runs = runs_of(load_results(tmp_path)).set_index("run_id")
     assert len(runs) == 2  # no phantom row

@@ -18,7 +18,7 @@ import pytest
 from pirl_ablate.cli import main
 from pirl_ablate.layers import LAYERS
 from pirl_ablate.report import paper
-from pirl_ablate.report.command import report_command
+from pirl_ablate.report.command import NoResults, report_command
 from pirl_ablate.report.registry import TABLES
 from pirl_ablate.report.render import to_csv, to_latex, to_markdown
 from pirl_ablate.report.results import ExpectedRun, load_results
@@ -296,14 +296,22 @@ def test_command_writes_files_and_figures(results: Path, tmp_path: Path):
     assert relative["PIRL", "heads"]["best"] == "1" and relative["Jigsaw", "heads"]["best"] == "0"
     assert float(relative["random init", "res5"]["mean"]) == pytest.approx(1.65)  # the baseline is in the table
 
-    assert report_command(_args(table="7", results=str(results), out=str(out), format="latex")) == 1
+    with pytest.raises(NoResults):
+        report_command(_args(table="7", results=str(results), out=str(out), format="latex"))
     assert not (out / "table7.tex").exists()
 
 
-def test_empty_report_names_the_sweep_command_and_exits_1(tmp_path: Path, capsys):
+def test_empty_report_is_a_user_error_naming_a_sweep_command_that_works_from_anywhere(tmp_path: Path, capsys,
+                                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the repository
     code = main(["report", "--figure", "6", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path)])
-    assert code == 1
-    assert "run `pirl-ablate sweep sweeps/lambda.gin`" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: no results under") and len(err.splitlines()) == 1
+    command = re.search(r"run `pirl-ablate sweep (\S+)`", err).group(1)
+    assert command == "sweeps/lambda.gin"
+    from pirl_ablate.config import resolve_config_file
+
+    assert resolve_config_file(command).read_text() == (Path(__file__).parent.parent / command).read_text()
     assert main(["report", "--table", "99", "--results", str(tmp_path)]) == 2  # unknown table: a user error
 
 
@@ -313,6 +321,26 @@ def test_rich_output_shows_ours_paper_and_problems(results: Path, tmp_path: Path
     assert "runs not in this report (5)" in text and "lam0.25-s0" in text and "NaN loss at epoch 2" in text
     assert "random init" in text and paper.PAPER_LABEL in text
     assert (tmp_path / "figure6.txt").exists()
+
+
+def test_figure_and_table_read_a_paper_sweeps_results(tmp_path: Path):
+    """`report --figure 6 --results runs/paper_lambda` and `--table 2` on paper_loss_variants: each reports the
+    paper twin's runs (sweeps/paper/*.gin names them paper_<sweep>), with the values written here."""
+    root = tmp_path / "runs"
+    for seed, top1 in enumerate((60.0, 62.0)):
+        _run(root, "paper_lambda", f"p{seed}", seed, {"PIRLLoss.lambda_": 0.5},
+             evals={"linear-imagefolder": _linear(top1)})
+    _run(root, "paper_loss_variants", "pirl", 0, variant="PIRL",
+         evals={"svm-voc2007": {"protocol": "svm", "dataset": "voc2007", "metrics": {"res5": {"mAP": 81.0}}}})
+    out = tmp_path / "reports"
+    assert main(["report", "--figure", "6", "--results", str(root / "paper_lambda"), "--out", str(out),
+                 "--format", "csv"]) == 0
+    cells = _csv_cells((out / "figure6.csv").read_text())
+    assert any(r["row"] == "0.5" and float(r["mean"]) == pytest.approx(61.0) for r in cells.values())
+    assert main(["report", "--table", "2", "--results", str(root), "--out", str(out), "--format", "csv"]) == 0
+    cells = _csv_cells((out / "table2.csv").read_text())
+    assert any(r["row"] == "PIRL" and float(r["mean"]) == pytest.approx(81.0) for r in cells.values()
+               if r["kind"] == "method")
 
 
 # -------------------------------------------------------------------------------------------- sweep-file report
@@ -372,6 +400,9 @@ def test_per_layer_table_and_figures_with_log_axis(results: Path, tmp_path: Path
     jigsaw = {s.label: s for s in figure5.plot.series}["Jigsaw · fashion_mnist"]
     assert jigsaw.x == ["res4", "res5"]
     assert jigsaw.y == pytest.approx([statistics.mean(VARIANTS["Jigsaw"]) - 3.0, statistics.mean(VARIANTS["Jigsaw"])])
+    # every method's two seeds sit tens of points above random init's (10.5, 11.0) at res4 and res5
+    assert ("Jigsaw · fashion_mnist above random init · fashion_mnist by more than the seeds' spread at 2 of 2 "
+            "layers, below at 0") in figure5.plot.verdict and figure5.plot.verdict in figure5.notes
 
     root = tmp_path / "perm_runs"
     for variant in ("PIRL", "Jigsaw"):
@@ -446,3 +477,112 @@ def test_figure6_files_caption_rounded_csv_complete_baseline_and_umask(tmp_path:
                                    "(n = 2 per point, error bars: std over seeds)")
     assert "best at lambda = 0.5" in report.plot.paper and report.plot.paper.startswith(paper.PAPER_LABEL)
     assert report.plot.paper_best_x == 0.5
+
+
+def _knn(top1: float) -> dict:
+    return {"protocol": "knn", "dataset": "fashion_mnist", "bn": "precise", "wall_s": 1.0,
+            "metrics": {"res5": {"top1": top1}}}
+
+
+def test_figure6_panels_say_which_metric_separates_from_random_init(tmp_path: Path):
+    """Linear top-1 within or below random init's band, kNN above it by more than the spread, and the transformed
+    term's margin per lambda: panels, verdicts and plotted numbers against values worked out by hand."""
+    root = tmp_path / "runs"
+    linear = {0.0: 72.0, 0.5: 74.5, 1.0: 72.0}  # + (-0.5, 0, +0.5) over seeds: std 0.5
+    knn = {0.0: 66.0, 0.5: 71.0, 1.0: 70.5}  # lambda = 0 within random init's spread: not judged
+    for lam in linear:
+        for seed, jitter in zip(SEEDS, (-0.5, 0.0, 0.5)):
+            run = _run(root, "lambda", f"lam{lam}-s{seed}", seed, {"PIRLLoss.lambda_": lam},
+                       evals={"linear-fashion_mnist": _linear(linear[lam] + jitter),
+                              "knn-fashion_mnist": _knn(knn[lam] + jitter)})
+            run.finish(epochs=1, wall_s=3.0, final={"loss": 0.5, "pos_sim_transformed": 0.3 + 0.1 * lam + 0.01 * seed,
+                                                    "neg_sim_transformed": 0.1 + 0.005 * seed})
+    for seed, (lin, nn) in enumerate(((74.0, 65.0), (75.5, 65.5), (77.0, 66.0))):  # 75.5 +- 1.5, 65.5 +- 0.5
+        _run(root, "lambda", f"rand-s{seed}", seed, variant="random init",
+             evals={"linear-fashion_mnist": _linear(lin), "knn-fashion_mnist": _knn(nn)})
+    report = TABLES.get("figure6")(load_results(root))
+    plot = report.plot
+    assert plot.ylabel == "linear top-1 (res5)"  # the paper's metric first
+    assert [p.ylabel for p in plot.panels] == ["knn top-1 (res5)", "transformed term's alignment margin"]
+    # linear: 72 is 3.5 below 75.5, more than 0.5 + 1.5; 74.5 is 1.0 below, within it
+    assert plot.verdict == ("linear top-1 (res5) does not separate: of 2 points at lambda > 0, 0 above random init "
+                            "and 1 below by more than the seeds' spread")
+    knn_panel, margin = plot.panels
+    assert knn_panel.verdict.startswith("knn top-1 (res5) separates: every one of 2 points at lambda > 0 above "
+                                        "random init")
+    assert [(r.mean, r.std, r.n) for r in knn_panel.baselines] == [(65.5, 0.5, 3)]
+    # margin of a run: 0.2 + 0.1 lambda + 0.005 seed; mean over seeds 0, 1, 2: 0.205 + 0.1 lambda
+    (series,) = margin.series
+    assert series.x == [0.0, 0.5, 1.0] and series.y == pytest.approx([0.205, 0.255, 0.305])
+    assert series.std == pytest.approx([statistics.stdev([0.0, 0.005, 0.01])] * 3)
+    assert margin.verdict.startswith("transformed term's alignment margin above 0 by more than the seeds' spread "
+                                     "at 2 of 2 lambda > 0")
+    assert all(v in report.notes for v in (plot.verdict, knn_panel.verdict, margin.verdict))
+    margins = _csv_cells(to_csv(report))
+    assert float(margins[("transformed term's alignment margin (last epoch) vs lambda", "0.5", "PIRL")]["mean"]) \
+        == pytest.approx(0.255)
+
+    from pirl_ablate.report.figures import save_figure
+
+    _, data = save_figure(plot, report.title, tmp_path / "figure6")
+    rows = list(csv.DictReader(io.StringIO(data.read_text())))
+    knn_rows = {(r["series"], r["x"]): float(r["mean"]) for r in rows if r["panel"] == "knn top-1 (res5)"}
+    assert knn_rows == {("PIRL", "0.0"): 66.0, ("PIRL", "0.5"): 71.0, ("PIRL", "1.0"): 70.5,
+                        ("random init", "all"): 65.5}
+
+
+def test_figure_draws_the_baseline_band_in_the_legend_and_the_paper_marker_under_the_error_bars():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from pirl_ablate.report.figures import _draw
+    from pirl_ablate.report.model import Plot, Reference, Series
+
+    plot = Plot(kind="line", xlabel="lambda", ylabel="top-1", paper_best_x=0.5,
+                series=[Series("PIRL", [0.0, 0.5], [70.0, 72.0], [1.0, 1.0], [3, 3])],
+                baselines=[Reference("random init", 71.0, 1.5, 3)])
+    ax = Figure().add_subplot()
+    _draw(ax, plot)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "random init ± std over seeds" in labels and "random init (n = 3)" in labels
+    paper_line = next(line for line in ax.get_lines() if line.get_label() == "paper's best: 0.5")
+    error_bars = [c for c in ax.collections if c.get_label() != "random init ± std over seeds"]
+    assert error_bars and all(paper_line.get_zorder() < c.get_zorder() for c in error_bars)
+
+
+def test_tables_fit_80_columns_and_saved_text_is_never_cut(results: Path, tmp_path: Path):
+    from rich.console import Console
+
+    from pirl_ablate.report.build import sweep_report
+    from pirl_ablate.report.render import render_text, to_rich
+
+    report = sweep_report(load_results(results), "loss_variants")  # one column per metric: wide
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(to_rich(report))
+    narrow, saved = console.export_text(), render_text(report, "rich")
+    assert "…" not in narrow and max(len(line) for line in narrow.splitlines()) <= 80
+    assert "…" not in saved and max(len(line) for line in saved.splitlines()) > 160  # the file at full width
+    # semi-supervised 10% top-5 of PIRL: (61 + 5, 63.5 + 5) -> 67.25; linear res5 top-1 of Jigsaw: 45.75
+    for value in (f"{statistics.mean([66.0, 68.5]):.2f}", f"{statistics.mean(VARIANTS['Jigsaw']):.2f}"):
+        assert value in narrow and value in saved
+
+
+def test_separation_on_the_main_jobs_published_numbers():
+    """README's main-job table (2026-12-06, mean +- std over 3 seeds): kNN clears random init by more than the
+    spread at every lambda > 0 (e.g. 70.43 - 67.08 = 3.35 > 1.10 + 1.56), linear at none (75.47 vs 75.52)."""
+    from pirl_ablate.report.build import separation
+    from pirl_ablate.report.model import Plot, Reference, Series
+
+    lambdas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    knn = Plot(kind="line", xlabel="lambda", ylabel="kNN", baselines=[Reference("random init", 67.08, 1.56, 3)],
+               series=[Series("PIRL", lambdas, [68.92, 70.43, 70.75, 70.85, 70.70], [2.76, 1.10, 1.05, 0.82, 0.65],
+                              [3] * 5)])
+    linear = Plot(kind="line", xlabel="lambda", ylabel="linear", baselines=[Reference("random init", 75.52, 1.46, 3)],
+                  series=[Series("PIRL", lambdas, [73.02, 73.77, 74.77, 75.47, 71.65], [2.24, 0.94, 0.69, 0.58, 0.93],
+                                 [3] * 5)])
+    assert separation(knn, positive_only=True).startswith("kNN separates: every one of 4 points at lambda > 0")
+    assert separation(knn).startswith("kNN does not separate: of 5 points, 4 above")  # lambda = 0 (NPID) within
+    assert separation(linear, positive_only=True) == ("linear does not separate: of 4 points at lambda > 0, 0 above "
+                                                     "random init and 1 below by more than the seeds' spread")

@@ -10,7 +10,7 @@ from test_fashion_mnist_fetch import bare_machine, write_idx_files  # noqa: F401
 from pirl_ablate import config
 from pirl_ablate.cli import main
 from pirl_ablate.transforms.registry import build_transform
-from pirl_ablate.transforms.show import apply_stages, configured_dataset, describe
+from pirl_ablate.transforms.show import apply_stages, configured_dataset, configured_size, describe, load_images
 
 
 def test_composition_stages_are_the_networks_views_part_by_part():
@@ -47,3 +47,22 @@ def test_images_come_from_the_configured_dataset(tmp_path, bare_machine, monkeyp
     assert main(["--quiet", "show-transform", "rotation+jigsaw", "--images", "2", "--out", str(out)]) == 0
     assert out.read_bytes().startswith(b"\x89PNG")
     assert main(["--quiet", "show-transform", "jigsaw", "--gin", str(gin_file), "--out", str(out)]) == 0
+
+
+def test_views_are_drawn_at_the_configured_runs_size_and_say_which():
+    config.parse([], [])
+    assert configured_size() == (256, configured_size()[1]) and "paper" in configured_size()[1]
+    config.parse(["gin/pirl_jigsaw.gin"], [])  # the smoke scale: 32 px images, 3x3 cells of 10 px, 8 px patches
+    size, scale = configured_size()
+    assert size == 32 and "train.image_size" in scale
+    images = load_images("synthetic", 2, torch.Generator().manual_seed(0), size)
+    assert images.shape == (2, 3, 32, 32)
+    assert build_transform("jigsaw")(images, torch.Generator().manual_seed(0)).data.shape == (2, 9, 3, 8, 8)
+
+
+def test_a_kornia_part_is_captioned_with_what_it_drew():
+    transform = build_transform("rotation+kornia:RandomSolarize", **{"kornia:RandomSolarize": {"p": 1.0}})
+    view = transform(torch.rand(2, 3, 16, 16), torch.Generator().manual_seed(0))
+    threshold = float(view.params["kornia:RandomSolarize.thresholds"][1])
+    caption = describe(view, 1, part="kornia:RandomSolarize")
+    assert "applied" in caption and f"thresholds {threshold:.3g}" in caption and "rotated" not in caption

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from pirl_ablate.cli import main
 from pirl_ablate.runs import RunDir, atomic_write_json
-from pirl_ablate.sweep.display import duration, run_progress, status_view
+from pirl_ablate.sweep.display import duration, run_progress, status_view, sweep_time_left
 from pirl_ablate.sweep.state import write_job_record
 
 T0 = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
@@ -58,6 +58,38 @@ def test_progress_of_a_running_run_by_hand(tmp_path):
     run.finish(epochs=5, warnings=["kNN at chance"])
     done = run_progress(tmp_path / "r", "done")
     assert done.eta_s is None and done.warnings == ["kNN at chance"]  # result.json's warnings win once it ended
+
+
+def test_sweep_time_left_by_hand():
+    # finished runs took 60 s and 120 s: every run takes 90 s. Running: 30 s and 100 s in (60 s and 0 s left);
+    # 3 slots [0, 0, 60]; the 4 queued runs fill the earliest slot each: [0, 60, 90], [60, 90, 90],
+    # [90, 90, 150], [90, 150, 180] -> the last run ends in 180 s.
+    assert sweep_time_left([60.0, 120.0], [30.0, 100.0], queued=4, parallelism=3) == pytest.approx(180.0)
+    assert sweep_time_left([10.0], [], queued=3, parallelism=1) == pytest.approx(30.0)  # one after the other
+    assert sweep_time_left([10.0], [4.0], queued=0, parallelism=2) == pytest.approx(6.0)
+    assert sweep_time_left([], [5.0], queued=2, parallelism=2) is None  # nothing finished: no estimate
+
+
+def test_status_at_80_columns_stacks_whole_numbers_instead_of_cutting_them(tmp_path):
+    sweep = tmp_path / "runs" / "lambda"
+    rows = [{"epoch": 2, "loss": 7.125, "epoch_s": 30.0, "knn_top1": 0.7012, "pos_sim_transformed": 0.6,
+             "neg_sim_transformed": 0.45, "pos_sim_image": 0.5, "neg_sim_image": 0.3, "rel_invariance": 0.95,
+             "uniformity": -1.23}]
+    run_ids = [f"lambda-PIRLLoss.lambda_={lam}-seed{seed}" for lam, seed in ((0.25, 0), (0.75, 1))]
+    for run_id in run_ids:
+        _started(sweep / run_id, 3, rows)
+    record = _record(sweep, run_ids)
+    for run, lam in zip(record["runs"], (0.25, 0.75)):
+        run.update(variant="pirl jigsaw", bindings={"PIRLLoss.lambda_": lam})
+    record["axes"] = ["PIRLLoss.lambda_"]
+    now = T0 + dt.timedelta(minutes=2)
+    narrow, wide = _text(status_view(record, sweep, now=now), width=80), _text(status_view(record, sweep, now=now))
+    assert "…" not in narrow and max(len(line) for line in narrow.splitlines()) <= 80
+    # every value the wide table shows is whole in the narrow view: 7.125 (loss), 70.1% (kNN), margins
+    # 0.6 - 0.45 and 0.5 - 0.3, 1 epoch of 30 s left of 3, lambda and variant
+    for value in (*run_ids, "pirl jigsaw", "0.25", "0.75", "2/3", "7.125", "70.1%", "+0.15 +0.20", "0.95", "-1.23",
+                  "2m 00s", "~30s"):
+        assert value in narrow and value in wide, value
 
 
 def test_status_shows_progress_and_each_error_once(tmp_path):

@@ -20,6 +20,7 @@ from pirl_ablate.cli import main
 from pirl_ablate.errors import ConfigError
 from pirl_ablate.runs import RunDir, read_json
 from pirl_ablate.sweep import load_sweep, run_id
+from pirl_ablate.sweep.spec import eval_targets
 from pirl_ablate.sweep.state import run_state
 
 
@@ -148,6 +149,9 @@ BAD = [
      "variant 'typo'", "`name`"),
     ("sweep.variants = {'inc': \"include 'nowhere.gin'\"}\n", 4, "nowhere.gin: no such gin file", ""),
     ("sweep.executor = 'slrum'\n", 4, "'slrum' is not one of", "`slurm`"),
+    ("sweep.evaluate = ['svm:voc207']\n", 4, "dataset 'voc207' (for svm) is not a registered", "`voc2007`"),
+    ("sweep.evaluate = {'svn': 'voc2007'}\n", 4, "protocol 'svn' is not one of", "`svm`"),
+    ("sweep.evaluate = ['svm', 'svm:voc2007']\n", 4, "names 'svm' twice", ""),
 ]
 
 
@@ -168,6 +172,27 @@ def test_bad_sweep_file_submits_nothing_and_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "tiny.gin:4" in err and "'high'" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_evaluate_names_a_dataset_per_protocol_as_a_dict_or_list_and_the_old_list_still_works(tmp_path):
+    as_dict = write_sweep(tmp_path / "d", "sweep.evaluate = {'svm': 'voc2007', 'knn': None}\n")
+    as_list = write_sweep(tmp_path / "l", "sweep.evaluate = ['svm:voc2007', 'knn']\n")
+    old = write_sweep(tmp_path / "o", "sweep.evaluate = ['linear', 'knn']\n")
+    assert eval_targets(load_sweep(as_dict).settings.evaluate) == [("svm", "voc2007"), ("knn", None)]
+    assert load_sweep(as_list).settings.evaluate == load_sweep(as_dict).settings.evaluate
+    assert eval_targets(load_sweep(old).settings.evaluate) == [("linear", None), ("knn", None)]
+
+
+def test_a_run_is_done_only_when_each_protocol_has_its_result_on_its_own_dataset(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.start("", seed=0)
+    run.finish(epochs=1)
+    run.write_eval("svm-fashion_mnist", {"protocol": "svm", "dataset": "fashion_mnist", "metrics": {}})
+    assert run_state(run.path, ["svm:voc2007"]).state == "failed"  # trained, its VOC07 SVMs missing
+    assert "svm:voc2007" in run_state(run.path, ["svm:voc2007"]).detail
+    assert run_state(run.path, ["svm"]).state == "done"
+    run.write_eval("svm-voc2007", {"protocol": "svm", "dataset": "voc2007", "metrics": {}})
+    assert run_state(run.path, ["svm:voc2007"]).state == "done"
 
 
 def test_dry_run_prints_every_run_and_runs_nothing(tmp_path, capsys):
@@ -203,6 +228,18 @@ def test_debug_sweep_records_runs_and_rerun_skips_complete_ones(tmp_path):
     assert read_json(by_lr[0.25] / "meta.json")["restarts"] == 0
     assert read_json(by_lr[0.5] / "meta.json")["restarts"] == 1
     assert starts(by_lr[0.5])[-1]["from_step"] == 2  # resumed from its last checkpoint
+
+
+def test_redirected_sweep_output_is_a_few_lines_per_run_with_the_time_left(tmp_path):
+    path = write_sweep(tmp_path, "sweep.name = 'bar'\nsweep.grid = {'tiny_train.lr': [0.1, 0.2, 0.3]}\n"
+                                 "sweep.seeds = [0]\ntiny_train.steps = 1\n")
+    proc = subprocess.run(cli_command("sweep", str(path), "--executor", "debug", "--out", str(tmp_path / "runs")),
+                          capture_output=True, text=True, timeout=PATIENCE_S, env=worker_env())
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 3 * 3, proc.stderr
+    bar = next(line for line in reversed(lines) if "3/3" in line)  # the bar's last state: estimated, not -:--:--
+    assert "left" in bar and "-:--:--" not in bar
 
 
 def test_failed_run_has_its_reason_in_status_and_is_resubmitted(tmp_path):

@@ -157,3 +157,15 @@ local.threads_per_job = 1
             assert 0.0 <= evaluation["metrics"]["res5"]["top1"] <= 100.0
         assert read_json(run_dir / "evals" / "knn-fashion_mnist.json")["hyperparameters"]["k"] == 7  # the sweep's
     gin.clear_config()
+
+
+def test_paper_transfer_sweep_scores_voc07_with_svms(tmp_path, capsys, monkeypatch):
+    """Table 2's VOC07 column is VOC07 SVMs (paper Section 5.1): the dry run says so, and the runs are done only
+    once evals/svm-voc2007.json exists."""
+    from pirl_ablate.cli import main
+    from pirl_ablate.sweep.spec import eval_targets
+
+    monkeypatch.chdir(REPO)
+    assert main(["sweep", "sweeps/paper/transfer.gin", "--dry-run", "--out", str(tmp_path / "runs")]) == 0
+    assert "svm on voc2007" in capsys.readouterr().out
+    assert ("svm", "voc2007") in eval_targets(load_sweep(REPO / "sweeps/paper/transfer.gin").settings.evaluate)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from sigkill_resume import whole_and_killed
 from sweep_jobs import PATIENCE_S
 from tiny_pirl import BATCH, NEGATIVES, SIZE, TINY
 
@@ -139,8 +138,10 @@ def test_tiny_pirl_run_learns_and_writes_the_run_folder(tmp_path):
     assert [r["epoch"] for r in rows if "knn_top1" in r] == [5, 10, 15]
     chance = math.log(NEGATIVES + 1)  # InfoNCE with every score equal: -log(1 / (N + 1))
     # The bank starts from the initial network's embeddings (smoke scale's MemoryBank.init), so the loss starts
-    # near chance and falls well below it.
-    assert rows[-1]["loss"] < rows[0]["loss"] - 1.0 and rows[-1]["loss"] < chance - 0.15
+    # near chance and falls well below it. Over CPU kernels (native AVX512, ATEN_CPU_CAPABILITY=default, and that
+    # with oneDNN/MKL held to SSE4), 1 and 2 threads and seeds 0-2 it fell by 0.76-1.09, ended 0.29-0.56 below
+    # chance, kNN 0.69-0.89 (benchmarks/RESULTS.md, "CPU spread of the learning tests").
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.5 and rows[-1]["loss"] < chance - 0.15
     assert rows[-1]["knn_top1"] > 0.5  # 4 balanced classes: chance is 0.25
     assert "train.epochs = 15" in run.config_path.read_text()  # the operative config
     assert run.meta()["seed"] == 0
@@ -185,24 +186,7 @@ def test_every_epoch_row_holds_the_health_numbers_and_they_leave_the_run_unchang
 
 @pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
-    cfg = _config(tmp_path, "train.epochs = 4\n")
-    whole = _cli("train", str(cfg), "--out", str(tmp_path / "whole"))
-    killed = _cli("train", str(cfg), "--out", str(tmp_path / "killed"))
-    last = tmp_path / "killed" / "checkpoints" / "last.pt"
-    deadline = time.time() + PATIENCE_S
-    while not last.exists() and killed.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the next epoch
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert killed.returncode == -signal.SIGKILL
-    assert not (tmp_path / "killed" / "result.json").exists()
-    assert checkpoint.load(last)["epoch"] < 4  # it really was interrupted
-    resumed = _cli("train", str(cfg), "--out", str(tmp_path / "killed"))
-    assert resumed.wait(timeout=PATIENCE_S) == 0, resumed.stderr.read()
-    assert whole.wait(timeout=PATIENCE_S) == 0, whole.stderr.read()
-    a = checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt")
-    b = checkpoint.load(last)
+    a, b = whole_and_killed(_config(tmp_path, "train.epochs = 4\n"), tmp_path, epochs=4)
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (4, 4 * SIZE // BATCH)
     assert a["method"].keys() == b["method"].keys() and "memory_bank.bank" in a["method"]
     for key in a["method"]:  # trunk, heads, memory bank, Z
@@ -279,11 +263,17 @@ def test_precise_bn_recomputes_statistics_on_clean_images(tmp_path):
     result = run_training(cfg, tmp_path / "run")
     assert result["bn"] == "precise"
     net = load_method(tmp_path / "run")
-    # Independent expectation: bn1's running mean is the average over the first two clean batches (dataset order,
-    # BATCH images each) of the per-batch channel means of conv1's output on the normalised images.
-    from pirl_ablate.data import build_dataset, to_device_batch
+    # Independent expectation: bn1's running mean is the average over the first two clean batches (BATCH images
+    # each, in the shuffled order of seed train.seed * 1000 + 997) of the per-batch channel means of conv1's output
+    # on the normalised images.
+    from pirl_ablate.data import build_dataset, make_loader, to_device_batch
 
-    images = build_dataset("synthetic", "train").images[:2 * BATCH]
+    dataset = build_dataset("synthetic", "train")
+    loader = make_loader(dataset, BATCH, seed=997, drop_last=False, num_workers=0)
+    loader.set_epoch(0)
+    order = torch.cat([index for _, (_, index, _) in zip(range(2), loader)])
+    assert not torch.equal(order, torch.arange(2 * BATCH))  # not the dataset order
+    images = dataset.images[order]
     x = to_device_batch(images, "cpu", 16)
     b = net.backbone
     with torch.no_grad():

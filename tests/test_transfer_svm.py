@@ -14,7 +14,14 @@ from pirl_ablate import config
 from pirl_ablate.build import run_training
 from pirl_ablate.cli import main
 from pirl_ablate.data.voc import VOC_CLASSES, voc2007, write_synthetic_voc
-from pirl_ablate.evaluate.svm import average_precisions, fit_svms, low_shot_targets, onehot_targets, svm_scores
+from pirl_ablate.evaluate.svm import (
+    average_precisions,
+    fit_svms,
+    low_shot_targets,
+    onehot_targets,
+    svm_scores,
+    voc_ap,
+)
 from pirl_ablate.runs import read_json
 
 
@@ -24,6 +31,25 @@ def test_average_precision_by_hand_ignores_difficult():
     scores = np.array([[0.9, 0.4], [0.8, 0.3], [0.7, 0.2], [0.6, 0.1]])
     targets = np.array([[1, 0], [0, 1], [1, 0], [-1, 1]])
     assert average_precisions(scores, targets) == pytest.approx([100 * (1 + 2 / 3) / 2, 50.0])
+
+
+def test_voc_interpolated_ap_by_hand_differs_from_sklearns():
+    """VISSL's calculate_ap: ranked 1, 0, 0, 1, 1 has precisions 1, 1/2, 1/3, 1/2, 3/5 at recalls 1/3, 1/3, 1/3,
+    2/3, 1; the envelope at the three recall steps is 1, 3/5, 3/5: AP = (1 + 3/5 + 3/5) / 3. sklearn's
+    (uninterpolated) AP is (1 + 1/2 + 3/5) / 3."""
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    positive = np.array([True, False, False, True, True])
+    assert voc_ap(scores, positive) == pytest.approx((1 + 0.6 + 0.6) / 3, abs=1e-12)
+    targets = positive.astype(int)[:, None]
+    assert average_precisions(scores[:, None], targets)[0] == pytest.approx(100 * 2.2 / 3, abs=1e-9)
+    assert average_precisions(scores[:, None], targets, "sklearn")[0] == pytest.approx(100 * 2.1 / 3, abs=1e-9)
+
+
+def test_voc_ap_ranks_tied_scores_later_image_first():
+    """Ties as VISSL's reversed argsort leaves them: scores 0.9, 0.5, 0.5 with the positive second is ranked
+    negative, negative (the later tie), positive: AP = 1/3."""
+    assert voc_ap(np.array([0.9, 0.5, 0.5]), np.array([False, True, False])) == pytest.approx(1 / 3, abs=1e-12)
+    assert voc_ap(np.array([0.9, 0.5, 0.5]), np.array([False, False, True])) == pytest.approx(1 / 2, abs=1e-12)
 
 
 def _blobs(n: int, num_classes: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,7 +70,8 @@ def test_svms_separable_features_score_100_and_shuffled_labels_chance():
     shuffled = train_y[torch.randperm(len(train_y), generator=gen)]
     models, _, _ = fit_svms(train_x, onehot_targets(shuffled, 3), costs=(0.01, 1.0), folds=3)
     chance = 100 * onehot_targets(test_y, 3).float().mean(0).numpy()  # the AP of a random ranking ~ prevalence
-    aps = average_precisions(svm_scores(models, test_x), onehot_targets(test_y, 3).numpy())
+    # (sklearn's AP: VOC's interpolated AP lifts a random ranking above its prevalence)
+    aps = average_precisions(svm_scores(models, test_x), onehot_targets(test_y, 3).numpy(), "sklearn")
     assert np.abs(aps - chance).max() < 15, (aps, chance)
 
 
@@ -70,8 +97,8 @@ def _write_devkit(root: Path) -> None:
     from PIL import Image
 
     objects = {"a": [("dog", 0, (1, 2, 10, 20)), ("bird", 1, (5, 5, 8, 8))],
-               "b": [("bird", 0, (3, 3, 30, 30)), ("cat", 0, (2, 2, 4, 4))],
-               "c": [("person", 0, (1, 1, 32, 32)), ("unicorn", 0, (1, 1, 2, 2))]}
+               "b": [("bird", 0, (3, 3, 30, 20)), ("cat", 0, (2, 2, 4, 4))],
+               "c": [("person", 0, (1, 1, 32, 24)), ("unicorn", 0, (1, 1, 2, 2))]}  # inside the 32x24 images
     for image_id, objs in objects.items():
         Image.new("RGB", (32, 24), (10, 20, 30)).save(base / "JPEGImages" / f"{image_id}.jpg")
         xml = "".join(f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin>"
@@ -109,7 +136,7 @@ TINY = untrained(size=16, train_image_size=32, negatives=8)
 
 
 @pytest.mark.slow
-def test_eval_svm_and_low_shot_on_a_synthetic_vocdevkit(tmp_path):
+def test_eval_svm_and_low_shot_on_a_synthetic_vocdevkit(tmp_path, capsys):
     write_synthetic_voc(tmp_path / "voc", num_trainval=48, num_test=24, image_size=32)
     cfg = tmp_path / "tiny.gin"
     cfg.write_text(TINY)
@@ -126,6 +153,10 @@ def test_eval_svm_and_low_shot_on_a_synthetic_vocdevkit(tmp_path):
         aps = result["per_class_ap"][layer]
         assert len(aps) == 3 and result["metrics"][layer]["mAP"] == pytest.approx(sum(aps) / 3)
         assert all(0 < ap <= 100 + 1e-9 for ap in aps) and set(result["chosen_cost"][layer]) <= {0.1, 1.0}
+
+    capsys.readouterr()
+    assert main(["-q", "eval", str(run), "--protocol", "svm", *voc, "--bind", "svm_eval.ap = 'vocc'"]) == 2
+    assert "svm_eval.ap = 'vocc' (did you mean `voc`?)" in capsys.readouterr().err
 
     assert main(["-q", "eval", str(run), "--protocol", "low-shot", *voc, "--bind", "low_shot_eval.k_values = [1, 2]",
                  "--bind", "low_shot_eval.draws = 3"]) == 0

@@ -61,9 +61,14 @@ def small_jigsaw(**kw) -> Jigsaw:
     return Jigsaw(crop_size=30, patch_size=8, **kw)
 
 
-def reference_crop(image: np.ndarray, box, h: int, w: int, flip: bool) -> np.ndarray:
+def reference_crop(image: np.ndarray, box, h: int, w: int, flip: bool, samples: int = 1) -> np.ndarray:
     """float64 bilinear resize of box (x0, y0, x1, y1) of image (C, H, W) to (h, w), half-pixel centres, edge
-    clamped: the textbook definition, written independently of the transform code."""
+    clamped: the textbook definition, written independently of the transform code. samples s > 1: each output
+    pixel is the mean of the bilinear values at the centres of an s x s grid over its footprint (a box filter)."""
+    if samples > 1:
+        sub = reference_crop(image, box, h * samples, w * samples, False)
+        out = sub.reshape(image.shape[0], h, samples, w, samples).mean(axis=(2, 4))
+        return out[:, :, ::-1] if flip else out
     _, height, width = image.shape
     x0, y0, x1, y1 = (float(v) for v in box)
     xs = np.clip(x0 + (np.arange(w) + 0.5) * (x1 - x0) / w - 0.5, 0, width - 1)
@@ -143,10 +148,12 @@ def test_patches_match_resized_crops_of_input(flip):
 
 
 def test_image_view_matches_resized_crop():
+    """32 px images to 20 px views: a downscale of up to 1.6x, filtered by 2 x 2 samples per output pixel."""
     images = batch(4, 32, dtype=torch.float64, seed=5)
     view = ImageView(size=20, photometric=False)(images, gen(3))
     for b in range(4):
-        expected = reference_crop(images[b].numpy(), view.params["box"][b], 20, 20, bool(view.params["flip"][b]))
+        expected = reference_crop(images[b].numpy(), view.params["box"][b], 20, 20, bool(view.params["flip"][b]),
+                                  samples=2)
         np.testing.assert_allclose(view.data[b].numpy(), expected, atol=1e-5)
         x0, y0, x1, y1 = view.params["box"][b].tolist()
         assert 0.08 * 32 * 32 - 1e-3 <= (x1 - x0) * (y1 - y0) <= 32 * 32 + 1e-3

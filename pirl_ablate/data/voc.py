@@ -14,6 +14,8 @@ the smoke-scale transfer data and the test fixture.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,14 +70,29 @@ def read_voc(root: str | Path, year: str, image_set: str, classes: tuple[str, ..
         except (OSError, ET.ParseError) as e:
             raise DataError(f"{xml}: cannot read VOC annotation ({e})") from None
         objects = [o for o in ann.get("object", []) if o["name"] in classes]
-        boxes = [[float(o["bndbox"]["xmin"]) - 1, float(o["bndbox"]["ymin"]) - 1, float(o["bndbox"]["xmax"]),
-                  float(o["bndbox"]["ymax"])] for o in objects]
+        try:
+            width, height = int(ann["size"]["width"]), int(ann["size"]["height"])
+            boxes = [[float(o["bndbox"][k]) - (k in ("xmin", "ymin")) for k in ("xmin", "ymin", "xmax", "ymax")]
+                     for o in objects]
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{xml}: cannot read VOC annotation (size or bndbox: {type(e).__name__} {e})") from None
+        _check_boxes(xml, boxes, width, height)
         out.append(Annotation(
             path=Path(image), boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             labels=torch.tensor([classes.index(o["name"]) for o in objects], dtype=torch.long),
             difficult=torch.tensor([o.get("difficult", "0") == "1" for o in objects], dtype=torch.bool),
-            width=int(ann["size"]["width"]), height=int(ann["size"]["height"])))
+            width=width, height=height))
     return out
+
+
+def _check_boxes(xml: str, boxes: list[list[float]], width: int, height: int) -> None:
+    """Every box (x0, y0, x1, y1, continuous coordinates) non-empty and inside the `width` x `height` image:
+    DataError naming the file and the box (as the XML writes it, 1-based) otherwise."""
+    for x0, y0, x1, y1 in boxes:
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+            raise DataError(f"{xml}: box xmin={x0 + 1:g} ymin={y0 + 1:g} xmax={x1:g} ymax={y1:g} is inverted or "
+                            f"outside the {width}x{height} image (VOC boxes: 1 <= xmin <= xmax <= width, "
+                            "1 <= ymin <= ymax <= height)")
 
 
 def image_targets(annotations: list[Annotation], num_classes: int) -> Tensor:
@@ -136,13 +153,31 @@ def write_synthetic_voc(root: str | Path, *, num_trainval: int = 96, num_test: i
     colour is their class (SHAPE_COLOURS[class]); every `difficult_every`-th object is marked difficult. Returns
     `root`. Every draw comes from a torch.Generator seeded with `seed`. VOC2007 gets trainval and test; any other
     year (e.g. "2012") gets trainval only, like the real devkit.
-    """
-    from PIL import Image, ImageDraw
 
+    The devkit is written into a temporary folder beside it and renamed to `root`/VOCdevkit when complete, so a
+    process killed while writing leaves no VOCdevkit (a hidden `.VOCdevkit-*` folder at most), never half of one;
+    DataError if `root`/VOCdevkit exists already.
+    """
     if len(classes) > len(SHAPE_COLOURS):
         raise DataError(f"synthetic_voc: at most {len(SHAPE_COLOURS)} classes, got {len(classes)}")
-    gen = torch.Generator().manual_seed(seed)
     root = Path(root)
+    target = root / "VOCdevkit"
+    if target.exists():
+        raise DataError(f"{target}: exists already; remove it to write the synthetic devkit again")
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".VOCdevkit-") as tmp:
+        _write_devkit(Path(tmp), image_size, tuple(classes), max_objects, difficult_every, seed, years,
+                      {"trainval": num_trainval, "test": num_test})
+        os.rename(Path(tmp) / "VOCdevkit", target)
+    return root
+
+
+def _write_devkit(root: Path, image_size: int, classes: tuple[str, ...], max_objects: int, difficult_every: int,
+                  seed: int, years: tuple[str, ...], sizes: dict[str, int]) -> None:
+    """`write_synthetic_voc`'s drawing, into `root`/VOCdevkit."""
+    from PIL import Image, ImageDraw
+
+    gen = torch.Generator().manual_seed(seed)
     num_images = num_objects = 0
 
     def draw(n: int) -> int:
@@ -152,7 +187,7 @@ def write_synthetic_voc(root: str | Path, *, num_trainval: int = 96, num_test: i
         base = root / "VOCdevkit" / f"VOC{year}"
         for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
             (base / sub).mkdir(parents=True, exist_ok=True)
-        sets = {"trainval": num_trainval, "test": num_test} if year == "2007" else {"trainval": num_trainval}
+        sets = sizes if year == "2007" else {"trainval": sizes["trainval"]}
         for image_set, n in sets.items():
             ids = []
             for _ in range(n):
@@ -183,4 +218,3 @@ def write_synthetic_voc(root: str | Path, *, num_trainval: int = 96, num_test: i
                 im.save(base / "JPEGImages" / f"{image_id}.jpg", quality=95)
                 ET.ElementTree(xml).write(base / "Annotations" / f"{image_id}.xml")
             (base / "ImageSets" / "Main" / f"{image_set}.txt").write_text("\n".join(ids) + "\n")
-    return root

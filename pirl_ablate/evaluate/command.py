@@ -1,25 +1,43 @@
-"""`pirl-ablate eval RUN_DIR --protocol ... [--layers ...] [--dataset ...] [--bind ...] [--gin ...]`."""
+"""`pirl-ablate eval RUN_DIR --protocol ... [--layers ...] [--dataset ...] [--bind ...] [--gin ...]`.
+
+Under a launcher with several processes (torchrun, SLURM tasks: `pirl_ablate.distributed`) the online linear
+protocol and detection run data parallel, e.g. on the 8 GPUs of one node:
+
+    torchrun --nproc_per_node 8 $(which pirl-ablate) eval RUN --protocol linear --layers conv1,res2,res3,res4,res5 \
+        --gin gin/eval/paper.gin
+
+Rank 0 writes the result and prints it; the other protocols run in one process.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 
 from rich.table import Table
 
 from pirl_ablate import distributed
 from pirl_ablate.console import out
+from pirl_ablate.errors import ConfigError
 from pirl_ablate.evaluate.protocols import run_evaluations
+
+DATA_PARALLEL = ("linear", "detection")  # the protocols that run over a launcher's processes
 
 
 def eval_command(args: argparse.Namespace) -> int:
     """Run one protocol on a run folder; print its metrics as a table (stdout); the JSON lands in RUN_DIR/evals/."""
     layers = [name.strip() for name in args.layers.split(",") if name.strip()]
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: the data-parallel detection protocol uses the ranks
-        distributed.setup()
-    results = run_evaluations(args.run_dir, [args.protocol], dataset=args.dataset, layers=layers,
-                              gin_files=args.gin, bindings=args.bind)
-    for name, result in results.items() if distributed.launcher_rank() == 0 else ():
+    env = distributed.setup()
+    try:
+        if env.distributed and args.protocol not in DATA_PARALLEL:
+            raise ConfigError(f"--protocol {args.protocol} runs in one process; only {' and '.join(DATA_PARALLEL)} "
+                              f"run over the launcher's {env.world_size} processes")
+        results = run_evaluations(args.run_dir, [args.protocol], dataset=args.dataset, layers=layers,
+                                  gin_files=args.gin, bindings=args.bind)
+    finally:
+        distributed.teardown(env)
+    if not env.is_main:
+        return 0
+    for name, result in results.items():
         table = Table(title=name, caption=f"{args.run_dir} | bn: {result['bn']} | {result['wall_s']:.1f} s")
         metric_names = sorted({m for group in result["metrics"].values() for m in group})
         table.add_column("group")

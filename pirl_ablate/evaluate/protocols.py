@@ -3,6 +3,7 @@
 Each protocol writes `RunDir.write_eval(f"{protocol}-{dataset}", result)` with the schema
 
     {"protocol": "linear"|"knn"|"invariance"|"semisup"|"svm"|"low-shot"|"detection", "dataset": str,
+     "mode": "online"|"cached" (linear only: the paper's protocol or the fast cached-feature one),
      "metrics": {GROUP: {METRIC: float}},   # GROUP: layer ("res5"), transform ("jigsaw") or fraction ("1%")
      "bn": "precise"|"train", "wall_s": float, "image_size": int, ...protocol extras}
 
@@ -14,13 +15,14 @@ run (`gin/supervised.gin`) is loaded like any other, and the random-init baselin
 
 The checkpoint's record says what the run trained on (dataset and its per-split arguments, image size, pretext
 transform), so the run's gin config is never parsed; gin files and bindings given to `run_evaluations` configure the
-evaluation only (all optional): `evaluation.*` (batch size, image size, precise-BN batches, device, cache dtype),
-`linear_probe.*`, `knn_eval.*`, `invariance_eval.*`, `semisup_eval.*`, `svm_eval.*`,
-`low_shot_eval.*`.
+evaluation only (all optional): `evaluation.*` (batch size, image size, precise-BN batches, device, cache dtype and
+bound), `linear_eval.*` (mode "online" | "cached"), `linear_probe.*`, `knn_eval.*`, `invariance_eval.*`,
+`semisup_eval.*`, `svm_eval.*`, `low_shot_eval.*`; gin/eval/paper.gin binds the paper's protocols.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import time
@@ -32,15 +34,18 @@ from typing import Any
 
 import gin
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
-from pirl_ablate import checkpoint, config, distributed
+from pirl_ablate import checkpoint, config
 from pirl_ablate.console import info, track
 from pirl_ablate.data import ArrayDataset, ImageDataset, build_dataset, make_loader, to_device_batch
 from pirl_ablate.diagnostics import relative_distances
+from pirl_ablate.distributed import initialized_world
 from pirl_ablate.errors import ConfigError, DataError, UserError, did_you_mean
 from pirl_ablate.evaluate.detection_protocol import detection_protocol
 from pirl_ablate.evaluate.features import FeatureCache, cached_features, check_layers, fingerprint, labels_digest
+from pirl_ablate.evaluate.inputs import View, eval_view, random_resized_crop_flip
 from pirl_ablate.evaluate.invariance import (
     GROUPS,
     RELATIVE_MAX,
@@ -51,12 +56,15 @@ from pirl_ablate.evaluate.invariance import (
 )
 from pirl_ablate.evaluate.knn import knn_scores
 from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
+from pirl_ablate.evaluate.linear_online import train_online_linear
 from pirl_ablate.evaluate.semisup import balanced_subset, finetune, fraction_name
 from pirl_ablate.evaluate.svm_protocol import low_shot_protocol, svm_protocol
+from pirl_ablate.locks import eval_lock
 from pirl_ablate.models.precise_bn import precise_bn
 from pirl_ablate.runs import RunDir
 
 PROTOCOLS = ("linear", "knn", "invariance", "semisup", "svm", "low-shot", "detection")
+LINEAR_MODES = ("cached", "online")
 
 
 @gin.configurable("evaluation")
@@ -72,6 +80,10 @@ class EvalSettings:
         ("precise" when `train.precise_bn_batches` > 0, else "train").
     device: "cuda", "cpu", ...; None = CUDA when available.
     cache_dtype: dtype of the cached features ("float16" halves the cache of 9k-dim layers; "float32").
+    max_cache_gb: the most a protocol's cached features of one split may take (all its layers, on the device and
+        in the run folder); more is refused before extraction with a message naming the online linear protocol.
+        ImageNet's 1.28M train images at 9k fp16 dims are 23 GB per layer, 115 GB for five: one 80 GB device fits
+        two layers.
     seed: seeds every random draw of the evaluation (precise-BN batch order, invariance transforms).
     """
 
@@ -80,6 +92,7 @@ class EvalSettings:
     precise_bn_batches: int = 0
     device: str | None = None
     cache_dtype: str = "float16"
+    max_cache_gb: float = 48.0
     seed: int = 0
 
 
@@ -111,15 +124,24 @@ class EvalContext:
         return int(self.split("train").num_classes)
 
     def batches(self, dataset: ImageDataset, *, seed: int | None = None, epoch: int = 0, batch_size: int | None = None,
-                description: str | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-        """(images (B, 3, S, S) float [0, 1] on the device, labels (B,)) over `dataset`: in order, or shuffled by
-        (seed, epoch) when `seed` is given (without dropping the last partial batch)."""
+                description: str | None = None, view: View | None = None, rank: int = 0, world_size: int = 1,
+                drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """(images (B, 3, S, S) float [0, 1] on the device, labels (B,)) over `dataset` (this rank's share): in order,
+        or shuffled by (seed, epoch) when `seed` is given (the last partial batch dropped only with `drop_last`).
+
+        view: None resizes the decoded images to the evaluation's `image_size`; else `view(images, sizes)` of
+        `pirl_ablate.evaluate.inputs` makes them from the decoded images at their own size (sizes None: the loader
+        delivers images that fill the batch).
+        """
         loader = make_loader(dataset, batch_size or self.settings.batch_size, seed=seed, shuffle=seed is not None,
-                             drop_last=False)
+                             drop_last=drop_last, rank=rank, world_size=world_size)
         loader.set_epoch(epoch)
         items = track(loader, description, total=len(loader)) if description else loader
         for images, _, labels in items:
-            yield to_device_batch(images, self.device, self.image_size), labels.to(self.device)
+            if view is None:
+                yield to_device_batch(images, self.device, self.image_size), labels.to(self.device)
+            else:
+                yield view(to_device_batch(images, self.device, None), None), labels.to(self.device)
 
     @cached_property
     def cache(self) -> FeatureCache:
@@ -130,27 +152,87 @@ class EvalContext:
         """Of the backbone's weights and BN statistics as evaluated (after precise-BN); part of the cache key."""
         return fingerprint(self.net.backbone)
 
-    def features(self, split: str, layers: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
-        """{layer: (features (N, D), labels (N,))} of `split`, from the run's feature cache or one extraction."""
+    def features(self, split: str, layers: Sequence[str], *, view: str = "centre_crop", view_size: int | None = None,
+                 pooling: str = "grid") -> dict[str, tuple[Tensor, Tensor]]:
+        """{layer: (features (N, D), labels (N,))} of `split`, from the run's feature cache or one extraction.
+
+        view: "centre_crop" (the decoded square resized to the evaluation's `image_size`), "squash" (VISSL's SVM
+        input) or "resize_crop" (resize 256 * size / 224, centre crop; the linear evaluation's test input), the
+        last two at `view_size` (None: `image_size`); pooling: "grid" or "vissl" (`pirl_ablate.evaluate.features`).
+        """
         ds = self.split(split)
+        size = view_size or self.image_size
         key = {"fingerprint": self.backbone_fingerprint, "num_images": len(ds),
                "labels": labels_digest(ds.labels), "image_size": self.image_size}
+        if view != "centre_crop":
+            key.update(view=view, view_size=size)
         return cached_features(self.cache, self.net.backbone, self.dataset, split, layers,
-                               self.batches(ds, description=f"features {self.dataset}/{split}"), key,
-                               device=self.device, dtype=getattr(torch, self.settings.cache_dtype))
+                               self.batches(ds, description=f"features {self.dataset}/{split}",
+                                            view=eval_view(view, size)), key,
+                               device=self.device, dtype=getattr(torch, self.settings.cache_dtype), pooling=pooling,
+                               max_bytes=int(self.settings.max_cache_gb * 2**30), num_images=len(ds))
 
 
 # ------------------------------------------------------------------------------------------------------ protocols
-def linear_protocol(ctx: EvalContext, layers: Sequence[str]) -> dict:
-    """Linear probe on each layer's pooled features (paper Tables 2, 5, 7): {layer: {top1, top5}}."""
-    train = ctx.features("train", layers)
-    test = ctx.features("test", layers)
-    metrics = {layer: train_linear_probe(*train[layer], *test[layer], ctx.num_classes,
-                                         description=f"linear probe {layer}")
-               for layer in layers}
-    return {"metrics": metrics, "feature_dims": {layer: int(train[layer][0].shape[1]) for layer in layers},
-            "num_train": len(train[layers[0]][0]), "num_test": len(test[layers[0]][0]),
-            "hyperparameters": _bound("linear_probe", train_linear_probe)}
+@gin.configurable("linear_eval", denylist=["ctx", "layers"])
+def linear_protocol(ctx: EvalContext, layers: Sequence[str], mode: str = "cached", pooling: str = "grid",
+                    crop_size: int | None = None, epochs: int = 28, batch_size: int = 256, lr_per_256: float = 0.01,
+                    milestones: Sequence[int] = (8, 16, 24), weight_decay: float = 5e-4, momentum: float = 0.9,
+                    nesterov: bool = True, seed: int = 0) -> dict:
+    """Linear classifiers on each layer of the frozen trunk (paper Tables 2, 5, 7): {layer: {top1, top5}}.
+
+    mode "online" (the paper's, `pirl_ablate.evaluate.linear_online`): fresh RandomResizedCrop `crop_size` + flip
+    views every epoch, Resize + CenterCrop at test, BatchNorm2d + Linear per layer, the schedule given here
+    (VISSL's: 28 epochs, lr 0.01 per 256, x0.1 at 8, 16, 24, wd 5e-4, momentum 0.9, Nesterov), data parallel over
+    the ranks of a torch.distributed process group; `seed` draws the views and the batch order.
+    mode "cached" (the fast one: smoke scale, quick looks; `pirl_ablate.evaluate.linear`): features extracted
+    once from the decoded images at the evaluation's size, cached, and a BatchNorm1d + Linear trained on them
+    (`linear_probe.*` sets its schedule; the ones here do not apply).
+    pooling: "grid" or "vissl" (`pirl_ablate.evaluate.features`); crop_size: px, None = the evaluation's size.
+    gin/eval/paper.gin binds the paper's setting.
+    """
+    if mode not in LINEAR_MODES:
+        raise ConfigError(f"linear_eval.mode = {mode!r}{did_you_mean(mode, LINEAR_MODES)} (valid: "
+                          f"{', '.join(LINEAR_MODES)})")
+    if mode == "cached":
+        if initialized_world() > 1:
+            raise ConfigError("linear_eval.mode = 'cached' runs in one process; bind linear_eval.mode = 'online' "
+                              "to evaluate over several processes")
+        train = ctx.features("train", layers, pooling=pooling)
+        test = ctx.features("test", layers, pooling=pooling)
+        metrics = {layer: train_linear_probe(*train[layer], *test[layer], ctx.num_classes,
+                                             description=f"linear probe {layer}")
+                   for layer in layers}
+        return {"mode": mode, "metrics": metrics,
+                "feature_dims": {layer: int(train[layer][0].shape[1]) for layer in layers},
+                "num_train": len(train[layers[0]][0]), "num_test": len(test[layers[0]][0]),
+                "hyperparameters": {**_bound("linear_probe", train_linear_probe), "pooling": pooling}}
+    size = crop_size or ctx.image_size
+    rank, world = (dist.get_rank(), dist.get_world_size()) if initialized_world() > 1 else (0, 1)
+    if batch_size % world:
+        raise ConfigError(f"linear_eval.batch_size = {batch_size} is not a multiple of the {world} ranks")
+    train_set, test_set = ctx.split("train"), ctx.split("test")
+    gen = torch.Generator().manual_seed(seed * 1000 + rank)  # this rank's crops and flips, epoch after epoch
+
+    def augmented(images: Tensor, sizes: Tensor | None) -> Tensor:
+        return random_resized_crop_flip(images, sizes, size, gen)
+
+    def train_batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        return ctx.batches(train_set, seed=seed, epoch=epoch, batch_size=batch_size // world, view=augmented,
+                           rank=rank, world_size=world, drop_last=True)
+
+    test_batches = ctx.batches(test_set, batch_size=batch_size // world, view=eval_view("resize_crop", size),
+                               rank=rank, world_size=world)
+    metrics, dims, _ = train_online_linear(
+        ctx.net.backbone, layers, ctx.num_classes, train_batches, test_batches, input_size=size, pooling=pooling,
+        epochs=epochs, batch_size=batch_size, lr_per_256=lr_per_256, milestones=milestones,
+        weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
+    return {"mode": mode, "metrics": metrics, "feature_dims": dims, "num_train": len(train_set),
+            "num_test": len(test_set), "world_size": world,
+            "hyperparameters": {"pooling": pooling, "crop_size": size, "epochs": epochs, "batch_size": batch_size,
+                                "lr_per_256": lr_per_256, "milestones": list(milestones),
+                                "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov,
+                                "seed": seed}}
 
 
 def knn_protocol(ctx: EvalContext) -> dict:
@@ -261,14 +343,16 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
         "low-shot": lambda c: low_shot_protocol(c, layers), "detection": detection_protocol}
     results = {}
     for protocol in protocols:
-        start = time.perf_counter()
-        info(f"{run.path.name}: {protocol} on {ctx.dataset}")
-        result = evaluate[protocol](ctx)
-        result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
-                  "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
-        name = f"{protocol}-{result['dataset']}"  # detection names its own (voc0712, voc07)
-        if distributed.launcher_rank() == 0:  # under a launcher (detection's data parallel) rank 0 writes
-            run.write_eval(name, result)
+        writer = initialized_world() == 1 or dist.get_rank() == 0  # data parallel (linear, detection): rank 0 writes
+        with eval_lock(run.path, protocol) if writer else contextlib.nullcontext():  # one evaluation at a time
+            start = time.perf_counter()
+            info(f"{run.path.name}: {protocol} on {ctx.dataset}")
+            result = evaluate[protocol](ctx)
+            result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
+                      "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
+            name = f"{protocol}-{result['dataset']}"  # detection names its own (voc0712, voc07)
+            if writer:
+                run.write_eval(name, result)
         results[name] = result
     return results
 

@@ -87,31 +87,40 @@ class _KnownGradient(torch.autograd.Function):
 
 def _chunks(bank: Tensor, positive: Tensor, negatives: Tensor, chunk_bytes: int | None
             ) -> Iterator[tuple[slice, Tensor, Tensor]]:
-    """Yield (rows of the batch, positive entries (c, d), negative entries (c, N, d)) for chunks of c samples
-    whose negatives take about `chunk_bytes` (default CHUNK_BYTES). They are gathered into one reused buffer,
-    overwritten by the next chunk."""
-    b, n = negatives.shape
+    """Yield (rows of the batch, positive entries (c, d), negative entries (c, N, d), or (c, K, N, d) for
+    per-query negatives (B, K, N)) for chunks of c samples whose negatives take about `chunk_bytes` (default
+    CHUNK_BYTES). They are gathered into one reused buffer, overwritten by the next chunk."""
+    b, per_sample = negatives.shape[0], negatives[0].numel()
     d = bank.shape[1]
-    c = max(1, min(b, (chunk_bytes or CHUNK_BYTES) // (n * d * bank.element_size())))
-    buffer = bank.new_empty(c * n, d)
+    c = max(1, min(b, (chunk_bytes or CHUNK_BYTES) // (per_sample * d * bank.element_size())))
+    buffer = bank.new_empty(c * per_sample, d)
     for start in range(0, b, c):
         rows = slice(start, min(start + c, b))
         idx = negatives[rows].reshape(-1)
         neg = torch.index_select(bank, 0, idx, out=buffer[: idx.shape[0]])
-        yield rows, bank.index_select(0, positive[rows]), neg.view(-1, n, d)
+        yield rows, bank.index_select(0, positive[rows]), neg.view(*negatives[rows].shape, d)
+
+
+def _negative_scores(q: Tensor, neg: Tensor) -> Tensor:
+    """(c, K, N) scores of queries q (c, K, d) against negatives shared by a sample's K queries (c, N, d) or drawn
+    per query (c, K, N, d)."""
+    if neg.dim() == 3:
+        return torch.bmm(q, neg.transpose(1, 2))
+    return torch.einsum("ckd,cknd->ckn", q, neg)
 
 
 @torch.no_grad()
 def mean_exp_score(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Tensor, tau: float,
                    chunk_bytes: int | None = None) -> Tensor:
-    """mean(exp(s / tau)) over the positive and negative scores of `queries` (B, K, d); Z = this * |D|."""
+    """mean(exp(s / tau)) over the positive and negative scores of `queries` (B, K, d) (negatives (B, N) or
+    (B, K, N) as `bank_contrast`); Z = this * |D|."""
     q = queries.detach().to(bank.dtype)
     total = q.new_zeros(())
     for rows, pos, neg in _chunks(bank, positive, negatives, chunk_bytes):
         with torch.autocast(q.device.type, enabled=False):
             total += torch.exp((q[rows] * pos.unsqueeze(1)).sum(-1) / tau).sum()
-            total += torch.exp(torch.bmm(q[rows], neg.transpose(1, 2)) / tau).sum()
-    return total / (q.shape[0] * q.shape[1] * (negatives.shape[1] + 1))
+            total += torch.exp(_negative_scores(q[rows], neg) / tau).sum()
+    return total / (q.shape[0] * q.shape[1] * (negatives.shape[-1] + 1))
 
 
 def bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Tensor,
@@ -120,7 +129,8 @@ def bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Te
     """Per-query losses of `queries` (B, K, d) against bank entries, never holding a (B, N, d) tensor.
 
     Query q[b, k] has positive bank[positive[b]] and negatives bank[negatives[b, j]], j < N (the same N entries
-    for the K queries of a sample). `loss_fn(s_pos (c, K), s_neg (c, K, N)) -> (c, K)` is the estimator (e.g. a
+    for the K queries of a sample), or bank[negatives[b, k, j]] for negatives (B, K, N) drawn per query.
+    `loss_fn(s_pos (c, K), s_neg (c, K, N)) -> (c, K)` is the estimator (e.g. a
     partial of `nce_loss`). The result's `loss` back-propagates into `queries` only; the bank may change after
     this returns without affecting the gradient. With `tau`, also mean(exp(s / tau)) for a partition estimate.
     """
@@ -134,7 +144,7 @@ def bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Te
         with torch.enable_grad(), torch.autocast(q.device.type, enabled=False):  # scores in the bank's dtype
             q_rows = q[rows].requires_grad_()
             s_pos = (q_rows * pos.unsqueeze(1)).sum(-1)  # (c, K)
-            s_neg = torch.bmm(q_rows, neg.transpose(1, 2))  # (c, K, N)
+            s_neg = _negative_scores(q_rows, neg)  # (c, K, N)
             loss = loss_fn(s_pos, s_neg)
             (grad[rows],) = torch.autograd.grad(loss.sum(), q_rows)
         values[rows] = loss.detach()
@@ -142,5 +152,5 @@ def bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negatives: Te
         neg_sim[rows] = s_neg.detach().mean(-1)
         if tau is not None:
             exp_sum += torch.exp(s_pos.detach() / tau).sum() + s_neg.detach().div(tau).exp_().sum()
-    mean_exp = exp_sum / (q.shape[0] * q.shape[1] * (negatives.shape[1] + 1)) if tau is not None else None
+    mean_exp = exp_sum / (q.shape[0] * q.shape[1] * (negatives.shape[-1] + 1)) if tau is not None else None
     return Contrast(_KnownGradient.apply(queries, values, grad), pos_sim, neg_sim, mean_exp)

@@ -173,13 +173,17 @@ class MemoryBankNegatives(NegativeSource):
     Args:
         momentum_encoder: entries are written with a key encoder's f_k(v_I) instead of f(v_I).
         encoder_momentum, shuffle_bn: that key encoder's m and BN shuffle (`MomentumEncoder`).
+        per_term: a fresh draw of N entries for each term of the loss (negatives (B, K, N); VISSL's nce_loss.py
+            samples inside each term's forward), instead of one draw shared by the terms (B, N) as Eq. 5 writes it.
     """
 
     uses_memory_bank = True
 
-    def __init__(self, momentum_encoder: bool = False, encoder_momentum: float = 0.999, shuffle_bn: bool = True):
+    def __init__(self, momentum_encoder: bool = False, encoder_momentum: float = 0.999, shuffle_bn: bool = True,
+                 per_term: bool = False):
         super().__init__()
         self.momentum_encoder, self.encoder_momentum, self.shuffle_bn = momentum_encoder, encoder_momentum, shuffle_bn
+        self.per_term = per_term
         self.encoder: MomentumEncoder | None = None
 
     def bind(self, method: nn.Module) -> None:
@@ -189,14 +193,19 @@ class MemoryBankNegatives(NegativeSource):
 
     def keys(self, method: nn.Module, images: Tensor, view: Tensor, index: Tensor, generator: torch.Generator
              ) -> Keys:
-        """(B, N) negatives drawn for `index` from the method's generator; with the momentum encoder, first step
-        it and embed `view` for the bank write."""
+        """(B, N) negatives drawn for `index` from the method's generator, or with `per_term` (B, K, N): one draw
+        per term of `method.views` in that order; with the momentum encoder, first step it and embed `view` for the
+        bank write."""
         write = None
         if self.encoder is not None:
             self.encoder.update(method.image_encoder())
             write = self.encoder(view, method.generator)
         bank = method.memory_bank
-        negatives = bank.sample_negatives(index, method.num_negatives, method.generator)
+        if self.per_term:
+            draws = [bank.sample_negatives(index, method.num_negatives, method.generator) for _ in method.views]
+            negatives = torch.stack(draws, dim=1)
+        else:
+            negatives = bank.sample_negatives(index, method.num_negatives, method.generator)
         return Keys(positive=index, negatives=negatives, dataset_size=bank.size, write=write, memory_bank=bank)
 
     def contrast(self, queries: Tensor, keys: Keys, loss_fn: LossFn, tau: float | None = None) -> Contrast:

@@ -1,6 +1,7 @@
 """methods: one file per pre-training method (its heads, the views it makes, its loss call) on `Method`."""
 
 from pirl_ablate.methods.base import METHODS, Method, build_method, register_method
+from pirl_ablate.methods.imported import Imported
 from pirl_ablate.methods.jigsaw import Jigsaw
 from pirl_ablate.methods.moco import MoCoV2
 from pirl_ablate.methods.npid import NPID
@@ -8,5 +9,5 @@ from pirl_ablate.methods.pirl import PIRL
 from pirl_ablate.methods.rotation import Rotation
 from pirl_ablate.methods.supervised import Supervised
 
-__all__ = ["METHODS", "NPID", "PIRL", "Jigsaw", "Method", "MoCoV2", "Rotation", "Supervised", "build_method",
-           "register_method"]
+__all__ = ["METHODS", "NPID", "PIRL", "Imported", "Jigsaw", "Method", "MoCoV2", "Rotation", "Supervised",
+           "build_method", "register_method"]

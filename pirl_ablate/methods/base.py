@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from pirl_ablate.losses import MemoryBank
 from pirl_ablate.models import Backbone, ImageEncoder, frozen_bn_stats, pooled_res5
 from pirl_ablate.registry import Registry
-from pirl_ablate.transforms import View
+from pirl_ablate.transforms import View, centre_squares
 
 METHODS = Registry("method")
 register_method = METHODS.register
@@ -98,5 +98,7 @@ class Method(nn.Module):
         return ImageEncoder(self.backbone, self.f)
 
     def image_view(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        """v_I (B, 3, h, w): `image_transform`'s view of the images, or the images themselves."""
-        return self.image_transform(images, generator).data if self.image_transform is not None else images
+        """v_I (B, 3, h, w): `image_transform`'s view of the images, or the images themselves (of own-size images,
+        their centre squares)."""
+        return self.image_transform(images, generator).data if self.image_transform is not None else \
+            centre_squares(images)

@@ -13,6 +13,7 @@ source's positive key k_I (a key encoder's or f's embedding of a second view v_I
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from torch import Tensor
 from pirl_ablate.errors import ConfigError
 from pirl_ablate.losses import (
     ESTIMATORS,
+    Keys,
     MemoryBank,
     MemoryBankNegatives,
     NegativeSource,
@@ -33,6 +35,8 @@ from pirl_ablate.losses import (
 from pirl_ablate.methods.base import Method, register_method
 from pirl_ablate.models import Backbone, PatchHead, projection
 from pirl_ablate.transforms import View
+
+Z_FROM = ("all", "transformed")
 
 
 @register_method("pirl", gin_name="PIRLLoss")
@@ -50,6 +54,8 @@ class PIRL(Method):
             source's (a queue has K keys, in-batch G - 1).
         estimator: "nce" (the paper's, Eq. 3) or "infonce" (softmax cross-entropy, as PyContrast).
         z, z_momentum: the partition estimate of "nce" (`PartitionEstimate`: "fixed" or "ema").
+        z_from: the first batch's scores Z starts from: "all" (both terms') or "transformed" (g(v_It)'s only, as
+            VISSL's nce_loss.py sets Z in the first term's forward); NPID has the image term alone.
         embed_dim: size of f, g and the bank entries (128, Section 3.2); mlp_heads: two-layer projections.
         num_patches: P of patch views (9), the mixing layer's input P * embed_dim.
         backbone, transform, image_transform, generator, patch_bn_stats: as `Method`.
@@ -58,12 +64,15 @@ class PIRL(Method):
     def __init__(self, backbone: Backbone, memory_bank: MemoryBank | None = None, transform: Any = None,
                  image_transform: Any = None, *, generator: torch.Generator, negatives: NegativeSource | None = None,
                  lambda_: float = 0.5, tau: float = 0.07, num_negatives: int = 32000,
-                 estimator: str = "nce", z: str = "fixed", z_momentum: float = 0.99, embed_dim: int = 128,
+                 estimator: str = "nce", z: str = "fixed", z_momentum: float = 0.99, z_from: str = "all",
+                 embed_dim: int = 128,
                  mlp_heads: bool = False, num_patches: int = 9, patch_bn_stats: bool = True):
         if not 0.0 <= lambda_ <= 1.0:
             raise ConfigError(f"lambda_ = {lambda_!r}: must be in [0, 1] (paper Eq. 5)")
         if estimator not in ESTIMATORS:
             raise ConfigError(f"estimator = {estimator!r}: must be one of {', '.join(ESTIMATORS)}")
+        if z_from not in Z_FROM:
+            raise ConfigError(f"z_from = {z_from!r}: must be one of {', '.join(Z_FROM)}")
         negatives = negatives if negatives is not None else MemoryBankNegatives()
         if negatives.uses_memory_bank:
             if memory_bank is None:
@@ -77,7 +86,7 @@ class PIRL(Method):
         super().__init__(backbone, transform=transform if lambda_ > 0 else None, image_transform=image_transform,
                          generator=generator, patch_bn_stats=patch_bn_stats)
         self.lambda_, self.tau, self.num_negatives, self.estimator = lambda_, tau, num_negatives, estimator
-        self.z, self.z_momentum = z, z_momentum
+        self.z, self.z_momentum, self.z_from = z, z_momentum, z_from
         self.embed_dim, self.mlp_heads, self.num_patches = embed_dim, mlp_heads, num_patches
         self.views = ("transformed", "image") if lambda_ > 0 else ("image",)
         width = backbone.feature_dim
@@ -90,6 +99,13 @@ class PIRL(Method):
         self.partition = PartitionEstimate(z, z_momentum)
         self.negatives = negatives
         negatives.bind(self)
+    def _z_queries(self, q: Tensor, keys: Keys) -> tuple[Tensor, Keys]:
+        """The queries (B, K', d) and keys whose scores the first batch's Z is estimated from (`z_from`)."""
+        if self.z_from == "all" or q.shape[1] == 1:
+            return q, keys
+        per_term = keys.negatives.dim() == 3  # the memory bank's (B, K, N) draws per term
+        return q[:, :1], dataclasses.replace(keys, negatives=keys.negatives[:, :1] if per_term else keys.negatives)
+
     def embed_image(self, x: Tensor) -> Tensor:
         """f(v_I): (B, embed_dim), unit L2 norm, of images `x` (B, 3, H, W) in [0, 1]."""
         return F.normalize(self.f(self.pooled(x)), dim=1)
@@ -110,7 +126,7 @@ class PIRL(Method):
         q = pirl_queries(f, g)  # (B, K, d)
         nce = self.estimator == "nce"
         if nce and not self.partition.started:  # the first batch estimates Z from its own scores (NPID, VISSL)
-            self.partition.start(self.negatives.mean_exp(q, keys, self.tau), keys.dataset_size)
+            self.partition.start(self.negatives.mean_exp(*self._z_queries(q, keys), self.tau), keys.dataset_size)
         loss_fn = estimator(self.estimator, self.tau, self.partition.Z.log() if nce else None, keys.dataset_size)
         loss, parts = pirl_terms(self.negatives.contrast(q, keys, loss_fn, self.tau), self.lambda_)
         if nce:

@@ -231,14 +231,32 @@ def _run_config(path: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------- line figures
 def line_figure(report: Report, sweep_frame: pd.DataFrame, baseline: pd.DataFrame, axis: str | None,
-                xlabel: str, logx: bool = False, probes: Sequence[tuple[str, str]] = PROBES) -> set[str]:
-    """Add to `report` a plot of the probe metric (`pick_probe`) against `axis`, one series per method (and
-    dataset), and its numbers as a block (rows = axis values, columns = series). Returns the ids of the runs
+                xlabel: str, logx: bool = False, probes: Sequence[tuple[str, str]] = PROBES,
+                positive_only: bool = False) -> set[str]:
+    """Add to `report` one panel per metric of `probes` the runs have (`pick_probe`: linear top-1, the paper's
+    metric, then kNN top-1), each against `axis` with one series per method (and dataset), random init as a
+    baseline and a verdict (`separation`), and each panel's numbers as a block (rows = axis values, columns =
+    series). The first panel is `report.plot`, the others its `panels`. `positive_only`: the verdicts judge the
+    points at x > 0 only (Figure 6: lambda > 0, where the transformed term is trained). Returns the ids of the runs
     plotted."""
-    rows, ylabel = pick_probe(sweep_frame, probes)
-    if axis is None or rows.empty:
-        return set()
-    rows = rows[rows[axis].notna()]
+    plots, used = [], set()
+    for probe in probes:
+        rows, ylabel = pick_probe(sweep_frame, (probe,))
+        if axis is None or rows.empty or rows[axis].notna().sum() == 0:
+            continue
+        block, plot = _line_panel(rows[rows[axis].notna()], ylabel, baseline, axis, xlabel, logx, positive_only)
+        report.blocks.append(block)
+        plots.append(plot)
+        used |= set(rows.loc[rows[axis].notna(), "run_id"])
+    if plots:
+        report.plot = plots[0]
+        report.plot.panels = plots[1:]
+        report.notes += [p.verdict for p in plots if p.verdict]
+    return used
+
+
+def _line_panel(rows: pd.DataFrame, ylabel: str, baseline: pd.DataFrame, axis: str, xlabel: str,
+                logx: bool, positive_only: bool) -> tuple[Block, Plot]:
     multi = rows["dataset"].nunique() > 1
     rows = rows.assign(series=[f"{m} · {d}" if multi else m for m, d in zip(rows["method"], rows["dataset"])])
     series_order = ordered(rows["series"].unique())
@@ -247,19 +265,104 @@ def line_figure(report: Report, sweep_frame: pd.DataFrame, baseline: pd.DataFram
                   rows=pivot_rows(rows, axis, "series", x_order, series_order, row_label=fmt_value,
                                   kind=lambda _: "method"),
                   row_header=xlabel)
-    agg = aggregate(rows, ["series", axis])
-    plot = Plot(kind="line", xlabel=xlabel, ylabel=ylabel, series=[], logx=logx)
-    for s in series_order:
-        part = agg[agg["series"] == s].set_index(axis).reindex([x for x in x_order if x in set(agg[axis])])
-        part = part[part["n"] > 0]
-        plot.series.append(Series(label=str(s), x=list(part.index), y=list(part["mean"]),
-                                  std=[float(v) for v in part["std"]], n=[int(v) for v in part["n"]]))
+    plot = Plot(kind="line", xlabel=xlabel, ylabel=ylabel, series=_series(rows, "series", axis, series_order, x_order),
+                logx=logx)
     _add_baseline(block, plot, baseline, rows, multi)
     plot.caption = caption(rows, {n for s in plot.series for n in s.n})
+    plot.verdict = separation(plot, positive_only)
     block.mark_best()
-    report.blocks.append(block)
-    report.plot = plot
-    return set(rows["run_id"])
+    return block, plot
+
+
+def _series(rows: pd.DataFrame, key: str, axis: str, order: Sequence[Any], x_order: Sequence[Any]) -> list[Series]:
+    """One Series (mean, std, n over seeds at each x) per value of `key`, points in `x_order`."""
+    agg = aggregate(rows, [key, axis])
+    out = []
+    for s in order:
+        part = agg[agg[key] == s].set_index(axis).reindex([x for x in x_order if x in set(agg[axis])])
+        part = part[part["n"] > 0]
+        out.append(Series(label=str(s), x=list(part.index), y=list(part["mean"]),
+                          std=[float(v) for v in part["std"]], n=[int(v) for v in part["n"]]))
+    return out
+
+
+def separation(plot: Plot, positive_only: bool = False) -> str:
+    """Whether the plotted metric separates the runs from random init at this budget, derived from the points (those
+    at x > 0 with `positive_only`): a point is above (below) when its mean exceeds (falls short of) the baseline's
+    by more than the seeds' spread, its std plus the baseline's (their error bars do not overlap). "" without
+    exactly one baseline; at n = 1 (no spread to compare with) no separation is claimed."""
+    if len(plot.baselines) != 1:
+        return ""
+    ref = plot.baselines[0]
+    points = [(y, sd) for s in plot.series for x, y, sd in zip(s.x, s.y, s.std)
+              if not positive_only or (isinstance(x, numbers.Number) and x > 0)]
+    if not points:
+        return ""
+    if all(math.isnan(sd) for _, sd in points) or ref.n < 2:
+        return f"{plot.ylabel}: n = 1, no seeds' spread to tell {ref.label} apart from"
+    ref_sd = 0.0 if math.isnan(ref.std) else ref.std
+    gaps = [(y - ref.mean, (0.0 if math.isnan(sd) else sd) + ref_sd) for y, sd in points]
+    above, below = sum(g > spread for g, spread in gaps), sum(-g > spread for g, spread in gaps)
+    what = (f"{len(points)} points" if len(points) > 1 else "the point") + (
+        f" at {plot.xlabel} > 0" if positive_only else "")
+    if above == len(points):
+        return f"{plot.ylabel} separates: every one of {what} above {ref.label} by more than the seeds' spread"
+    if below == len(points):
+        return f"{plot.ylabel} separates, the wrong way: every one of {what} below {ref.label} by more than the " \
+               "seeds' spread"
+    return (f"{plot.ylabel} does not separate: of {what}, {above} above {ref.label} and {below} below by more than "
+            "the seeds' spread")
+
+
+def separation_per_x(plot: Plot) -> str:
+    """The verdict of a figure that plots random init as a series (Figure 5: one value per layer): each other
+    series against the random-init series of the same dataset, point by point at the same x, with `separation`'s
+    rule (above or below by more than the two stds). "" without a random-init series."""
+    refs = {s.label.removeprefix(RANDOM_INIT): s for s in plot.series if s.label.startswith(RANDOM_INIT)}
+    parts = []
+    for s in plot.series:
+        suffix = s.label[s.label.find(" · "):] if " · " in s.label else ""
+        ref = refs.get(suffix)
+        if ref is None or s is ref:
+            continue
+        base = {x: (y, sd) for x, y, sd in zip(ref.x, ref.y, ref.std)}
+        pairs = [(y - base[x][0], _sd(sd) + _sd(base[x][1])) for x, y, sd in zip(s.x, s.y, s.std) if x in base]
+        if not pairs:
+            continue
+        above, below = sum(g > spread for g, spread in pairs), sum(-g > spread for g, spread in pairs)
+        parts.append(f"{s.label} above {ref.label} by more than the seeds' spread at {above} of {len(pairs)} "
+                     f"{plot.xlabel}s, below at {below}")
+    return f"{plot.ylabel}: " + "; ".join(parts) if parts else ""
+
+
+def _sd(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
+
+
+def margin_panel(sweep_frame: pd.DataFrame, axis: str, xlabel: str, term: str = "transformed") -> Plot | None:
+    """The `term` loss term's alignment margin at the end of training (result.json's last metrics row: mean
+    positive minus mean negative cosine, `pirl_ablate.diagnostics`; > 0: the term aligns its positives) against
+    `axis`, one series per method, with a verdict over the points at x > 0 (where the term is trained); None when
+    no run recorded it."""
+    done = sweep_frame[(sweep_frame["status"] == STATUS_DONE) & (sweep_frame["protocol"] == "final")]
+    keys = ["run_id", "method", axis, "seed"]
+    pos = done[done["metric"] == f"pos_sim_{term}"].set_index(keys)["value"]
+    neg = done[done["metric"] == f"neg_sim_{term}"].set_index(keys)["value"]
+    margin = (pos - neg).dropna().rename("value").reset_index()
+    margin = margin[margin[axis].notna()]
+    if margin.empty:
+        return None
+    order, x_order = ordered(margin["method"].unique()), ordered(margin[axis].unique())
+    plot = Plot(kind="line", xlabel=xlabel, ylabel=f"{term} term's alignment margin", logx=False,
+                series=_series(margin, "method", axis, order, x_order), zero_line="0: no alignment")
+    points = [(x, y, 0.0 if math.isnan(sd) else sd) for s in plot.series for x, y, sd in zip(s.x, s.y, s.std)
+              if isinstance(x, numbers.Number) and x > 0]
+    if points:
+        aligned = sum(y - sd > 0 for _, y, sd in points)
+        plot.verdict = (f"{plot.ylabel} above 0 by more than the seeds' spread at {aligned} of {len(points)} "
+                        f"{xlabel} > 0" + (" (the term aligns its positives at every one)"
+                                           if aligned == len(points) else ""))
+    return plot
 
 
 def _add_baseline(block: Block, plot: Plot, baseline: pd.DataFrame, rows: pd.DataFrame, multi: bool) -> None:

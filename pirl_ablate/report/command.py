@@ -5,8 +5,8 @@ before it submits anything); for `report SWEEP.gin` without a record, those of t
 but never started are listed as missing (or pending), beside failed and running ones.
 
 Exit status: 0 when the report holds at least one result (missing, running and failed runs are listed in it);
-1 when it holds none: an empty report is not a mistake in the user's input (so not a UserError, exit 2), but a
-script must not take it for a result; the message names the sweep command that produces the results.
+2 when it holds none (NoResults, a UserError: one `error:` line naming the sweep command that produces them, whose
+sweep file resolves from any folder).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pirl_ablate.config import resolve_config_file
 from pirl_ablate.console import console, info, out
 from pirl_ablate.errors import UserError
 from pirl_ablate.report.build import sweep_report
@@ -24,13 +25,18 @@ from pirl_ablate.report.results import SWEEP_RECORD, ExpectedRun, load_results
 from pirl_ablate.runs import atomic_write_text
 
 
+class NoResults(UserError):
+    """The report has no result yet: its sweep has not run (or not finished) under the results folder."""
+
+
 def report_command(args: argparse.Namespace) -> int:
     results = Path(args.results or "runs")
     out_dir = Path(args.out or "reports")
     if args.sweep:
-        sweep_file = Path(args.sweep)
-        if not sweep_file.is_file():
-            raise UserError(f"{sweep_file}: no such sweep file (the shipped ones are sweeps/*.gin)")
+        try:
+            sweep_file = resolve_config_file(args.sweep)
+        except UserError:
+            raise UserError(f"{args.sweep}: no such sweep file (the shipped ones are sweeps/*.gin)") from None
         sweep, expected = expected_runs(sweep_file)
         if (results / sweep / SWEEP_RECORD).is_file():
             expected = []  # the sweep record lists the runs as submitted (with any --bind), the loader reads it
@@ -40,22 +46,34 @@ def report_command(args: argparse.Namespace) -> int:
     else:
         name = f"table{args.table}" if args.table else f"figure{args.figure}"
         entry = TABLES.entry(name)
-        sweep = entry.params["sweep"]
-        sweep_file = Path("sweeps") / f"{sweep}.gin"
         frame = load_results(results)
-        report = entry.obj(frame)
+        sweep = feeding_sweep(entry.params["sweep"], set(frame["sweep"].dropna()) if len(frame) else set())
+        sweep_file = Path("sweeps") / ("paper" if sweep.startswith("paper_") else "") / \
+            f"{sweep.removeprefix('paper_')}.gin"
+        report = entry.obj(frame, sweep=sweep)
     report.problems.extend(Problem(run_id=run_id, status="left out", reason=why)  # unreadable files, copies
                            for run_id, why in frame.attrs.get("left_out", []))
     return emit(report, args.format, out_dir, results / sweep, f"pirl-ablate sweep {sweep_file}")
 
 
+def feeding_sweep(smoke: str, present: set[str]) -> str:
+    """The sweep whose results feed a paper table or figure: its smoke sweep (`smoke`, e.g. "lambda"), or its paper
+    twin ("paper_lambda", sweeps/paper/) when only that one is among the results; both present: the smoke one,
+    with a line saying how to report the other (`--results runs/paper_lambda`)."""
+    paper = f"paper_{smoke}"
+    if paper in present and smoke not in present:
+        return paper
+    if paper in present:
+        info(f"results of both {smoke} and {paper}: reporting {smoke}; pass --results runs/{paper} for the other")
+    return smoke
+
+
 def emit(report: Report, fmt: str, out_dir: Path, sweep_dir: Path, sweep_cmd: str) -> int:
-    """Print `report` in `fmt`, write it (and its figure) under `out_dir`; 1 if it holds no result."""
+    """Print `report` in `fmt`, write it (and its figure) under `out_dir`; NoResults if it holds no result."""
     if not report.has_results:
         if report.problems:
             out.print(to_rich(Report(name=report.name, title=report.title, problems=report.problems)))
-        console.print(f"no results under {sweep_dir}: run `{sweep_cmd}`", soft_wrap=True)
-        return 1
+        raise NoResults(f"no results under {sweep_dir}: run `{sweep_cmd}`")
     text = render_text(report, fmt)
     if fmt == "rich":
         out.print(to_rich(report))

@@ -8,10 +8,10 @@ two numbers and a verdict:
     does not hold (within noise)  the paper's order, but the seeds' spreads overlap (or one seed only)
     does not hold (reversed)    the opposite order
 
-Orderings: Table 2 (PIRL above NPID, Jigsaw, Rotation and random init on the linear probe), Table 5 (PIRL
-(Jigsaw) above Jigsaw, PIRL (Rotation+Jigsaw) above PIRL (Jigsaw)), Figure 4 (PIRL more invariant than Jigsaw),
-and two this framework adds as sanity checks at every scale: kNN PIRL > NPID > random init, PIRL more invariant
-than a random network.
+Orderings, each cited to the table that holds both rows: Table 2 (PIRL above NPID, Jigsaw and Rotation on the
+linear probe), Table 7 (PIRL's res5 above a random network's: 63.6 vs 5.6), Table 5 (PIRL (Rotation+Jigsaw)
+above PIRL (Jigsaw)), Figure 4 (PIRL more invariant than Jigsaw), and two this framework adds as sanity checks at
+every scale: kNN PIRL > NPID > random init, PIRL more invariant than a random network.
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ CLAIMS = (
     Claim("Table 2", "linear", PIRL, "NPID"),
     Claim("Table 2", "linear", PIRL, "Jigsaw"),
     Claim("Table 2", "linear", PIRL, "Rotation"),
-    Claim("Table 2", "linear", PIRL, RANDOM_INIT),
-    Claim("Table 5", "linear", PIRL, "Jigsaw"),
+    Claim("Table 7", "linear", PIRL, RANDOM_INIT),
     Claim("Table 5", "linear", "PIRL (Rotation+Jigsaw)", PIRL),
     Claim("Figure 4", "relative invariance (heads)", PIRL, "Jigsaw"),
     Claim("Figure 4", "relative invariance (res5)", PIRL, "Jigsaw"),
@@ -73,7 +72,7 @@ def fidelity(frame: pd.DataFrame, sweep: str = "fidelity") -> Report:
     frame = with_methods(frame, PIRL)
     mine = frame[frame["sweep"] == sweep]
     report = Report(name="fidelity", title="Fidelity: kNN, linear and relative invariance against the paper's "
-                                           "orderings (Tables 2 and 5, Figure 4)")
+                                           "orderings (Tables 2, 5 and 7, Figure 4)")
     parts = []
     for column, (protocol, group, metric) in COLUMNS.items():
         parts.append(select(mine, protocol, metric, group).assign(column=column))

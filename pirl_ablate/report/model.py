@@ -100,6 +100,9 @@ class Plot:
     paper: str = ""  # the paper's values or stated finding, labelled as such (under the caption)
     paper_best_x: float | None = None  # where the paper says the curve peaks: a dotted vertical line
     paper_series: list[Series] = field(default_factory=list)  # the paper's printed values, drawn dashed
+    verdict: str = ""  # whether the points differ from the baseline by more than the seeds' spread (`separation`)
+    zero_line: str = ""  # label of a dotted y = 0 reference (a margin's "no alignment"), none when empty
+    panels: list[Plot] = field(default_factory=list)  # more panels drawn beside this one (other metrics)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from pirl_ablate.console import UNBOUNDED, Fit
 from pirl_ablate.report.model import Cell, Plot, Report, Row
 
 FORMATS = {"rich": "txt", "markdown": "md", "csv": "csv", "latex": "tex"}
@@ -60,7 +61,7 @@ def to_rich(report: Report) -> Group:
             table.add_row(Text(row.label, style="italic" if row.kind != "method" else ""), *cells)
         if any(c.best for r in block.rows for c in r.cells.values()):
             table.caption = "* best per column among the methods (baselines and paper rows not ranked)"
-        parts.append(table)
+        parts.append(Fit(table))
     if report.problems:
         table = Table(title=f"runs not in this report ({len(report.problems)})", title_justify="left",
                       title_style="bold yellow")
@@ -68,7 +69,7 @@ def to_rich(report: Report) -> Group:
             table.add_column(name)
         for p in report.problems:
             table.add_row(p.run_id, Text(p.status, style="red" if p.status == "failed" else "yellow"), p.reason)
-        parts.append(table)
+        parts.append(Fit(table))
     parts.extend(Text(f"note: {n}", style="dim") for n in report.notes)
     return Group(*parts)
 
@@ -126,9 +127,9 @@ def _num(v: float) -> str:
 
 
 def plot_csv(plot: Plot) -> str:
-    """The plotted numbers, two decimals (four for histogram fractions): lines as series, x, mean, std, n (the
-    random-init baseline as a row with x "all"; std empty for n = 1); histograms as series, bin_left, bin_right,
-    fraction."""
+    """The plotted numbers, two decimals (four for histogram fractions): lines as series, x, mean, std, n, panel
+    (the random-init baseline as a row with x "all"; std empty for n = 1; panel: the y label of the panel, one per
+    metric plotted side by side); histograms as series, bin_left, bin_right, fraction."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if plot.kind == "hist":
@@ -137,12 +138,13 @@ def plot_csv(plot: Plot) -> str:
             for left, right, y in zip(s.x, s.x[1:], s.y):
                 w.writerow([s.label, _rounded(left, 4), _rounded(right, 4), _rounded(y, 4)])
     else:
-        w.writerow(["series", "x", "mean", "std", "n"])
-        for s in plot.series:
-            for x, y, sd, n in zip(s.x, s.y, s.std, s.n):
-                w.writerow([s.label, x, _rounded(y), _rounded(sd), n])
-        for ref in plot.baselines:
-            w.writerow([ref.label, "all", _rounded(ref.mean), _rounded(ref.std), ref.n])
+        w.writerow(["series", "x", "mean", "std", "n", "panel"])
+        for panel in (plot, *plot.panels):
+            for s in panel.series:
+                for x, y, sd, n in zip(s.x, s.y, s.std, s.n):
+                    w.writerow([s.label, x, _rounded(y), _rounded(sd), n, panel.ylabel])
+            for ref in panel.baselines:
+                w.writerow([ref.label, "all", _rounded(ref.mean), _rounded(ref.std), ref.n, panel.ylabel])
     return buf.getvalue()
 
 
@@ -191,7 +193,8 @@ def _latex_cell(row: Row, c: Cell | None) -> str:
 
 
 def render_text(report: Report, fmt: str) -> str:
-    """The report as text in `fmt` (rich: plain text of the terminal rendering, for the file)."""
+    """The report as text in `fmt` (rich: plain text of the terminal rendering at the tables' full width, for the
+    file: never cut, never stacked)."""
     if fmt == "markdown":
         return to_markdown(report)
     if fmt == "csv":
@@ -200,6 +203,6 @@ def render_text(report: Report, fmt: str) -> str:
         return to_latex(report)
     from rich.console import Console
 
-    console = Console(record=True, width=160, file=io.StringIO())
+    console = Console(record=True, width=UNBOUNDED, file=io.StringIO())
     console.print(to_rich(report))
-    return console.export_text()
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"

@@ -188,7 +188,10 @@ def _read_run(path: Path, root: Path, left_out: list[tuple[str, str]]
               ) -> tuple[dict[str, Any], list[tuple[str, str, str, str, Any]]]:
     """The run's columns and its metric rows; an unreadable evaluation file is appended to `left_out` as
     (run id, reason) and skipped."""
-    meta = _load_json(path / "meta.json") or {}
+    meta = _load_json(path / "meta.json")
+    if meta is None:  # a run folder (it has result.json) that lost meta.json
+        meta = {"_unreadable": f"{path / 'meta.json'}: missing (the run's sweep point and seed are lost; run it "
+                               "again)"}
     result = _load_json(path / "result.json")
     parent = path.parent.name if path.parent != root else ""
     no_meta = "_unreadable" in meta  # without its meta.json a run has no sweep point: never a data row
@@ -240,10 +243,11 @@ _BINDING_LINE = re.compile(r"^(?P<key>[\w./]+)\s*=\s*(?P<value>.+?)\s*$")
 
 def operative_values(config_path: Path, keys: Sequence[str]) -> dict[str, Any]:
     """{"config:<key>": value} for the `keys` that config.gin binds on one line (values parsed as Python
-    literals where they are; gin references and macros stay text)."""
+    literals where they are; gin references and macros stay text). A config.gin that is not UTF-8 gives what its
+    decodable lines bind (bytes that are not UTF-8 read as U+FFFD)."""
     wanted, out = set(keys), {}
     try:
-        text = config_path.read_text(encoding="utf-8")
+        text = config_path.read_bytes().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return out
     for line in text.splitlines():

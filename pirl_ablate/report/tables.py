@@ -19,8 +19,10 @@ from pirl_ablate.report.build import (
     caption,
     delta_row,
     find_axis,
+    fmt_value,
     kind_of,
     line_figure,
+    margin_panel,
     ordered,
     paper_block,
     pivot_rows,
@@ -28,9 +30,10 @@ from pirl_ablate.report.build import (
     random_init_note,
     random_init_rows,
     select,
+    separation_per_x,
     with_methods,
 )
-from pirl_ablate.report.model import Block, Plot, Report, Series
+from pirl_ablate.report.model import Block, Plot, Report, Row, Series, cell
 from pirl_ablate.report.registry import register_table
 from pirl_ablate.report.results import read_histograms
 from pirl_ablate.runs import STATUS_DONE
@@ -213,6 +216,8 @@ def figure5(frame: pd.DataFrame, sweep: str = "layers") -> Report:
         plot.series.append(Series(label=s, x=[p[0] for p in points], y=[p[1].mean for p in points],
                                   std=[p[1].std for p in points], n=[p[1].n for p in points]))
     plot.caption = caption(probe, {n for s in plot.series for n in s.n})
+    plot.verdict = separation_per_x(plot)
+    report.notes += [plot.verdict] if plot.verdict else []
     plot.paper = f"{paper.PAPER_LABEL}, Table 7 (ImageNet top-1, dashed): {paper.FIGURE_CLAIMS['figure5']}"
     plot.paper_series = [Series(label=f"{method} ({paper.PAPER_LABEL})", x=list(LAYERS),
                                 y=list(paper.TABLE7[method])) for method in ("PIRL", "Jigsaw")]
@@ -226,7 +231,20 @@ def figure5(frame: pd.DataFrame, sweep: str = "layers") -> Report:
 @register_table("figure6", configurable=False)
 def figure6(frame: pd.DataFrame, sweep: str = "lambda") -> Report:
     """Figure 6: effect of lambda (weight of the transformed-image term) on linear top-1."""
-    return _line("figure6", "Figure 6: effect of lambda", frame, sweep, ("lambda",), "lambda")
+    report = _line("figure6", "Figure 6: effect of lambda", frame, sweep, ("lambda",), "lambda", positive_only=True)
+    rows = _prepare(frame, sweep, "PIRL")[1]
+    axis = find_axis(rows, ("lambda",)) if not rows.empty else None
+    margin = margin_panel(rows, axis, "lambda") if axis is not None and report.plot is not None else None
+    if margin is not None:
+        report.plot.panels.append(margin)
+        report.notes += [margin.verdict] if margin.verdict else []
+        xs = ordered({x for s in margin.series for x in s.x})
+        report.blocks.append(Block(
+            title=f"{margin.ylabel} (last epoch) vs lambda", columns=[s.label for s in margin.series],
+            row_header="lambda", rows=[Row(label=fmt_value(x), cells={
+                s.label: cell(y, sd, n) for s in margin.series for sx, y, sd, n in zip(s.x, s.y, s.std, s.n)
+                if sx == x}) for x in xs]))
+    return report
 
 
 @register_table("figure7", configurable=False)
@@ -246,11 +264,11 @@ def figure8(frame: pd.DataFrame, sweep: str = "negatives") -> Report:
 
 
 def _line(name: str, title: str, frame: pd.DataFrame, sweep: str, hints: tuple[str, ...], xlabel: str,
-          logx: bool = False, probes: tuple[tuple[str, str], ...] = PROBES) -> Report:
+          logx: bool = False, probes: tuple[tuple[str, str], ...] = PROBES, positive_only: bool = False) -> Report:
     frame, rows, baseline = _prepare(frame, sweep, "PIRL")
     report = Report(name=name, title=title, notes=[f"{paper.PAPER_LABEL}: {paper.FIGURE_CLAIMS[name]}"])
     used = line_figure(report, rows, baseline, find_axis(rows, hints) if not rows.empty else None, xlabel, logx,
-                       probes)
+                       probes, positive_only)
     if report.plot is not None:
         report.plot.paper = f"{paper.PAPER_LABEL}: {paper.FIGURE_CLAIMS[name]}"
         report.plot.paper_best_x = paper.FIGURE_BEST_X.get(name)

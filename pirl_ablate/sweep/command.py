@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import shutil
 import signal
 from collections.abc import Iterator, Sequence
@@ -16,13 +17,15 @@ from typing import Any
 
 from rich.table import Table
 
+from pirl_ablate import checkpoint
 from pirl_ablate.console import info, out
-from pirl_ablate.errors import UserError
+from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.locks import folder_lock
+from pirl_ablate.run_guard import GROWABLE, config_changes
 from pirl_ablate.runs import STATUS_DONE, RunDir, atomic_write_json, now, read_json_object
 from pirl_ablate.sweep.display import STATE_STYLE, status_view, watch
 from pirl_ablate.sweep.preflight import ensure_datasets
-from pirl_ablate.sweep.spec import Run, Sweep, load_sweep
+from pirl_ablate.sweep.spec import Run, Sweep, eval_targets, load_sweep
 from pirl_ablate.sweep.state import RunState, run_states
 
 SWEEP_FILE = "sweep.json"
@@ -36,20 +39,59 @@ def sweep_command(args: argparse.Namespace) -> int:
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {folder}: is a file, not a folder; give a folder for the sweep's run folders")
     dirs = [folder / r.run_id for r in sweep.runs]
+    extend = runs_to_extend(sweep, folder)  # refuses a run folder trained under another recipe
     if args.dry_run:
-        states = run_states(dirs, sweep.settings.evaluate)
+        states = run_states(dirs, sweep.settings.evaluate, extend)
         out.print(runs_table(f"{sweep.name}: {len(sweep.runs)} runs (dry run, executor {kind})", sweep.axes,
                              [_row(r, s) for r, s in zip(sweep.runs, states)]))
+        out.print(evaluation_line(sweep), markup=False, soft_wrap=True)
         return 0
-    pending = [r for r, s in zip(sweep.runs, run_states(dirs, sweep.settings.evaluate)) if s.state != STATUS_DONE]
+    pending = [r for r, s in zip(sweep.runs, run_states(dirs, sweep.settings.evaluate, extend))
+               if s.state != STATUS_DONE]
     ensure_datasets(pending, sweep.settings.job)  # before anything is written: a missing dataset is one line
     with folder_lock(folder, "sweep"):  # a second sweep command on this folder is refused, naming this one
-        return _drive(sweep, kind, folder, dirs)
+        return _drive(sweep, kind, folder, dirs, runs_to_extend(sweep, folder))
 
 
-def _drive(sweep: Sweep, kind: str, folder: Path, dirs: list[Path]) -> int:
-    """Submit what is neither done nor alive, wait for it and for the runs still alive, print the table."""
-    states = run_states(dirs, sweep.settings.evaluate)
+def evaluation_line(sweep: Sweep) -> str:
+    """What each run is evaluated with once trained: "evaluation: svm on voc2007, linear on the pre-training
+    dataset (layers res5)", or "evaluation: none"."""
+    targets = eval_targets(sweep.settings.evaluate)
+    if not targets:
+        return "evaluation: none"
+    parts = ["detection (its VOC data: detection_eval.*)" if p == "detection" else
+             f"{p} on {d or 'the pre-training dataset'}" for p, d in targets]
+    return f"evaluation: {', '.join(parts)} (layers {', '.join(sweep.settings.eval_layers)})"
+
+
+def runs_to_extend(sweep: Sweep, folder: Path) -> set[Path]:
+    """The run folders of `sweep` under `folder` that must train on because the sweep now binds a larger
+    `train.epochs`; ConfigError, naming the run and the keys, if a run folder was trained under another recipe
+    (any other binding of the sweep file, its --gin files or --bind differs: the comparison `train` makes before it
+    resumes, `pirl_ablate.run_guard.config_changes`). The sweep's notion of the same run is thus its whole config:
+    reports never mix two recipes under one run id."""
+    extend = set()
+    for run in sweep.runs:
+        path = RunDir(folder / run.run_id)
+        if not path.config_path.is_file() or checkpoint.last(path.checkpoint_dir) is None:
+            continue  # nothing trained: the run (re)starts under the sweep's config
+        changes, before, after = config_changes(path, run.config)
+        epochs, trained = after.get(GROWABLE), before.get(GROWABLE)
+        if isinstance(epochs, int) and isinstance(trained, int) and epochs < trained:
+            changes = "; ".join(filter(None, [changes, f"{GROWABLE}: {trained} -> {epochs}"]))
+        if changes:
+            raise ConfigError(f"{path.path}: this sweep run was trained under another config ({changes}); give the "
+                              "changed recipe its own sweep folder (sweep.name or --out), or restore its bindings "
+                              f"(only {GROWABLE} may grow: the run then trains on)")
+        if isinstance(epochs, int) and isinstance(trained, int) and epochs > trained:
+            extend.add(path.path)
+    return extend
+
+
+def _drive(sweep: Sweep, kind: str, folder: Path, dirs: list[Path], extend: set[Path]) -> int:
+    """Submit what is neither done nor alive (or must train on), wait for it and for the runs still alive, print
+    the table."""
+    states = run_states(dirs, sweep.settings.evaluate, extend)
     submit = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and not s.live]
     watch = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and s.live]
     skipped = len(sweep.runs) - len(submit) - len(watch)
@@ -76,7 +118,7 @@ def status_command(args: argparse.Namespace) -> int:
     folder = Path(args.sweep_dir)
     record = read_sweep_record(folder)
     if getattr(args, "watch", False):
-        if args.interval <= 0:
+        if not math.isfinite(args.interval) or args.interval <= 0:
             raise UserError(f"--interval {args.interval}: give a positive number of seconds")
         states = watch(record, folder, args.interval)
         return 0 if all(s.state == STATUS_DONE for s in states) else 1

@@ -19,6 +19,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from pirl_ablate.console import Fit
 from pirl_ablate.health import TERMS
 from pirl_ablate.report.results import operative_values
 from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING, RunDir, UnreadableFile
@@ -57,9 +58,7 @@ def run_progress(run_dir: str | Path, state: str, now: _dt.datetime | None = Non
     last = rows[-1] if rows else {}
     knn = next((r["knn_top1"] for r in reversed(rows) if isinstance(r.get("knn_top1"), (int, float))), None)
     warnings = result.get("warnings") or last.get("warnings") or []
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    start, end = _time(meta.get("start")), _time(result.get("end") or meta.get("end"))
-    elapsed = ((end or now) - start).total_seconds() if start else None
+    elapsed = _elapsed(meta, result, now)
     epoch = last.get("epoch") if isinstance(last.get("epoch"), int) else (0 if state == STATUS_RUNNING else None)
     eta = None
     epoch_times = [r["epoch_s"] for r in rows if isinstance(r.get("epoch_s"), (int, float))]
@@ -69,6 +68,18 @@ def run_progress(run_dir: str | Path, state: str, now: _dt.datetime | None = Non
                        knn=knn, warnings=[str(w) for w in warnings] if isinstance(warnings, list) else [str(warnings)],
                        elapsed_s=elapsed, eta_s=eta, margins=_margins(last),
                        rel_invariance=_number(last, "rel_invariance"), uniformity=_number(last, "uniformity"))
+
+
+def run_elapsed(run_dir: str | Path, now: _dt.datetime | None = None) -> float | None:
+    """Seconds since the run's first start (to its end once it ended), from meta.json and result.json only (cheap
+    enough for every run of a sweep at every poll); None before it started."""
+    run = RunDir(run_dir)
+    return _elapsed(_readable(run.meta, None) or {}, _readable(run.result, None) or {}, now)
+
+
+def _elapsed(meta: dict[str, Any], result: dict[str, Any], now: _dt.datetime | None) -> float | None:
+    start, end = _time(meta.get("start")), _time(result.get("end") or meta.get("end"))
+    return ((end or now or _dt.datetime.now(_dt.timezone.utc)) - start).total_seconds() if start else None
 
 
 def _number(row: dict[str, Any], key: str) -> float | None:
@@ -95,6 +106,25 @@ def _time(stamp: Any) -> _dt.datetime | None:
         return _dt.datetime.fromisoformat(str(stamp)) if stamp else None
     except ValueError:
         return None
+
+
+def sweep_time_left(finished_s: Sequence[float], running_elapsed_s: Sequence[float], queued: int,
+                    parallelism: int) -> float | None:
+    """Seconds until the sweep's last run ends, or None while no run has finished (nothing to estimate from).
+
+    Every run is assumed to take the mean of the finished runs' durations `finished_s`: a running run has that
+    less its elapsed time left (at least 0), and the `queued` runs start, one per slot, on whichever of the
+    `parallelism` slots frees first (the local executor's `local.parallelism`, SLURM's `array_parallelism`).
+    """
+    if not finished_s:
+        return None
+    mean = sum(finished_s) / len(finished_s)
+    slots = sorted(max(mean - e, 0.0) for e in running_elapsed_s)
+    slots += [0.0] * max(parallelism - len(slots), 0)
+    for _ in range(queued):
+        slots[0] += mean
+        slots.sort()
+    return max(slots, default=0.0)
 
 
 def duration(seconds: float | None) -> str:
@@ -127,7 +157,7 @@ def status_view(record: dict[str, Any], folder: Path, states: Sequence[RunState]
     for name, justify in (("seed", "right"), ("state", "left"), ("epoch", "right"), ("loss", "right"),
                           ("kNN", "right"), (ALIGN_HEADER, "right"), ("inv", "right"), ("unif", "right"),
                           ("elapsed", "right"), ("left", "right"), ("notes", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "notes")
+        table.add_column(name, justify=justify, no_wrap=name != "notes")  # (narrower: stacked, by Fit)
     errors: dict[str, list[str]] = {}
     for run, state in zip(runs, states):
         p = run_progress(folder / run["run_id"], state.state, now)
@@ -151,7 +181,7 @@ def status_view(record: dict[str, Any], folder: Path, states: Sequence[RunState]
             f"~{duration(p.eta_s)}" if p.eta_s is not None else "", Text(" ").join(notes))
     lines = [Text(f"[{i}] {reason}  ({len(ids)} run{'s' if len(ids) > 1 else ''}: {', '.join(ids)})", style="red")
              for i, (reason, ids) in enumerate(errors.items(), 1)]
-    return Group(table, *lines)
+    return Group(Fit(table), *lines)
 
 
 def sweep_live(states: Sequence[RunState]) -> bool:

@@ -17,20 +17,25 @@ import collections
 import contextlib
 import os
 import signal
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import submitit
+from rich.progress import TextColumn
 
 from pirl_ablate.console import console, progress
 from pirl_ablate.errors import UserError
 from pirl_ablate.runs import STATUS_DONE, STATUS_FAILED
+from pirl_ablate.sweep.display import duration, run_elapsed, sweep_time_left
 from pirl_ablate.sweep.job import SweepJob
-from pirl_ablate.sweep.spec import Run, Sweep
+from pirl_ablate.sweep.spec import Run, SlurmSettings, Sweep
 from pirl_ablate.sweep.state import RunState, run_states, write_job_record
 
 POLL_S = {"local": 1.0, "slurm": 2.0}
+CONTROLLER_LOG = "controllers.log"  # stderr of submitit's local job controllers, in <sweep folder>/.submitit/
 STOP_GRACE_S = 30.0  # after Ctrl-C, seconds a local job has to stop before its processes are killed
 
 
@@ -48,6 +53,27 @@ def _children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             out += [int(c) for c in (task / "children").read_text().split()]
     return out
+
+
+@contextlib.contextmanager
+def _stderr_to(log: Path) -> Iterator[None]:
+    """File descriptor 2 appended to `log` for the block, so that the processes started in it inherit it as their
+    stderr. submitit's local job controller writes nothing but its own KeyboardInterrupt traceback there when a
+    sweep is stopped (Ctrl-C reaches the terminal's whole process group; a SIGTERM to the sweep cancels each job
+    with SIGINT); the job's own output goes to its log files. The console's lock is held meanwhile, so no progress
+    bar refresh lands in the log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with console._lock:  # rich's writer lock: the only way to keep its refresh thread out
+        sys.stderr.flush()
+        saved = os.dup(2)
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        try:
+            os.dup2(fd, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(fd)
 
 
 def submitit_folder(out: Path) -> Path:
@@ -92,7 +118,8 @@ def execute(kind: str, sweep: Sweep, out: Path, submit: list[Run], watch: list[R
         return
     executor = make_executor(kind, sweep, out)
     jobs = [make_job(kind, sweep, r, out) for r in submit]
-    tracker = _Tracker(sweep, out, len(jobs) + len(watch))
+    parallelism = {"local": sweep.local.parallelism, "slurm": sweep.slurm.array_parallelism}.get(kind, 1)
+    tracker = _Tracker(sweep, out, len(jobs) + len(watch), parallelism)
     with tracker.bar:
         if kind == "debug":
             for run in watch:
@@ -108,7 +135,7 @@ def execute(kind: str, sweep: Sweep, out: Path, submit: list[Run], watch: list[R
         elif kind == "local":
             _run_local(executor, jobs, watch, tracker, sweep.local.parallelism, out)
         else:
-            _run_slurm(executor, jobs, watch, tracker, out)
+            _run_slurm(executor, jobs, watch, tracker, out, sweep.slurm)
 
 
 def _run_local(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Run], tracker: _Tracker,
@@ -121,7 +148,8 @@ def _run_local(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Ru
         while queue or tracker.active:
             while queue and len(tracker.active) < max(1, parallelism):
                 job = queue.popleft()
-                handle = executor.submit(job)
+                with _stderr_to(out / ".submitit" / CONTROLLER_LOG):
+                    handle = executor.submit(job)
                 write_job_record(job.run_dir, "local", handle.job_id, submitit_folder(out))
                 submitted.append(handle)
                 tracker.watch(job.run)
@@ -146,16 +174,34 @@ def _run_local(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Ru
         raise
 
 
+# what sbatch says when it reached no controller (anything else is the controller refusing the job)
+UNREACHABLE = ("unable to contact slurm controller", "connection refused", "connect failure", "socket timed out",
+               "could not establish a configuration source")
+
+
+def sbatch_failure(message: str, s: SlurmSettings) -> str:
+    """One line for a failed sbatch: its own error text, then, when the controller answered, what the sweep asked
+    for and where to change it; when none answered, whether it is up."""
+    errors = [x.strip() for x in message.splitlines() if x.strip().startswith("sbatch:")] or \
+        [x.strip() for x in message.splitlines() if x.strip()][-1:] or ["no message"]
+    said = "; ".join(errors)
+    if any(marker in message.lower() for marker in UNREACHABLE):
+        return (f"--executor slurm: sbatch failed ({said}); is the SLURM controller up and SLURM_CONF right? (or use "
+                "--executor local)")
+    return (f"--executor slurm: sbatch refused the job ({said}); the sweep asked for {s.nodes} node(s) x "
+            f"{s.tasks_per_node} task(s), {s.gpus_per_node} GPU(s) and {s.cpus_per_task} CPU(s) per task per node, "
+            f"{s.mem_gb} GB, {s.time_min} min, partition {s.partition or '(the default)'}: bind slurm.* to what "
+            "this cluster has (sinfo shows it)")
+
+
 def _run_slurm(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Run], tracker: _Tracker,
-               out: Path) -> None:
+               out: Path, slurm: SlurmSettings) -> None:
     if jobs:
         try:
             with executor.batch():
                 handles = [executor.submit(job) for job in jobs]
         except submitit.core.utils.FailedJobError as e:  # sbatch refused or no controller answered
-            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
-            raise UserError(f"--executor slurm: sbatch failed ({lines[-1] if lines else 'no message'}); is the "
-                            "SLURM controller up and SLURM_CONF right? (or use --executor local)") from None
+            raise UserError(sbatch_failure(str(e), slurm)) from None
         for job, handle in zip(jobs, handles):
             write_job_record(job.run_dir, "slurm", handle.job_id, submitit_folder(out))
         console.print(f"submitted {len(handles)} SLURM job(s): array {handles[0].job_id.split('_')[0]}")
@@ -170,14 +216,16 @@ def _run_slurm(executor: submitit.Executor, jobs: list[SweepJob], watch: list[Ru
 
 
 class _Tracker:
-    """The runs being waited for, and a progress bar over them."""
+    """The runs being waited for, and a progress bar over them with the sweep's time left (`sweep_time_left`
+    from the durations of the runs finished so far, read from their folders)."""
 
-    def __init__(self, sweep: Sweep, out: Path, total: int):
-        self.sweep, self.out = sweep, out
+    def __init__(self, sweep: Sweep, out: Path, total: int, parallelism: int):
+        self.sweep, self.out, self.total, self.parallelism = sweep, out, total, parallelism
         self.active: dict[str, Run] = {}
         self.counts = collections.Counter()
-        self.bar = progress()
-        self.task = self.bar.add_task(self._description(), total=total)
+        self.finished_s: list[float] = []
+        self.bar = progress(TextColumn("{task.fields[left]}"), remaining=False)
+        self.task = self.bar.add_task(self._description(), total=total, left="")
 
     def watch(self, run: Run) -> None:
         self.active[run.run_id] = run
@@ -189,6 +237,9 @@ class _Tracker:
         for run_id, state in zip(ids, states):
             if not state.live:
                 del self.active[run_id]
+                elapsed = run_elapsed(self.out / run_id)
+                if state.state == STATUS_DONE and elapsed is not None:
+                    self.finished_s.append(elapsed)
                 self.counts[STATUS_DONE if state.state == STATUS_DONE else STATUS_FAILED] += 1
                 self.bar.advance(self.task)
                 if state.state != STATUS_DONE:
@@ -207,5 +258,12 @@ class _Tracker:
                 f"{len(getattr(self, 'active', ()))} running")
 
     def _update(self) -> None:
-        self.bar.update(self.task, description=self._description())
+        self.bar.update(self.task, description=self._description(), left=self._left())
+
+    def _left(self) -> str:
+        """"~12m 30s left", or why there is no estimate yet."""
+        queued = self.total - sum(self.counts.values()) - len(self.active)
+        running = [run_elapsed(self.out / i) for i in self.active]
+        left = sweep_time_left(self.finished_s, [e or 0.0 for e in running], queued, self.parallelism)
+        return "time left: once a run has finished" if left is None else f"~{duration(left)} left"
 

@@ -21,7 +21,7 @@ import submitit
 
 from pirl_ablate.locks import folder_lock
 from pirl_ablate.runs import RunDir
-from pirl_ablate.sweep.spec import Run
+from pirl_ablate.sweep.spec import Run, eval_targets
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -46,8 +46,9 @@ class SweepJob(submitit.helpers.Checkpointable):
 
     target: dotted path of `fn(config_str, run_dir) -> dict` that parses the config in this process, trains with
     auto-resume from run_dir's last checkpoint, records the start with RunDir.start and writes result.json.
-    evaluate, eval_layers: protocols (and linear-probe layers) for pirl_ablate.evaluate.run_evaluations once
-    training is done. threads: torch/OpenMP threads of this process.
+    evaluate, eval_layers: protocols ('protocol' or 'protocol:dataset', `SweepSettings.evaluate`) and linear-probe
+    layers for pirl_ablate.evaluate.run_evaluations once training is done (one call per dataset).
+    threads: torch/OpenMP threads of this process.
     """
 
     def __init__(self, run: Run, run_dir: str | os.PathLike, sweep: str, target: str,
@@ -98,7 +99,12 @@ class SweepJob(submitit.helpers.Checkpointable):
                 from pirl_ablate.evaluate import run_evaluations
 
                 # under the run's own config: the sweep's bindings of the protocols (e.g. detection_eval.*) apply
-                run_evaluations(run_dir.path, list(self.evaluate), layers=self.eval_layers, bindings=[self.run.config])
+                by_dataset: dict[str | None, list[str]] = {}
+                for protocol, dataset in eval_targets(self.evaluate):
+                    by_dataset.setdefault(dataset, []).append(protocol)
+                for dataset, protocols in by_dataset.items():
+                    run_evaluations(run_dir.path, protocols, dataset=dataset, layers=self.eval_layers,
+                                    bindings=[self.run.config])
         except Exception as e:
             if rank0 and self._requeueing:  # the run goes on in the requeued job: no failure of its own
                 run_dir.retire_result()  # what the target recorded on its way out

@@ -9,7 +9,9 @@ A sweep file, e.g. sweeps/lambda.gin (Figure 6)::
     sweep.variants = {'PIRL': ["include 'pirl_jigsaw.gin'"],          # named configs: gin lines (bindings or
                       'Jigsaw': ["include 'jigsaw.gin'", 'X.y = 2']}  # includes) applied on top of the file
     sweep.seeds = [0, 1, 2]
-    sweep.evaluate = ['linear', 'knn']
+    sweep.evaluate = ['linear', 'knn']                                 # on the pre-training dataset
+    sweep.evaluate = {'svm': 'voc2007', 'linear': None}                # a dataset per protocol (None: the
+    sweep.evaluate = ['svm:voc2007', 'linear']                         # pre-training one); the same as a list
 
 Runs = variants x zip points x grid points x seeds. Each run's config is the sweep file, then the `--gin` files,
 then the files its variant includes (any file already read, e.g. the scale they include, is skipped: see
@@ -56,7 +58,7 @@ class SweepSettings:
     variants: dict[str, list[str]] | None
     baselines: dict[str, list[str]] | None
     seeds: tuple[int, ...]
-    evaluate: tuple[str, ...]
+    evaluate: tuple[str, ...]  # 'protocol' or 'protocol:dataset' (`eval_targets` splits them)
     eval_layers: tuple[str, ...]
     executor: str
     job: str
@@ -69,7 +71,7 @@ TRAINING_JOB = "pirl_ablate.build.run_training"  # sweep.job's default: pre-trai
 @gin.configurable("sweep")
 def sweep_settings(name: str | None = None, grid: dict | None = None, zip: dict | None = None,
                    variants: dict | None = None, baselines: dict | None = None, seeds: Sequence[int] = (0,),
-                   evaluate: Sequence[str] = (),
+                   evaluate: Sequence[str] | dict[str, str | None] = (),
                    eval_layers: Sequence[str] = ("res5",), executor: str = "local",
                    job: str = TRAINING_JOB, seed_binding: str | None = "train.seed"
                    ) -> SweepSettings:
@@ -80,13 +82,28 @@ def sweep_settings(name: str | None = None, grid: dict | None = None, zip: dict 
     baselines: {name: gin lines} run once per seed beside the sweep, not crossed with its axes (e.g.
     {'random init': ["include 'random_init.gin'"]}: smoke results are always reported beside random init).
     seeds: one run per seed, bound through `seed_binding` (train.seed). evaluate: protocols run after
-    pre-training (pirl_ablate.evaluate.run_evaluations: linear, knn, invariance, semisup), the linear probe on
-    `eval_layers` (conv1, res2 ... res5). executor: local | slurm | debug (`--executor` overrides).
+    pre-training (pirl_ablate.evaluate.run_evaluations: linear, knn, invariance, semisup, svm, ...), each on the
+    pre-training dataset or on the one it names: {'svm': 'voc2007'} or 'svm:voc2007' in a list (results:
+    evals/<protocol>-<dataset>.json); the linear probe and SVMs on `eval_layers` (conv1, res2 ... res5).
+    executor: local | slurm | debug (`--executor` overrides).
     job: dotted path of `fn(config_str, run_dir) -> dict` that trains one run (pirl_ablate.build.run_training).
     """
     return SweepSettings(name=name, grid=grid, zip=zip, variants=variants, baselines=baselines, seeds=tuple(seeds),
-                         evaluate=tuple(evaluate), eval_layers=tuple(eval_layers), executor=executor, job=job,
+                         evaluate=_evaluate_items(evaluate), eval_layers=tuple(eval_layers), executor=executor, job=job,
                          seed_binding=seed_binding)
+
+
+def _evaluate_items(evaluate: Sequence[str] | dict[str, str | None]) -> tuple[str, ...]:
+    """`sweep.evaluate` as 'protocol' / 'protocol:dataset' strings (a dict {protocol: dataset or None} flattened;
+    anything else is kept for `_check_settings` to refuse)."""
+    if isinstance(evaluate, dict):
+        return tuple(p if d is None else f"{p}:{d}" for p, d in evaluate.items())
+    return tuple(evaluate) if isinstance(evaluate, (list, tuple)) else (evaluate,)
+
+
+def eval_targets(evaluate: Sequence[str]) -> list[tuple[str, str | None]]:
+    """[(protocol, dataset or None = the run's pre-training dataset)] of `SweepSettings.evaluate`."""
+    return [(item.partition(":")[0], item.partition(":")[2] or None) for item in evaluate]
 
 
 @dataclass(frozen=True)
@@ -234,6 +251,7 @@ def _check_settings(s: SweepSettings, files: Sequence[Path]) -> None:
                           f"got {list(s.seeds)!r}")
     if len(set(s.seeds)) != len(s.seeds):
         raise ConfigError(f"{_where(files, 'sweep.seeds')}: sweep.seeds repeats a seed: {list(s.seeds)!r}")
+    _check_evaluate(s.evaluate, files)
     if s.name is not None and (not isinstance(s.name, str) or not re.fullmatch(r"[\w.\-]+", s.name)):
         raise ConfigError(f"{_where(files, 'sweep.name')}: sweep.name {s.name!r} must be a folder name "
                           "(letters, digits, _ . -)")
@@ -244,6 +262,29 @@ def _check_settings(s: SweepSettings, files: Sequence[Path]) -> None:
     if s.grid is not None and not s.grid and not s.zip and not s.variants:
         raise ConfigError(f"{_where(files, 'sweep.grid')}: sweep.grid is empty: give at least one "
                           "{'Configurable.param': [values]}")
+
+
+def _check_evaluate(evaluate: Sequence, files: Sequence[Path]) -> None:
+    """Every `sweep.evaluate` item names a protocol (and, after ':', a registered dataset), each protocol once."""
+    from pirl_ablate.data.registry import DATASETS
+    from pirl_ablate.evaluate.protocols import PROTOCOLS
+
+    where = _where(files, "sweep.evaluate")
+    seen = set()
+    for item in evaluate:
+        if not isinstance(item, str):
+            raise ConfigError(f"{where}: sweep.evaluate item {item!r} must be a protocol name ('svm') or "
+                              "'protocol:dataset' ('svm:voc2007'), or the dict {'svm': 'voc2007'}")
+        protocol, dataset = eval_targets([item])[0]
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"{where}: sweep.evaluate protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}"
+                              f"{did_you_mean(protocol, PROTOCOLS)}")
+        if dataset is not None and dataset not in DATASETS.names():
+            raise ConfigError(f"{where}: sweep.evaluate dataset {dataset!r} (for {protocol}) is not a registered "
+                              f"dataset{did_you_mean(dataset, DATASETS.names())}")
+        if protocol in seen:
+            raise ConfigError(f"{where}: sweep.evaluate names {protocol!r} twice")
+        seen.add(protocol)
 
 
 def _axes(axes: dict | None, what: str, files: Sequence[Path]) -> dict[str, list]:

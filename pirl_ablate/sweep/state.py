@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from pirl_ablate.runs import (
     now,
     read_json_object,
 )
+from pirl_ablate.sweep.spec import eval_targets
 
 JOB_FILE = "job.json"
 SLURM_ALIVE = {"PENDING": STATUS_PENDING, "REQUEUED": STATUS_PENDING, "REQUEUE_HOLD": STATUS_PENDING,
@@ -62,12 +63,16 @@ def read_job_record(run_dir: str | os.PathLike) -> dict | None:
 
 
 # ------------------------------------------------------------------------------------------------------ state
-def run_states(run_dirs: Sequence[str | os.PathLike], evaluate: Sequence[str] = ()) -> list[RunState]:
-    """The state of every run folder; SLURM jobs are looked up with one squeue and one sacct call."""
+def run_states(run_dirs: Sequence[str | os.PathLike], evaluate: Sequence[str] = (),
+               extend: Collection[Path] = ()) -> list[RunState]:
+    """The state of every run folder; SLURM jobs are looked up with one squeue and one sacct call. A done run in
+    `extend` (its sweep now binds a larger train.epochs) is pending: it trains on from its checkpoint."""
     records = [read_job_record(d) for d in run_dirs]
     slurm_ids = [r["job_id"] for r in records if r and r.get("executor") == "slurm"]
     scheduler = slurm_states(slurm_ids) if slurm_ids else {}
-    return [_run_state(Path(d), r, scheduler, evaluate) for d, r in zip(run_dirs, records)]
+    states = [_run_state(Path(d), r, scheduler, evaluate) for d, r in zip(run_dirs, records)]
+    return [RunState(STATUS_PENDING, "train.epochs grew: trains on from its checkpoint")
+            if s.state == STATUS_DONE and Path(d) in extend else s for d, s in zip(run_dirs, states)]
 
 
 def run_state(run_dir: str | os.PathLike, evaluate: Sequence[str] = ()) -> RunState:
@@ -85,7 +90,8 @@ def _run_state(path: Path, record: dict | None, scheduler: dict[str, str], evalu
         return RunState(STATUS_FAILED, str(result.get("reason") or "failed (no reason recorded)"))
     live, detail = _job_view(record, scheduler)
     if result is not None:
-        missing = [p for p in evaluate if not any(run.evals_dir.glob(f"{p}-*.json"))]
+        missing = [f"{p}:{d}" if d else p for p, d in eval_targets(evaluate)
+                   if not any(run.evals_dir.glob(f"{p}-{d or '*'}.json"))]
         if not missing:
             return RunState(STATUS_DONE)
         if live or live is None:

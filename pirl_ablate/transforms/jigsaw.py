@@ -1,9 +1,11 @@
 """`jigsaw`: PIRL's jigsaw view, P = grid^2 patches sampled straight from the source image in permuted order.
 
-Recipe (paper Section 4.1, VISSL's PIRL config): a random crop covering >= 60% of the image is resized to
+Recipe (paper Section 4.1, VISSL's PIRL config): a random crop covering >= 60% of the whole image (drawn as
+torchvision's RandomResizedCrop draws it: 10 tries, then the centre crop) is resized to
 crop_size^2 (255), cut into a grid x grid (3 x 3) of cells (85 px), and a patch_size^2 (64) patch is taken at a
 uniform integer offset inside each cell ("patch jitter", 0..21 px). Each patch then gets its own photometric
-augmentation: colour jitter 0.4/0.4/0.4, hue 0.2, grayscale p = 0.2, horizontal flip p = 0.5.
+augmentation: colour jitter 0.4/0.4/0.4, hue 0.2, grayscale p = 0.2, horizontal flip p = 0.5, and (with
+`random_photometric_p`, VISSL's 0.66) VISSL's random photometric step.
 
 The crop, the cell and the jitter compose into one box per patch in input pixels, so all B x P patches come from
 one `resample_boxes` call (bilinear sampling with torchvision's `roi_align`) without building the 255 px
@@ -27,14 +29,24 @@ import torch
 from torch import Tensor
 
 from pirl_ablate.transforms.base import (
+    ImageBatch,
     Transform,
     TransformInputError,
+    downscale_samples,
+    full_sizes,
     random_resized_boxes,
     resample_boxes,
     shape_str,
 )
 from pirl_ablate.transforms.permutations import hamming_set, lehmer_rank, random_permutations
-from pirl_ablate.transforms.photometric import COLOUR_KEYS, apply_colour, sample_colour
+from pirl_ablate.transforms.photometric import (
+    COLOUR_KEYS,
+    RANDOM_PHOTOMETRIC_KEYS,
+    apply_colour,
+    apply_random_photometric,
+    sample_colour,
+    sample_random_photometric,
+)
 from pirl_ablate.transforms.registry import register_transform
 
 PAPER_CROP, PAPER_CELL, PAPER_PATCH = 255, 85, 64
@@ -51,12 +63,13 @@ class Jigsaw(Transform):
                  crop_scale: tuple[float, float] = (0.6, 1.0), crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
                  num_permutations: int | None = None, permutation_seed: int = 0, photometric: bool = True,
                  flip: bool = True, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
-                 hue: float = 0.2, grayscale_p: float = 0.2):
+                 hue: float = 0.2, grayscale_p: float = 0.2, random_photometric_p: float = 0.0):
         """crop_size: side of the resized crop (None: fit the input); grid: cells per side; patch_size: patch side
         (None: 64/85 of a cell); crop_scale/crop_ratio: area fraction and aspect ratio of the crop;
         num_permutations: None for all grid^2! permutations, K for a maximal-Hamming set drawn from
         permutation_seed; photometric: per-patch colour jitter (brightness, contrast, saturation, hue) and
-        grayscale (grayscale_p); flip: per-patch horizontal flip p = 0.5."""
+        grayscale (grayscale_p); flip: per-patch horizontal flip p = 0.5; random_photometric_p: VISSL's random
+        photometric step per patch with this probability (0: off; VISSL: 0.66), after the colour jitter."""
         if grid < 1:
             raise TransformInputError(f"jigsaw: grid={grid} must be >= 1")
         if num_permutations is None and grid * grid > 20:
@@ -82,6 +95,7 @@ class Jigsaw(Transform):
         self.flip = flip
         self.colour = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue,
                        "grayscale_p": grayscale_p}
+        self.random_photometric_p = random_photometric_p
         patches = grid * grid
         self._permutations = (None if num_permutations is None
                               else hamming_set(num_permutations, patches, permutation_seed))
@@ -101,9 +115,18 @@ class Jigsaw(Transform):
         return crop, cell, patch
 
     def check(self, images: Tensor) -> None:
+        """Images of their own sizes (an ImageBatch) need explicit sizes (fitting to the canvas would make the patch
+        size depend on the batch's largest image) and may be smaller than the crop (it is resampled from each
+        image's box, as torchvision's RandomResizedCrop(crop_size) upsamples a small image)."""
         super().check(images)
+        own_sizes = isinstance(images, ImageBatch)
+        if own_sizes and (self.crop_size is None or self.patch_size is None):
+            raise TransformInputError(
+                f"jigsaw: crop_size={self.crop_size}, patch_size={self.patch_size} fit the crop to the input, but "
+                f"these images have their own sizes (canvas {shape_str(images)}); bind jigsaw.crop_size and "
+                f"jigsaw.patch_size (the paper's: 255 and 64)")
         crop, cell, patch = self.sizes(images.shape)
-        if crop > min(images.shape[-2:]):
+        if crop > min(images.shape[-2:]) and not own_sizes:
             raise TransformInputError(
                 f"jigsaw: crop_size={crop} needs images of at least {crop}x{crop}, got shape {shape_str(images)}; "
                 f"bind jigsaw.crop_size = None to fit the crop to the input, or a smaller crop_size")
@@ -112,12 +135,16 @@ class Jigsaw(Transform):
                 f"jigsaw: patch_size={patch} does not fit a {cell}x{cell} cell of a grid={self.grid} crop of "
                 f"{crop} px from images of shape {shape_str(images)}")
 
-    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:
-        """perm (B, P), perm_index (B,), crop (B, 4), boxes (B, P, 4), [flip (B, P)], [colour factors (B, P)]."""
+    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device,
+               sizes: Tensor | None = None) -> dict[str, Tensor]:
+        """perm (B, P), perm_index (B,), crop (B, 4) inside each image's `sizes` (torchvision's RandomResizedCrop
+        draw), boxes (B, P, 4), [flip (B, P)], [colour factors (B, P)],
+        [random photometric draws (B, P)]."""
         batch = shape[0]
         patches = self.grid * self.grid
         crop, cell, patch = self.sizes(shape)
-        crop_box = random_resized_boxes(shape, self.crop_scale, self.crop_ratio, generator, device)
+        sizes = sizes if sizes is not None else full_sizes(shape, device)
+        crop_box = random_resized_boxes(sizes, self.crop_scale, self.crop_ratio, generator, device)
         if self._permutations is None:
             perm = random_permutations(batch, patches, generator, device)
             perm_index = lehmer_rank(perm)
@@ -137,6 +164,8 @@ class Jigsaw(Transform):
             params["flip"] = torch.rand(batch, patches, generator=generator, device=device) < 0.5
         if self.photometric:
             params.update(sample_colour((batch, patches), generator, device, **self.colour))
+        if self.random_photometric_p > 0:
+            params.update(sample_random_photometric((batch, patches), generator, device, p=self.random_photometric_p))
         return params
 
     def _permutations_on(self, device: torch.device) -> Tensor:
@@ -148,13 +177,18 @@ class Jigsaw(Transform):
 
     def apply(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
         """images (B, C, H, W) -> patches (B, P, C, patch, patch) in permuted order."""
-        _, _, patch = self.sizes(images.shape)
-        out = resample_boxes(images, params["boxes"], (patch, patch), params.get("flip"))
+        crop, _, patch = self.sizes(images.shape)
+        samples = downscale_samples(max(images.shape[-2:]), crop)  # the largest crop box over its resized side
+        out = resample_boxes(images, params["boxes"], (patch, patch), params.get("flip"), samples)
         if self.photometric:
             batch, patches = out.shape[:2]
             flat = out.view(batch * patches, *out.shape[2:])
             colour = {k: params[k].reshape(-1) for k in COLOUR_KEYS}
             out = apply_colour(flat, colour).view(out.shape)
+        if self.random_photometric_p > 0:
+            flat = out.reshape(-1, *out.shape[2:])
+            draws = {k: params[k].reshape(-1) for k in RANDOM_PHOTOMETRIC_KEYS}
+            out = apply_random_photometric(flat, draws).view(out.shape)
         return out
 
     def label(self, params: dict[str, Tensor]) -> Tensor:

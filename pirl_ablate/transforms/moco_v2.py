@@ -34,10 +34,11 @@ class MoCoV2View(ImageView):
                          hue=hue, grayscale_p=grayscale_p)
         self.jitter_p, self.blur_p, self.blur_sigma = jitter_p, blur_p, tuple(blur_sigma)
 
-    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+    def sample(self, shape: torch.Size, generator: torch.Generator, device: torch.device,
+               sizes: Tensor | None = None) -> dict[str, Tensor]:
         """`image`'s draws with the jitter factors of skipped samples set to the identity; blur (B,) bool,
         sigma (B,) in pixels."""
-        params = super().sample(shape, generator, device)
+        params = super().sample(shape, generator, device, sizes)
         u = torch.rand(shape[0], 3, generator=generator, device=device)
         skip = u[:, 0] >= self.jitter_p
         for key, identity in (("brightness", 1.0), ("contrast", 1.0), ("saturation", 1.0), ("hue", 0.0)):

@@ -16,6 +16,7 @@ more than sampling the patches. One-channel images get brightness and contrast o
 
 from __future__ import annotations
 
+import kornia
 import torch
 from torch import Tensor
 
@@ -84,3 +85,55 @@ def shift_hue_(x: Tensor, shift: Tensor) -> Tensor:
         ramp = torch.remainder(hue + k, 6).sub_(2).abs_().neg_().add_(2).clamp_(0, 1)
         torch.addcmul(top, chroma, ramp, value=-1, out=x[:, channel])
     return x
+
+
+# ------------------------------------------------------------------------------------ the random photometric step
+RANDOM_PHOTOMETRIC_KEYS = ("photometric_on", "posterize_bits", "sharpness", "solarize_threshold")
+
+
+def sample_random_photometric(shape: tuple[int, ...], generator: torch.Generator, device: torch.device, *,
+                              p: float) -> dict[str, Tensor]:
+    """Per-sample draws of `shape` of VISSL's ImgPilRandomPhotometric (vissl/data/ssl_transforms/
+    img_pil_random_photometric.py, pil_photometric_transforms_lib.py): with probability `p` (VISSL: 0.66) all four
+    of posterize to `posterize_bits` in {4, ..., 8}, sharpness `sharpness` ~ U(0.1, 1.9), solarize at
+    `solarize_threshold` in {0, ..., 256} (of 8-bit values) and autocontrast, in that order."""
+    return {
+        "photometric_on": torch.rand(shape, generator=generator, device=device) < p,
+        "posterize_bits": torch.randint(4, 9, shape, generator=generator, device=device),
+        "sharpness": 0.1 + 1.8 * torch.rand(shape, generator=generator, device=device),
+        "solarize_threshold": torch.randint(0, 257, shape, generator=generator, device=device),
+    }
+
+
+def posterize(x: Tensor, bits: Tensor) -> Tensor:
+    """PIL's ImageOps.posterize on 8-bit values v = round(255 x): keep the top `bits` (N,) bits of each value, i.e.
+    v - (v mod 2^(8 - bits)); x (N, C, h, w) in [0, 1]."""
+    step = torch.pow(2.0, (8 - bits).to(x.dtype)).view(-1, 1, 1, 1)
+    v = torch.round(x * 255)
+    return (v - torch.remainder(v, step)) / 255
+
+
+def solarize(x: Tensor, threshold: Tensor) -> Tensor:
+    """PIL's ImageOps.solarize: pixels whose 8-bit value round(255 x) is at or above `threshold` (N,) (0..256) are
+    inverted, x <- 1 - x; x (N, C, h, w) in [0, 1]."""
+    return torch.where(torch.round(x * 255) >= threshold.to(x.dtype).view(-1, 1, 1, 1), 1 - x, x)
+
+
+def autocontrast(x: Tensor) -> Tensor:
+    """PIL's ImageOps.autocontrast (cutoff 0): each channel of each image stretched from [min, max] to [0, 1]; a
+    constant channel is left as it is. x (N, C, h, w)."""
+    lo = x.amin(dim=(2, 3), keepdim=True)
+    hi = x.amax(dim=(2, 3), keepdim=True)
+    span = hi - lo
+    return torch.where(span > 0, (x - lo) / torch.where(span > 0, span, 1), x)
+
+
+def apply_random_photometric(x: Tensor, params: dict[str, Tensor]) -> Tensor:
+    """x (N, C, h, w) in [0, 1]; params of `sample_random_photometric`, each (N,). The images whose
+    `photometric_on` is set get posterize -> sharpness (Kornia's `sharpness`, PIL's ImageEnhance.Sharpness: a blend
+    with the 3x3 smoothed image, borders kept) -> solarize -> autocontrast; the others are returned unchanged."""
+    out = posterize(x, params["posterize_bits"])
+    if min(out.shape[-2:]) >= 3:  # PIL leaves images under 3 px as they are (no interior to smooth)
+        out = kornia.enhance.sharpness(out, params["sharpness"].to(x.dtype)).clamp_(0, 1)
+    out = autocontrast(solarize(out, params["solarize_threshold"]))
+    return torch.where(params["photometric_on"].view(-1, 1, 1, 1), out, x)

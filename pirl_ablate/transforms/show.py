@@ -7,7 +7,10 @@ captioned with the grid cell it came from; every panel is titled in full (wrappe
 part drew (rotation in degrees, permutation index) and the last with the label the network is trained on.
 
 The images come from the configured dataset: `--dataset`, else the `train.dataset` the --gin files bind, else
-Fashion-MNIST (the smoke default). They are resized to 256 px, the input size the paper's jigsaw sizes are made for.
+Fashion-MNIST (the smoke default). They are resized to the run's input size, the `train.image_size` the --gin files
+bind (32 px with gin/pirl_jigsaw.gin: 8 px jigsaw patches, as smoke training sees them), else 256 px, the input the
+transforms' default (paper) sizes are made for; the title says which. Small views are drawn upscaled with nearest-
+neighbour pixels, so what the network sees is what is drawn.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from pirl_ablate import config
 from pirl_ablate.console import info
 from pirl_ablate.errors import UserError
 from pirl_ablate.runs import atomic_write
-from pirl_ablate.transforms.base import View
+from pirl_ablate.transforms.base import View, centre_squares, with_sizes
 from pirl_ablate.transforms.compose import Compose
+from pirl_ablate.transforms.kornia_aug import PREFIX as KORNIA_PREFIX
+from pirl_ablate.transforms.kornia_aug import SEED_KEY
 from pirl_ablate.transforms.registry import build_transform
 
 GAP = 4  # pixels between drawn patches
-SIZE = 256  # the images are resized to 256 px, the input size the paper's jigsaw sizes are made for
+SIZE = 256  # without a configured train.image_size: the input size the paper's jigsaw sizes are made for
 DEFAULT_DATASET = "fashion_mnist"  # pirl_ablate.train.pretrain's default
 TITLE_WIDTH = 34  # characters per panel title line
 
@@ -41,11 +46,12 @@ def show_transform_command(args: argparse.Namespace) -> int:
         raise UserError(f"--images {args.images}: need at least one image")
     config.parse(args.gin, args.bind)
     dataset = args.dataset or configured_dataset()
+    size, scale = configured_size()
     transform = build_transform(args.name)
     generator = torch.Generator().manual_seed(args.seed)
-    images = load_images(dataset, args.images, generator)
+    images = load_images(dataset, args.images, generator, size)
     stages = apply_stages(args.name, transform, images, generator)
-    png = render(images, stages, title=f"{args.name} on {dataset} (seed {args.seed})")
+    png = render(images, stages, title=f"{args.name} on {dataset}, {size} px images ({scale}), seed {args.seed}")
     atomic_write(args.out, lambda fh: fh.write(png))
     info(f"wrote {args.out}")
     return 0
@@ -55,8 +61,17 @@ def configured_dataset() -> str:
     return str(config.bound_kwargs("train").get("dataset", DEFAULT_DATASET))
 
 
-def load_images(dataset: str, count: int, generator: torch.Generator) -> Tensor:
-    """(count, 3, 256, 256) float in [0, 1]: images drawn at random from `dataset`'s test split.
+def configured_size() -> tuple[int, str]:
+    """The input size the views are drawn at and where it comes from: the --gin files' `train.image_size`, else
+    SIZE (the transforms' defaults are the paper's, made for 256 px inputs)."""
+    size = config.bound_kwargs("train").get("image_size")
+    if isinstance(size, int):
+        return size, "train.image_size of the --gin files"
+    return SIZE, "the paper's scale; --gin gin/pirl_jigsaw.gin draws the smoke scale"
+
+
+def load_images(dataset: str, count: int, generator: torch.Generator, size: int = SIZE) -> Tensor:
+    """(count, 3, size, size) float in [0, 1]: images drawn at random from `dataset`'s test split.
 
     "digits" is scikit-learn's 8 x 8 handwritten digits (bundled, no download); any other name goes through the
     dataset registry (`pirl-ablate list datasets`).
@@ -67,12 +82,17 @@ def load_images(dataset: str, count: int, generator: torch.Generator) -> Tensor:
         pixels = torch.from_numpy(load_digits().images).float().div(16).unsqueeze(1)  # (1797, 1, 8, 8)
         chosen = pixels[torch.randperm(len(pixels), generator=generator)[:count]]
     else:
+        from pirl_ablate.data.loader import pad_to_canvas
         from pirl_ablate.data.registry import build_dataset
 
         data = build_dataset(dataset, split="test")
         picks = torch.randperm(len(data), generator=generator)[:count].tolist()
-        chosen = torch.stack([data[i][0] for i in picks]).float().div(255)
-    chosen = F.interpolate(chosen, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp(0, 1)
+        items = [data[i][0] for i in picks]
+        if len({tuple(im.shape) for im in items}) > 1:  # images of their own sizes (imagefolder): centre squares
+            canvas, sizes = pad_to_canvas(items)
+            items = list(centre_squares(with_sizes(canvas.float(), sizes), size).round().clamp(0, 255).to(torch.uint8))
+        chosen = torch.stack(items).float().div(255)
+    chosen = F.interpolate(chosen, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
     return chosen.expand(-1, 3, -1, -1) if chosen.shape[1] == 1 else chosen
 
 
@@ -95,20 +115,34 @@ def apply_stages(name: str, transform, images: Tensor, generator: torch.Generato
 
 
 def describe(view: View, i: int, with_label: bool = True, part: str | None = None) -> str:
-    """What a view drew for sample i, as a caption: rotation, permutation index, and the covariant label. `part`:
-    only that part's draws of a composition's View (its "<part>." keys)."""
+    """What a view drew for sample i, as a caption: rotation, permutation index, a Kornia augmentation's draws
+    (whether it applied, each number it drew) and the covariant label. `part`: only that part's draws of a
+    composition's View (its "<part>." keys)."""
     parts = []
     for key, value in view.params.items():
         if part is not None and "." in key and not key.startswith(f"{part}."):
             continue
         leaf = key.rsplit(".", 1)[-1]
-        if leaf == "rotation":
+        if part is not None and part.startswith(KORNIA_PREFIX):
+            parts += _kornia_draw(leaf, value[i])
+        elif leaf == "rotation":
             parts.append(f"rotated {90 * int(value[i])}° counter-clockwise")
         elif leaf == "perm_index":
             parts.append(f"permutation #{int(value[i])}")
     if with_label and view.label is not None:
         parts.append(f"label {int(view.label[i])} of {view.num_classes}")
     return ", ".join(parts)
+
+
+def _kornia_draw(leaf: str, value: Tensor) -> list[str]:
+    """A Kornia draw as caption text: "applied" / "not applied" for its batch_prob, "name 0.42" (or a tuple) for
+    the numbers it drew; its seed is left out."""
+    if leaf == SEED_KEY:
+        return []
+    if leaf == "batch_prob":
+        return ["applied" if float(value) > 0.5 else "not applied"]
+    numbers = [f"{float(v):.3g}" for v in value.flatten()[:4]]
+    return [f"{leaf} {numbers[0]}" if len(numbers) == 1 else f"{leaf} ({', '.join(numbers)})"]
 
 
 def render(images: Tensor, stages: list[tuple[str, View]], title: str) -> bytes:
@@ -123,7 +157,7 @@ def render(images: Tensor, stages: list[tuple[str, View]], title: str) -> bytes:
                              layout="constrained")
     fig.suptitle(title)
     for i in range(count):
-        axes[i, 0].imshow(_to_numpy(images[i]))
+        axes[i, 0].imshow(_to_numpy(images[i]), interpolation="nearest")
         axes[i, 0].set_title("input", fontsize="small")
         for s, (name, view) in enumerate(stages, start=1):
             caption = f"{name}: {describe(view, i, with_label=s == len(stages), part=name) or 'view'}"
@@ -139,10 +173,10 @@ def render(images: Tensor, stages: list[tuple[str, View]], title: str) -> bytes:
 
 def _draw_view(ax, view: View, i: int) -> None:
     if not view.is_patches:
-        ax.imshow(_to_numpy(view.data[i]))
+        ax.imshow(_to_numpy(view.data[i]), interpolation="nearest")
         return
     perm = next((v for k, v in view.params.items() if k.rsplit(".", 1)[-1] == "perm"), None)
-    ax.imshow(_to_numpy(tile(view.data[i])))
+    ax.imshow(_to_numpy(tile(view.data[i])), interpolation="nearest")
     patches, _, h, w = view.data[i].shape
     grid = math.ceil(patches ** 0.5)
     for j in range(patches):
