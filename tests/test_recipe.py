@@ -75,7 +75,8 @@ def test_recipe_card_of_every_paper_config_shows_no_difference(path):
     if "image.scale" in ours:
         assert tuple(ours["image.scale"]) == (0.08, 1.0)
     # the evaluation protocols the paper (Section 5, supplementary B) and VISSL's benchmark configs run
-    assert (ours["linear_eval.mode"], ours["linear_eval.epochs"], ours["linear_eval.lr_per_256"]) == ("online", 28, 0.01)
+    linear = (ours["linear_eval.mode"], ours["linear_eval.epochs"], ours["linear_eval.lr_per_256"])
+    assert linear == ("online", 28, 0.01)
     assert tuple(ours["linear_eval.milestones"]) == (8, 16, 24) and ours["linear_eval.weight_decay"] == 5e-4
     assert (ours["svm_eval.view"], ours["svm_eval.ap"], ours["svm_eval.view_size"]) == ("squash", "voc", 224)
     assert tuple(ours["svm_eval.costs"]) == (0.01, 0.1, 1, 2, 5, 10, 15, 20, 50, 100, 1000)
