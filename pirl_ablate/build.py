@@ -256,7 +256,9 @@ def export_command(args: argparse.Namespace) -> int:
     fmt = getattr(args, "format", "torchvision")
     path = write_backbone(backbone, args.out, fmt)
     if fmt == "detectron2":
-        info(f"wrote {path} (Detectron2 {backbone.arch} trunk: stem, res2-res5)")
+        config_file = path.with_suffix(".yaml")
+        info(f"wrote {path} (Detectron2 {backbone.arch} trunk: stem, res2-res5) and {config_file}, the config lines "
+             f"that load it (merge them into the fine-tuning config):\n{config_file.read_text()}")
         return 0
     info(f"wrote {path} (torchvision {backbone.arch}; fc is zeros: replace it before fine-tuning"
          + ("; small stem: set conv1 to 3x3 stride 1 and maxpool to Identity" if backbone.small_stem else "")

@@ -65,7 +65,7 @@ def test_each_config_includes_exactly_one_scale(path):
 
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.name)
-def test_recipe_card_of_every_paper_config_shows_no_pretraining_difference(path):
+def test_recipe_card_of_every_paper_config_shows_no_difference(path):
     card = recipe_card([path])
     assert card.differences() == []
     # the values issue 24 found leaking from the smoke scale, read on the card
@@ -74,10 +74,21 @@ def test_recipe_card_of_every_paper_config_shows_no_pretraining_difference(path)
         assert (ours["PIRLLoss.tau"], ours["PIRLLoss.z"]) == (0.07, "fixed")
     if "image.scale" in ours:
         assert tuple(ours["image.scale"]) == (0.08, 1.0)
+    # the evaluation protocols the paper (Section 5, supplementary B) and VISSL's benchmark configs run
+    linear = (ours["linear_eval.mode"], ours["linear_eval.epochs"], ours["linear_eval.lr_per_256"])
+    assert linear == ("online", 28, 0.01)
+    assert tuple(ours["linear_eval.milestones"]) == (8, 16, 24) and ours["linear_eval.weight_decay"] == 5e-4
+    assert (ours["svm_eval.view"], ours["svm_eval.ap"], ours["svm_eval.view_size"]) == ("squash", "voc", 224)
+    assert tuple(ours["svm_eval.costs"]) == (0.01, 0.1, 1, 2, 5, 10, 15, 20, 50, 100, 1000)
+    assert (ours["detection_train.iterations"], tuple(ours["detection_train.steps"])) == (25000, (17000,))
+    assert ours["detector.norm"] == "frozen"
+    contrastive = ours["train.method"] in ("pirl", "npid")
+    assert (ours["detection_train.lr"], ours["detection_train.warmup_iters"]) == ((0.003, 1000) if contrastive
+                                                                                  else (0.02, 100))
 
 
 @pytest.mark.parametrize("path", PAPER_SWEEPS, ids=lambda p: p.name)
-def test_recipe_card_of_every_run_of_every_paper_sweep_shows_no_pretraining_difference(path):
+def test_recipe_card_of_every_run_of_every_paper_sweep_shows_no_difference(path):
     for run, card in sweep_cards(path):
         assert card.differences() == [], (run.variant, run.bindings)
 

@@ -12,7 +12,7 @@ from pirl_ablate import config
 from pirl_ablate.build import run_training
 from pirl_ablate.checkpoint import load_method
 from pirl_ablate.cli import main
-from pirl_ablate.export import detectron2_state_dict
+from pirl_ablate.export import detectron2_config, detectron2_state_dict
 from pirl_ablate.models.backbone import Backbone
 
 BN = ("weight", "bias", "running_mean", "running_var")
@@ -64,8 +64,21 @@ def test_export_command_writes_detectron2_pickle_and_torch_file(tmp_path):
     assert blob["matching_heuristics"] is True
     assert set(blob["model"]) == detectron2_names([2, 2, 2, 2], 2)
     assert (blob["model"]["res5.1.conv2.weight"] == backbone.layer4[1].conv2.weight.detach().numpy()).all()
+    assert "STRIDE_IN_1X1: False" in (tmp_path / "d2.yaml").read_text()  # the config lines beside the weights
     assert main([*d2, str(tmp_path / "d2.pth")]) == 0
     model = torch.load(tmp_path / "d2.pth", weights_only=True)["model"]
     assert torch.equal(model["res3.0.shortcut.weight"], backbone.layer2[0].downsample[0].weight)
     assert main(["-q", "export", str(tmp_path / "run"), "--out", str(tmp_path / "tv.pth")]) == 0
     assert "layer1.0.conv1.weight" in torch.load(tmp_path / "tv.pth", weights_only=True)  # the default format
+
+
+def test_detectron2_config_lines_load_a_torchvision_resnet50():
+    """torchvision's R-50 in Detectron2 (paper-recipe: tools/convert-torchvision-to-d2.py's note): the stride in the
+    3x3 conv, RGB input, torchvision's ImageNet mean/std on the 0-255 scale: 255 x (0.485, 0.456, 0.406) and
+    255 x (0.229, 0.224, 0.225)."""
+    lines = detectron2_config(Backbone("resnet50"), "/x/r50.pkl").splitlines()
+    for line in ("MODEL:", "  WEIGHTS: '/x/r50.pkl'", "  PIXEL_MEAN: [123.675, 116.280, 103.530]",
+                 "  PIXEL_STD: [58.395, 57.120, 57.375]", "  RESNETS:", "    STRIDE_IN_1X1: False", "    DEPTH: 50",
+                 "    STEM_OUT_CHANNELS: 64", "    RES2_OUT_CHANNELS: 256", "    WIDTH_PER_GROUP: 64", "INPUT:",
+                 "  FORMAT: 'RGB'"):
+        assert line in lines

@@ -1,7 +1,7 @@
 """`pirl-ablate eval RUN_DIR --protocol ... [--layers ...] [--dataset ...] [--bind ...] [--gin ...]`.
 
 Under a launcher with several processes (torchrun, SLURM tasks: `pirl_ablate.distributed`) the online linear
-protocol runs data parallel, e.g. on the 8 GPUs of one node:
+protocol and detection run data parallel, e.g. on the 8 GPUs of one node:
 
     torchrun --nproc_per_node 8 $(which pirl-ablate) eval RUN --protocol linear --layers conv1,res2,res3,res4,res5 \
         --gin gin/eval/paper.gin
@@ -20,15 +20,17 @@ from pirl_ablate.console import out
 from pirl_ablate.errors import ConfigError
 from pirl_ablate.evaluate.protocols import run_evaluations
 
+DATA_PARALLEL = ("linear", "detection")  # the protocols that run over a launcher's processes
+
 
 def eval_command(args: argparse.Namespace) -> int:
     """Run one protocol on a run folder; print its metrics as a table (stdout); the JSON lands in RUN_DIR/evals/."""
     layers = [name.strip() for name in args.layers.split(",") if name.strip()]
     env = distributed.setup()
     try:
-        if env.distributed and args.protocol != "linear":
-            raise ConfigError(f"--protocol {args.protocol} runs in one process; only the online linear protocol "
-                              f"runs over the launcher's {env.world_size} processes")
+        if env.distributed and args.protocol not in DATA_PARALLEL:
+            raise ConfigError(f"--protocol {args.protocol} runs in one process; only {' and '.join(DATA_PARALLEL)} "
+                              f"run over the launcher's {env.world_size} processes")
         results = run_evaluations(args.run_dir, [args.protocol], dataset=args.dataset, layers=layers,
                                   gin_files=args.gin, bindings=args.bind)
     finally:

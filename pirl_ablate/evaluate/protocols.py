@@ -343,7 +343,7 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
         "low-shot": lambda c: low_shot_protocol(c, layers), "detection": detection_protocol}
     results = {}
     for protocol in protocols:
-        writer = initialized_world() == 1 or dist.get_rank() == 0  # data parallel (online linear): rank 0 writes
+        writer = initialized_world() == 1 or dist.get_rank() == 0  # data parallel (linear, detection): rank 0 writes
         with eval_lock(run.path, protocol) if writer else contextlib.nullcontext():  # one evaluation at a time
             start = time.perf_counter()
             info(f"{run.path.name}: {protocol} on {ctx.dataset}")

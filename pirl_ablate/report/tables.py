@@ -290,12 +290,13 @@ def table6(frame: pd.DataFrame, sweep: str = "transfer") -> Report:
 
 def _detection(name: str, title: str, frame: pd.DataFrame, sweep: str, paper_dataset: str,
                published: dict[str, tuple[float, ...]]) -> Report:
-    """One block per detection dataset and detector (rows = methods, columns = AP, AP50, AP75, VOC07 mAP50)."""
+    """One block per detection dataset and detector (rows = methods, columns = AP, AP50, AP75 (Detectron2's VOC
+    evaluator, the paper's), coco_AP (pycocotools))."""
     frame, rows, baseline = _prepare(frame, sweep, "PIRL")
     report = Report(name=name, title=title)
     both = pd.concat([rows, baseline])
     det = both[(both["status"] == STATUS_DONE) & (both["protocol"] == "detection")]
-    columns = [*paper.DETECTION_METRICS, "mAP50_voc07"]
+    columns = [*paper.DETECTION_METRICS, "coco_AP"]
     datasets = ordered(det["dataset"].unique(), (paper_dataset,))
     for dataset in datasets:
         for group in ordered(det[det["dataset"] == dataset]["group"].unique(), ("c4", "fpn")):
