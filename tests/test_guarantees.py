@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from sweep_jobs import PATIENCE_S, cli_command, worker_env, write_sweep
-from tiny_pirl import TINY
+from tiny_pirl import TINY, tiny_config, train_tiny
 
 from pirl_ablate.cli import main
 from pirl_ablate.data.voc import VOC_CLASSES, read_voc, write_synthetic_voc
@@ -87,19 +87,17 @@ def test_a_sweep_with_more_epochs_trains_its_runs_on(tmp_path, swept):
 
 
 # ------------------------------------------------------------------------------------- 3. nothing through a link
+QUIET = "train.monitor_every = 0\ntrain.health_images = 0\n"  # no kNN monitor, no health batch: faster
+
+
 def _config(folder: Path, extra: str = "") -> Path:
-    path = folder / "tiny.gin"
-    path.write_text(TINY + "train.epochs = 1\ntrain.monitor_every = 0\ntrain.health_images = 0\n" + extra)
-    return path
+    return tiny_config(folder, QUIET + extra)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(config, run folder) of one tiny PIRL run of 1 epoch; tests copy the folder before changing it."""
-    folder = tmp_path_factory.mktemp("trained")
-    config = _config(folder)
-    assert main(["--quiet", "train", str(config), "--out", str(folder / "run")]) == 0
-    return config, folder / "run"
+    return train_tiny(tmp_path_factory.mktemp("trained"), QUIET)
 
 
 def _victim(tmp_path: Path) -> Path:

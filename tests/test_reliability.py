@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from sweep_jobs import PATIENCE_S, cli_command, worker_env, write_sweep
-from tiny_pirl import SIZE, TINY
+from tiny_pirl import SIZE, TINY, tiny_config, train_tiny
 
 from pirl_ablate import checkpoint
 from pirl_ablate.cli import main
@@ -59,19 +59,10 @@ def _plant(path: Path, marker: Path) -> None:
     path.write_bytes(pickle.dumps(_Payload(marker)))
 
 
-def _config(folder: Path, extra: str = "") -> Path:
-    path = folder / "tiny.gin"
-    path.write_text(TINY + "train.epochs = 1\n" + extra)
-    return path
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(config, run folder) of one tiny PIRL run, 1 epoch; tests copy the folder before changing it."""
-    folder = tmp_path_factory.mktemp("trained")
-    config = _config(folder)
-    assert main(["--quiet", "train", str(config), "--out", str(folder / "run")]) == 0
-    return config, folder / "run"
+    return train_tiny(tmp_path_factory.mktemp("trained"))
 
 
 def _copy(run: Path, to: Path) -> Path:
@@ -93,7 +84,7 @@ BAD_BINDINGS = [
 
 @pytest.mark.parametrize("binding, expected", BAD_BINDINGS, ids=[b for b, _ in BAD_BINDINGS])
 def test_bad_binding_is_one_line_exit_2_and_no_checkpoint(tmp_path, capsys, binding, expected):
-    config = _config(tmp_path)
+    config = tiny_config(tmp_path)
     out = tmp_path / "run"
     assert main(["--quiet", "train", str(config), "--bind", binding, "--out", str(out)]) == 2
     assert expected in _one_line_error(capsys)

@@ -1,5 +1,9 @@
 """The tiny PIRL config the training tests and the SLURM DDP test share (gin text to write into a file)."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 SIZE, BATCH, NEGATIVES = 48, 16, 32
 
 # A tiny PIRL run on procedural images: 16 px, half-width ResNet-18, 3 steps per epoch. One thread: on a shared
@@ -55,3 +59,19 @@ Backbone.small_stem = True
 train.method = "npid"
 NPIDLoss.num_negatives = {negatives}
 """
+
+
+def tiny_config(folder: Path, extra: str = "") -> Path:
+    """`folder`/tiny.gin: the tiny PIRL run for one epoch, then the gin lines `extra`."""
+    path = folder / "tiny.gin"
+    path.write_text(TINY + "train.epochs = 1\n" + extra)
+    return path
+
+
+def train_tiny(folder: Path, extra: str = "") -> tuple[Path, Path]:
+    """(config, run folder) of the tiny PIRL run of `tiny_config(folder, extra)` trained by the CLI in `folder`/run."""
+    from pirl_ablate.cli import main
+
+    config = tiny_config(folder, extra)
+    assert main(["--quiet", "train", str(config), "--out", str(folder / "run")]) == 0
+    return config, folder / "run"
