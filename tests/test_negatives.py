@@ -112,9 +112,10 @@ def test_momentum_queue_loss_matches_float64_transcription(name):
     queue = method.negatives
     x, index = images(2), torch.arange(B)
     keys = queue.keys(method, x, x, index, torch.Generator().manual_seed(5))
-    with torch.no_grad():  # the key encoder starts as a copy of f (one EMA step of f onto itself: rounding only)
+    with torch.no_grad():  # the key encoder starts as a copy of f (one EMA step of f onto itself: rounding only;
+        # 1.3e-5 apart with SSE4 kernels, where a wrong view or encoder would be about 0.1 apart)
         second = method.image_view(x, torch.Generator().manual_seed(5))
-        np.testing.assert_allclose(keys.positive.numpy(), method.embed_image(second).numpy(), atol=1e-5)
+        np.testing.assert_allclose(keys.positive.numpy(), method.embed_image(second).numpy(), atol=1e-4)
     assert keys.dataset_size == 7  # |D| := K, so N / |D| = 1
     q = unit(3, B, 2, DIM)
     expected, z = transcription(q.double().numpy(), keys.positive.double().numpy(),
@@ -299,8 +300,9 @@ def test_unknown_source_from_the_command_line_is_one_line_and_exit_2(tmp_path):
 # What the tiny run below printed with the code before the negative sources existed (integ at 519474c, PIRL taking
 # its memory bank directly; /tmp script of that session, 1 torch thread, on that session's CPU): the default source
 # must reproduce it. Bit for bit only on that CPU: float kernels round differently on another one (an AVX512-BF16
-# EPYC, 2026-12-05: the same draws, every number within 0.15%), so across machines the check is to 0.5%, and
-# exactness is checked between the implicit and the explicit default source on this machine. Re-pinned on the
+# EPYC, 2026-12-05: the same draws, every number within 0.15%; with torch, oneDNN and MKL held to SSE4 kernels,
+# 2026-12-07: within 1.9%, the near-zero transformed similarities within 0.019), so across machines the check is to
+# 3% (or 0.03), and exactness is checked between the implicit and the explicit default source on this machine. Re-pinned on the
 # AVX512-BF16 EPYC (2026-12-07, 1 torch thread) when the crop draw became torchvision's RandomResizedCrop draw
 # (ten tries per box: every later draw of the run moved); the default source was then checked equal to the
 # implicit bank, as below, and nothing else in the run changed.
@@ -341,7 +343,7 @@ def test_default_source_reproduces_the_numbers_from_before_the_sources(tmp_path,
     explicit, pirl = pinned_run(tmp_path / "explicit", name, negatives=MemoryBankNegatives())
     # exactly: same draws, same operations (the pinned keys; later rows also carry the health numbers)
     assert {k: implicit[k] for k in BEFORE[name]} == {k: explicit[k] for k in BEFORE[name]}
-    assert {k: implicit[k] for k in BEFORE[name]} == pytest.approx(BEFORE[name], rel=5e-3, abs=5e-3)
+    assert {k: implicit[k] for k in BEFORE[name]} == pytest.approx(BEFORE[name], rel=3e-2, abs=3e-2)
     assert {k for k in pirl.state_dict() if not k.startswith(("backbone.", "f.", "g."))} == \
         ({"partition.Z", "memory_bank.bank"})  # checkpoints keep their keys: old runs resume
 
