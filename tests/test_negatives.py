@@ -302,10 +302,10 @@ def test_unknown_source_from_the_command_line_is_one_line_and_exit_2(tmp_path):
 # must reproduce it. Bit for bit only on that CPU: float kernels round differently on another one (an AVX512-BF16
 # EPYC, 2026-12-05: the same draws, every number within 0.15%; with torch, oneDNN and MKL held to SSE4 kernels,
 # 2026-12-07: within 1.9%, the near-zero transformed similarities within 0.019), so across machines the check is to
-# 3% (or 0.03), and exactness is checked between the implicit and the explicit default source on this machine. Re-pinned on the
-# AVX512-BF16 EPYC (2026-12-07, 1 torch thread) when the crop draw became torchvision's RandomResizedCrop draw
-# (ten tries per box: every later draw of the run moved); the default source was then checked equal to the
-# implicit bank, as below, and nothing else in the run changed.
+# 3% (or 0.03), and exactness is checked between the implicit and the explicit default source on this machine.
+# Re-pinned on the AVX512-BF16 EPYC (2026-12-07, 1 torch thread) when the crop draw became torchvision's
+# RandomResizedCrop draw (ten tries per box: every later draw of the run moved); the default source was then
+# checked equal to the implicit bank, as below, and nothing else in the run changed.
 BEFORE = {
     "nce": {'Z': 3261.770751953125, 'epoch': 2, 'loss': 19.06098175048828, 'loss_image': 30.605728149414062,
             'loss_transformed': 7.516237258911133, 'lr': 3e-05, 'mean_exp': 62837.33984375,
