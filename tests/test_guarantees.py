@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_output import one_line_error as _one_line_error
 from sweep_jobs import PATIENCE_S, cli_command, worker_env, write_sweep
 from tiny_pirl import TINY, tiny_config, train_tiny
 
@@ -35,15 +36,6 @@ sweep.name = 'recipe'
 sweep.grid = {'PIRLLoss.lambda_': [0.5]}
 sweep.executor = 'debug'
 """
-
-
-def _one_line_error(capsys) -> str:
-    """The CLI's stderr must be exactly one line, `error: ...`, and no traceback."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_output import one_line_error as _one_line_error
 from sweep_jobs import PATIENCE_S, cli_command, worker_env, write_sweep
 from tiny_pirl import SIZE, TINY, tiny_config, train_tiny
 
@@ -31,15 +32,6 @@ from pirl_ablate.sweep.state import local_job_alive, process_start, run_state, w
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def _one_line_error(capsys) -> str:
-    """The CLI's stderr must be exactly one line, `error: ...`, and no traceback."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 def _temporaries(root: Path) -> list[Path]:
     return [p for p in root.rglob("*.tmp")]
 
