@@ -147,6 +147,28 @@ def test_an_evals_link_is_not_written_through(tmp_path, capsys, trained):
     assert list(outside.iterdir()) == []
 
 
+@pytest.mark.parametrize("folder, command", [
+    ("checkpoints", "train"), ("tensorboard", "train"), ("features", "linear"),
+])
+def test_a_run_subfolder_link_is_refused_and_nothing_written_through_it(tmp_path, capsys, trained, folder, command):
+    config, run = trained
+    run = Path(shutil.copytree(run, tmp_path / "run"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(run / folder, ignore_errors=True)
+    (run / folder).symlink_to(outside, target_is_directory=True)
+    if command == "train":
+        (run / "result.json").unlink()  # unfinished: training resumes and writes into the run folder
+        if folder != "checkpoints":
+            shutil.rmtree(run / "checkpoints")  # from the start, so that it trains and logs again
+        argv = ["--quiet", "train", str(config), "--out", str(run)]
+    else:
+        argv = ["--quiet", "eval", str(run), "--protocol", command]
+    code = main(argv)
+    assert code == 2 and f"{folder}: is a symbolic link" in _one_line_error(capsys)
+    assert list(outside.iterdir()) == []
+
+
 # ------------------------------------------------------------------------ 4. history is the checkpoint's training
 def test_a_run_restarted_without_its_checkpoint_keeps_no_row_of_the_old_attempt(tmp_path, trained):
     config, run = trained
