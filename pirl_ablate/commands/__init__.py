@@ -43,7 +43,7 @@ class Registered(Sequence[str]):
     def _names(self) -> tuple[str, ...]:
         return tuple(getattr(importlib.import_module(self._module), self._attr))
 
-    def __getitem__(self, i):  # noqa: ANN001, ANN204  (Sequence's overloads)
+    def __getitem__(self, i: int) -> str:
         return self._names()[i]
 
     def __len__(self) -> int:
