@@ -59,7 +59,6 @@ LAMBDA = 0.5  # Eq. 5's weight of the transformed-view term
 class Scale:
     """Sizes of one run of the check; PAPER is paper Section 4's, TINY the test suite's."""
 
-
     arch: str
     width: float
     source: int  # side of the uint8 images the input path produces (256 for ImageNet)
