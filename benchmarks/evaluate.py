@@ -13,10 +13,10 @@ images at `--size` px. Rows:
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from rich.table import Table
+from timing import seconds
 
 from pirl_ablate.console import out, set_quiet
 from pirl_ablate.data import build_dataset, to_device_batch
@@ -44,25 +44,16 @@ def main() -> None:
     backbone = Backbone("resnet18", small_stem=True).to(device).eval()
     extract_features(backbone, batches[:1], ["res5"])  # warm-up
 
-    def timed(fn):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start, result
-
-    t_res5, _ = timed(lambda: extract_features(backbone, batches, ["res5"]))
-    t_all, (feats, labels) = timed(lambda: extract_features(backbone, batches, LAYERS))
-    t_res4, _ = timed(lambda: extract_features(backbone, batches, ["res4"]))
+    t_res5, _ = seconds(lambda: extract_features(backbone, batches, ["res5"]), device)
+    t_all, (feats, labels) = seconds(lambda: extract_features(backbone, batches, LAYERS), device)
+    t_res4, _ = seconds(lambda: extract_features(backbone, batches, ["res4"]), device)
     n = len(ds)
     split = int(0.8 * n)
     probe = {}
     for layer in ("res5", "res4"):
         x = feats[layer]
-        probe[layer], _ = timed(lambda x=x: train_linear_probe(x[:split], labels[:split], x[split:], labels[split:],
-                                                               10, epochs=args.epochs))
+        probe[layer], _ = seconds(lambda x=x: train_linear_probe(x[:split], labels[:split], x[split:], labels[split:],
+                                                                 10, epochs=args.epochs), device)
     table = Table(title=f"evaluation speed: ResNet-18 small stem, {n} Fashion-MNIST images at {args.size} px, "
                         f"{device.type}, {torch.get_num_threads()} threads")
     table.add_column("what")

@@ -26,7 +26,6 @@ import io
 import platform
 import random
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 import torchvision.io
 import torchvision.transforms as T
 from PIL import Image
+from timing import timings
 
 from pirl_ablate.data.imagefolder import decode, decode_bounded, read_jpeg
 from pirl_ablate.data.loader import collate_skipping, pad_to_canvas
@@ -87,13 +87,7 @@ class VisslPirl:
 def best_rates(stages: dict[str, Callable[[], None]], count: int, repeats: int) -> dict[str, float]:
     """Images/s of each stage's fastest of `repeats` passes (each runs one pass over `count` images), the stages
     interleaved round by round so that a change in the machine's load touches all of them alike."""
-    best = dict.fromkeys(stages, float("inf"))
-    for _ in range(repeats):
-        for name, fn in stages.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return {name: count / t for name, t in best.items()}
+    return {name: count / min(t) for name, t in timings(stages, repeats, warmup=0).items()}
 
 
 def main() -> None:

@@ -22,30 +22,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
-from collections.abc import Callable
 
 import kornia.augmentation as K
 import kornia.color
 import kornia.enhance
 import torch
 from kornia.geometry.transform import crop_and_resize
+from timing import median_ms
 
 from pirl_ablate.console import out
 from pirl_ablate.transforms.base import resample_boxes
 from pirl_ablate.transforms.photometric import apply_colour, sample_colour
 from pirl_ablate.transforms.rotation import Rotation
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def kornia_colour(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:

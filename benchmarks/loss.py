@@ -25,15 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import subprocess
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
 import torch
 from rich.table import Table
+from timing import median_ms
 
 from pirl_ablate.console import out
 from pirl_ablate.losses import MemoryBank, nce_loss, pirl_loss
@@ -89,16 +88,10 @@ def run_variant(args: argparse.Namespace) -> dict:
             total = 0.5 * terms[:, 0].mean() + 0.5 * terms[:, 1].mean()
         bank.update(index, queries[:, 1].detach())
         total.backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
 
     base = reset_peak(device)
-    times = []
-    for _ in range(args.repeats + 1):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return {"ms": 1000 * statistics.median(times[1:]), "peak_mb": (peak_bytes(device) - base) / 2**20,
+    ms = median_ms(step, args.repeats, device)
+    return {"ms": ms, "peak_mb": (peak_bytes(device) - base) / 2**20,
             "bank_mb": bank.bank.numel() * bank.bank.element_size() / 2**20}
 
 

@@ -5,7 +5,7 @@ The run is the one `pirl-ablate train CONFIG` makes: this script calls `pirl_abl
 probes hook the method's forward: before each probed step they redraw the step's views from a copy of the view
 generator, embed them with no gradient and BatchNorm statistics left alone, and draw their negatives from their own
 generator, so probing changes nothing in the run. Every `--probe-every` steps, on the batch about to be trained on
-and the bank about to score it (pirl_ablate.diagnostics):
+and the bank about to score it (pirl_ablate.health):
 
     pos/neg_<term>   mean cosine of f(v_I) / g(v_It) with m_I and with 256 random bank entries
     Z, Z_batch       the partition estimate in use, and mean exp(s / tau) * |D| over those scores
@@ -34,7 +34,7 @@ import gin
 import torch
 from torch import nn
 
-from pirl_ablate import build, config, diagnostics
+from pirl_ablate import build, config, health
 from pirl_ablate.checkpoint import load_method
 from pirl_ablate.data import build_dataset, make_loader, to_device_batch
 from pirl_ablate.evaluate import knn_scores, topk_accuracy, train_linear_probe
@@ -81,7 +81,7 @@ def probe(method: Method, images, index, view_gen, gen) -> dict[str, float]:
     negatives = torch.randint(0, bank.size, (len(index), PROBE_NEGATIVES), generator=gen).to(bank.bank.device)
     row = {}
     for term, q in queries.items():
-        row[f"pos_sim_{term}"], row[f"neg_sim_{term}"] = diagnostics.alignment(q, bank.bank, index, negatives)
+        row[f"pos_sim_{term}"], row[f"neg_sim_{term}"] = health.alignment(q, bank.bank, index, negatives)
     q = torch.stack([q.float() for q in queries.values()], dim=1)
     row["Z_batch"] = float(mean_exp_score(q, bank.bank, index, negatives, method.tau)) * bank.size
     if method.estimator == "nce" and method.partition.started:
@@ -99,7 +99,7 @@ def held_out(method: Method, pretext, images) -> dict[str, float]:
     reps = ("heads", "pooled") if "transformed" in method.views and hasattr(method, "g") else ("pooled",)
     for rep in reps:
         gen = torch.Generator(device=images.device).manual_seed(0)
-        row[f"rel_inv_{rep}"] = diagnostics.relative_invariance(*representations(method, images, pretext, gen, rep))
+        row[f"rel_inv_{rep}"] = health.relative_invariance(*representations(method, images, pretext, gen, rep))
     method.train(was)
     return row
 
@@ -160,7 +160,7 @@ class Probes:
                     for k in dict.fromkeys(k for p in self.probes for k in p)})
         if method.memory_bank is not None:
             bank = method.memory_bank.bank
-            row["uniformity"] = diagnostics.uniformity(bank, 4096, torch.Generator(device=bank.device).manual_seed(
+            row["uniformity"] = health.uniformity(bank, 4096, torch.Generator(device=bank.device).manual_seed(
                 int(torch.randint(0, 2**31 - 1, (1,), generator=self.gen))))
         device = next(method.parameters()).device
         row.update(held_out(method, self.pretext, to_device_batch(self.fixed_images, device, self.image_size)))
@@ -199,7 +199,7 @@ def run(config_files: list[str], bindings: list[str], probe_every: int, z_every_
         result["final"].update(held_out(method, pretext, fixed))
         jigsaw = build_transform("jigsaw")
         gen = torch.Generator(device=device).manual_seed(0)
-        result["final"]["rel_inv_pooled_jigsaw"] = diagnostics.relative_invariance(
+        result["final"]["rel_inv_pooled_jigsaw"] = health.relative_invariance(
             *representations(method.eval(), fixed, jigsaw, gen, "pooled"))
     print(json.dumps(result["final"]), flush=True)
     if tmp is not None:

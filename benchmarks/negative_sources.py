@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 from loss import peak_bytes, reset_peak
 from rich.table import Table
+from timing import median_ms
 from torch import Tensor, nn
 
 from pirl_ablate.console import out
@@ -78,19 +77,13 @@ def run_source(args: argparse.Namespace) -> dict:
         x = torch.rand(args.batch, 3, args.image_size, args.image_size, generator=g, device=device)
         loss, _ = method(x, index, index, views)
         loss.backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
 
     base = reset_peak(device)
-    times = []
-    for _ in range(args.repeats + 1):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    ms = median_ms(step, args.repeats, device)
     state = sum(t.numel() * t.element_size() for k, t in method.state_dict().items()
                 if k.startswith(("memory_bank.", "negatives.")))
     negatives = {"memory_bank": args.negatives, "momentum_queue": args.queue, "in_batch": args.batch - 1}[name]
-    return {"ms": 1000 * statistics.median(times[1:]), "peak_mb": (peak_bytes(device) - base) / 2**20,
+    return {"ms": ms, "peak_mb": (peak_bytes(device) - base) / 2**20,
             "state_mb": state / 2**20, "negatives": negatives, "shared": name != "memory_bank"}
 
 

@@ -12,9 +12,9 @@ patch pass alone is ~half the image pass's pixels, so expect a ratio well above 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from timing import timings
 
 from pirl_ablate import config
 from pirl_ablate.build import configured_method
@@ -43,10 +43,6 @@ def main() -> None:
     images = torch.randint(0, 256, (args.batch, 1, 28, 28), dtype=torch.uint8)
     index = torch.arange(args.batch, device=dev)
 
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
     def pirl_step() -> None:
         x = to_device_batch(images, dev, size)
         loss, _ = method(x, index, index, gen)
@@ -61,17 +57,9 @@ def main() -> None:
         feats.square().mean().backward()
         opt.step()
 
-    timings: dict[str, list[float]] = {"pirl": [], "backbone": []}
-    pirl_step(), backbone_step()  # warm-up
-    for _ in range(args.repeats):
-        for name, step in (("pirl", pirl_step), ("backbone", backbone_step)):
-            sync()
-            t0 = time.perf_counter()
-            step()
-            sync()
-            timings[name].append(time.perf_counter() - t0)
-    pirl = args.batch / min(timings["pirl"])
-    bare = args.batch / min(timings["backbone"])
+    times = timings({"pirl": pirl_step, "backbone": backbone_step}, args.repeats, dev)
+    pirl = args.batch / min(times["pirl"])
+    bare = args.batch / min(times["backbone"])
     print(f"device {dev} ({torch.get_num_threads()} threads) | config {args.config} {' '.join(args.bind)} | "
           f"batch {args.batch} | {size} px | {type(method).__name__}")
     print(f"{'step':<34}{'images/s':>10}")

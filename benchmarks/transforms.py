@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import numpy as np
 import torch
 from PIL import Image
+from timing import median_ms
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
@@ -53,16 +52,6 @@ class PILJigsaw(Dataset):
         return torch.stack(tiles), perm
 
 
-def time_it(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=256)
@@ -77,10 +66,6 @@ def main() -> None:
     images = torch.rand(args.batch, 3, args.size, args.size, generator=generator, device=device)
     rows = []
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     for threads in sorted({int(t) for t in args.threads.split(",")}):
         torch.set_num_threads(threads)
         for name in ("jigsaw", "rotation", "image", "rotation+jigsaw"):
@@ -88,10 +73,9 @@ def main() -> None:
 
             def run(transform=transform) -> None:
                 transform(images, generator)
-                sync()
 
             rows.append((f"{name} (batched, {device.type}, {threads} thread{'s' * (threads > 1)})",
-                         args.batch / time_it(run, args.repeats)))
+                         1000 * args.batch / median_ms(run, args.repeats, device)))
 
     rng = np.random.default_rng(0)
     pil = [Image.fromarray(rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8))
@@ -100,7 +84,7 @@ def main() -> None:
     # each worker builds whole batches, so one pass is two batches per worker
     dataset = PILJigsaw(pil, length=2 * workers * args.batch)
     loader = DataLoader(dataset, batch_size=args.batch, num_workers=workers, persistent_workers=True)
-    baseline = len(dataset) / time_it(lambda: sum(1 for _ in loader), args.repeats)
+    baseline = 1000 * len(dataset) / median_ms(lambda: sum(1 for _ in loader), args.repeats)
     rows.append((f"jigsaw (per-sample PIL, DataLoader, {workers} workers)", baseline))
 
     out.print(f"batch {args.batch} of {args.size}x{args.size} images, median of {args.repeats}")

@@ -1,5 +1,18 @@
 """pirl-ablate: a modular ablation framework for PIRL (Misra & van der Maaten, CVPR 2020).
 
+Where things live:
+
+    transforms/  pretext transforms (jigsaw, rotation, image views, Kornia): draw parameters, then apply them
+    methods/     one file per method (PIRL, NPID, Jigsaw, Rotation, MoCo v2, ...): its heads, views and loss call
+    losses/      NCE / InfoNCE on embeddings, the memory bank, the sources of negatives, chunked and dense scoring
+    models/      the ResNet trunk, heads, momentum encoder, precise BN
+    data/        datasets that return indices, the loader
+    train.py     the pre-training loop (plain objects in, run folder out); build.py builds them from gin (config.py)
+    evaluate/    linear, kNN, invariance, semi-supervised, SVM, low-shot and detection protocols on a run
+    sweep/  report/   sweep files -> runs -> executors; results -> tables and figures of the paper
+    commands/    one handler per `pirl-ablate` subcommand (cli.py only parses and dispatches)
+    runs.py  files.py  health.py   the run folder, the safe file writes under it, a run's health numbers
+
 The public entry points are loaded lazily so that `pirl-ablate --help` does not import torch.
 """
 

@@ -10,7 +10,6 @@ optimiser and the cosine schedule, records what evaluation needs, and trains.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from functools import partial
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from pirl_ablate import checkpoint, config, distributed
-from pirl_ablate.console import console, info
+from pirl_ablate.console import info
 from pirl_ablate.data import build_dataset
 from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.losses import MemoryBank, MomentumQueue, build_negatives
@@ -219,51 +218,4 @@ def _bad_input(e: Exception) -> bool:
     return config.configurable_error(e) is not None
 
 
-def train_command(args: argparse.Namespace) -> int:
-    """`pirl-ablate train CONFIG.gin [--gin F] [--bind K=V] [--out DIR]`."""
-    config_str = config.parse([args.config, *args.gin], args.bind)
-    warn_unused_method_bindings(args.bind)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    result = run_training(config_str, out)
-    final = result.get("final", {})
-    info(f"done: {out} | loss {final.get('loss', float('nan')):.4f}"
-         + (f" | kNN top-1 {final['knn_top1']:.3f}" if "knn_top1" in final else ""))
-    return 0
-
-
-def warn_unused_method_bindings(bindings: list[str]) -> None:
-    """Say, in one warning line, which `--bind` bindings belong to a method other than the current config's
-    `train.method`: the run does not read them (`--bind NPIDLoss.tau=0.2` on a PIRL run). Only --bind: gin files
-    (gin/scale/*.gin, a config shared by variants) bind several methods' settings on purpose, and a warning for
-    each would bury this one."""
-    method = config.bound_kwargs("train").get("method", "pirl")
-    others = {e.gin_name for e in METHODS.describe() if e.name != method and e.gin_name}
-    unused = [k for k in config.bindings_of("\n".join(bindings)) if k.rsplit(".", 1)[0].rsplit("/", 1)[-1] in others]
-    if unused:
-        console.print(f"[yellow]warning:[/] {', '.join(unused)}: bound, but train.method = {method!r} does not read "
-                      f"{'it' if len(unused) == 1 else 'them'}", markup=True, soft_wrap=True)
-
-
-def export_command(args: argparse.Namespace) -> int:
-    """`pirl-ablate export RUN_DIR --out FILE.pth [--format torchvision|detectron2]`: the trunk's state_dict
-    under torchvision's or Detectron2's names (`pirl_ablate.export`)."""
-    from pirl_ablate.checkpoint import load_method
-    from pirl_ablate.export import write_backbone
-
-    if Path(args.out).is_dir():
-        raise UserError(f"--out {args.out}: is a folder; give the file to write, e.g. {Path(args.out) / 'net.pth'}")
-    backbone = load_method(args.run_dir).backbone
-    fmt = getattr(args, "format", "torchvision")
-    path = write_backbone(backbone, args.out, fmt)
-    if fmt == "detectron2":
-        config_file = path.with_suffix(".yaml")
-        info(f"wrote {path} (Detectron2 {backbone.arch} trunk: stem, res2-res5) and {config_file}, the config lines "
-             f"that load it (merge them into the fine-tuning config):\n{config_file.read_text()}")
-        return 0
-    info(f"wrote {path} (torchvision {backbone.arch}; fc is zeros: replace it before fine-tuning"
-         + ("; small stem: set conv1 to 3x3 stride 1 and maxpool to Identity" if backbone.small_stem else "")
-         + ")")
-    return 0
-
-
-__all__ = ["TrainingDiverged", "export_command", "head_settings", "run_training", "train", "train_command"]
+__all__ = ["TrainingDiverged", "head_settings", "run_training", "train"]

@@ -119,14 +119,3 @@ def import_checkpoint(path: str | os.PathLike, fmt: str, out: str | os.PathLike,
     run.update_meta(record=record)
     run.finish(epochs=0, steps=0, final={}, warnings=[], bn="train", imported=source)
     return run
-
-
-def import_command(args: Any) -> int:
-    """`pirl-ablate import CHECKPOINT --format vissl|torchvision --out RUN_DIR --dataset NAME --image-size N`."""
-    from pirl_ablate.console import info
-
-    run = import_checkpoint(args.checkpoint, args.format, args.out, dataset=args.dataset, image_size=args.image_size)
-    backbone = run.meta()["record"]["backbone"]
-    info(f"wrote {run.path} ({backbone['arch']}, width {backbone['width_multiplier']}); evaluate it like a trained "
-         f"run: pirl-ablate eval {run.path} --protocol linear")
-    return 0

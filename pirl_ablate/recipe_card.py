@@ -15,7 +15,6 @@ it back. A 0-epoch run (the random-init baseline) trains nothing, so only its ne
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -26,7 +25,6 @@ from typing import Any
 import gin
 
 from pirl_ablate import config
-from pirl_ablate.console import out
 
 PRETRAINING = ("method", "optimisation", "views", "negatives")
 # methods whose optimisation the paper states (PIRL, NPID, NPID++); the others' schedules are listed, not compared
@@ -57,7 +55,7 @@ class ByMethod:
         return self.contrastive if method in ("pirl", "npid") else self.other
 
     def __str__(self) -> str:
-        return f"{_show(self.contrastive)} / {_show(self.other)}"
+        return f"{show_value(self.contrastive)} / {show_value(self.other)}"
 
 
 @dataclass(frozen=True)
@@ -329,11 +327,11 @@ def _unscoped(bound: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in bound.items() if "/" not in k}
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, (tuple, list)):
-        return "(" + ", ".join(_show(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+        return "(" + ", ".join(show_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
     return "-" if value is None else str(value)
 
 
@@ -341,7 +339,7 @@ def card_text(card: Card, title: str) -> str:
     """The card as plain lines, one per row under its section: `key = value   paper ...   VISSL ...   mark`."""
     lines = [title]
     section = None
-    width = min(48, max((len(f"{ln.row.key} = {_show(ln.ours)}") for ln in card.lines), default=0))
+    width = min(48, max((len(f"{ln.row.key} = {show_value(ln.ours)}") for ln in card.lines), default=0))
     for ln in card.lines:
         r = ln.row
         if r.section != section:
@@ -350,48 +348,6 @@ def card_text(card: Card, title: str) -> str:
         mark = {"same": "", "info": "", "swept": "  swept", "not trained": "  (not trained)",
                 "deviation": f"  deviation: {r.deviation} (back: {r.switch})",
                 "differs": "  DIFFERS"}[ln.status]
-        lines.append(f"    {f'{r.key} = {_show(ln.ours)}':<{width}}  paper {_show(r.paper):<12} "
-                     f"VISSL {_show(r.vissl):<12} {r.what}{mark}")
+        lines.append(f"    {f'{r.key} = {show_value(ln.ours)}':<{width}}  paper {show_value(r.paper):<12} "
+                     f"VISSL {show_value(r.vissl):<12} {r.what}{mark}")
     return "\n".join(lines)
-
-
-def _is_sweep(files: Sequence[str | Path], bindings: Sequence[str]) -> bool:
-    text = config.parse(files, bindings, finalize=False)
-    gin.clear_config()
-    return any(k.startswith("sweep.") for k in config.bindings_of(text))
-
-
-def recipe_command(args: argparse.Namespace) -> int:
-    """Print the card of CONFIG.gin; for a sweep file, the card of each variant's first run and one line per run.
-    Under --strict exit 1 when a row (pre-training or evaluation) differs from the paper.
-    """
-    files = [args.config, *args.gin]
-    if _is_sweep(files, args.bind):
-        cards = sweep_cards(args.config, args.bind, args.gin)
-        shown: set = set()
-        for run, card in cards:
-            if run.variant not in shown:
-                shown.add(run.variant)
-                _print(card_text(card, f"{args.config}: {run.variant or 'every run'} (first run, {run.run_id})"))
-        for run, card in cards:
-            differences = card.differences()
-            verdict = ("DIFFERS: " + ", ".join(f"{ln.row.key} = {_show(ln.ours)}" for ln in differences)
-                       if differences else "no difference from the paper")
-            _print(f"run {run.run_id} {run.variant or ''} {run.bindings or ''}: {verdict}")
-        failed = any(card.differences() for _, card in cards)
-        deviations = cards[0][1].deviations() if cards else []
-    else:
-        card = recipe_card(files, args.bind)
-        _print(card_text(card, str(args.config)))
-        failed, deviations = bool(card.differences()), card.deviations()
-        if failed:
-            _print(f"{args.config}: {len(card.differences())} row(s) differ from the paper: "
-                   + ", ".join(f"{ln.row.key} = {_show(ln.ours)}" for ln in card.differences()))
-    for ln in deviations:
-        _print(f"named deviation: {ln.row.deviation} ({ln.row.key} = {_show(ln.ours)}); back to VISSL's: "
-               f"--bind \"{ln.row.switch}\"")
-    return 1 if args.strict and failed else 0
-
-
-def _print(text: str) -> None:
-    out.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -13,7 +13,7 @@ Layout of a run folder::
 
 Every file except metrics.jsonl is written to a temporary file in the same folder, flushed, fsynced and renamed
 over the target, so a killed process leaves either the previous file or the new one, never half of one. Files get
-the mode a plain open() would give them (0666 less the user's umask).
+the mode a plain open() would give them (0666 less the user's umask): `pirl_ablate.files`, the layer under this one.
 """
 
 from __future__ import annotations
@@ -26,13 +26,28 @@ import os
 import platform
 import socket
 import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from pirl_ablate.errors import UserError
+from pirl_ablate.files import (
+    TMP_SUFFIX,
+    DiskFull,
+    LinkRefused,
+    NotWritable,
+    UnreadableFile,
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    disk_full_named,
+    json_default,
+    no_link,
+    read_json,
+    read_json_object,
+    read_jsonl,
+)
 
 PACKAGES = ("pirl-ablate", "torch", "torchvision", "kornia", "gin-config", "submitit", "pandas", "numpy",
             "scikit-learn")
@@ -41,126 +56,6 @@ STATUS_DONE = "done"
 STATUS_FAILED = "failed"
 STATUS_RUNNING = "running"
 STATUS_PENDING = "pending"
-TMP_SUFFIX = ".tmp"
-FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-class DiskFull(UserError):
-    """No space left (or quota exceeded) while writing a file; the file is left as it was."""
-
-
-class NotWritable(UserError):
-    """A results folder that cannot be written (read-only file system, permissions); nothing was written."""
-
-
-class LinkRefused(UserError):
-    """A file or folder pirl-ablate would write inside a results folder is a symbolic link."""
-
-
-class UnreadableFile(UserError):
-    """A results file that exists but is not what pirl-ablate writes (truncated, not UTF-8, not a JSON object)."""
-
-
-# ----------------------------------------------------------------------------------------------- atomic writes
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call `write(fh)` on a temporary file beside `path`, then rename it over `path`.
-
-    If `write` raises (or the process dies) the previous content of `path` is untouched; a temporary file left by
-    a killed process is removed by `remove_orphan_temporaries` when its run starts again.
-    A full disk raises DiskFull ("disk full writing PATH") and leaves no temporary file behind.
-    """
-    path = Path(path)
-    with _disk_full_named(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-        try:
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename: the mode open() would give
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-    return path
-
-
-@contextlib.contextmanager
-def _disk_full_named(path: Path) -> Iterator[None]:
-    """ENOSPC / EDQUOT (also as torch.save's RuntimeError around it) -> DiskFull naming `path`; a folder that
-    cannot be written (read-only, another user's) -> NotWritable naming `path`."""
-    try:
-        yield
-    except OSError as e:
-        if e.errno in FULL:
-            raise DiskFull(f"disk full writing {path} (free some space, or write elsewhere with --out)") from None
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise NotWritable(f"cannot write {path}: {e.strerror} (give a folder you can write to, e.g. --out "
-                              "DIR, or make it writable)") from None
-        raise
-    except RuntimeError as e:  # torch.save reports a failed write as RuntimeError; the OSError is its cause
-        if isinstance(e.__cause__ or e.__context__, OSError) and (e.__cause__ or e.__context__).errno in FULL:
-            raise DiskFull(f"disk full writing {path} (free some space, or write elsewhere with --out)") from None
-        raise
-
-
-def no_link(path: str | os.PathLike) -> Path:
-    """`path` as a Path, unless it is a symbolic link: LinkRefused naming it and its target. Writers check the files
-    they append to and the folders inside a run folder they write into (evals/, checkpoints/, features/,
-    tensorboard/), so that nothing is written outside the results folder through a link; files written whole are
-    renamed over their target, which replaces a link rather than writing through it."""
-    path = Path(path)
-    if path.is_symlink():
-        raise LinkRefused(f"{path}: is a symbolic link (to {os.readlink(path)}); pirl-ablate writes nothing through "
-                          "a link: remove it and run again")
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    import torch
-
-    return atomic_write(path, lambda fh: torch.save(obj, fh))
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """All complete lines of a JSON-lines file (a torn last line from a killed writer is ignored)."""
-    rows = []
-    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.endswith("\n"):
-                rows.append(json.loads(line))
-    return rows
 
 
 # -------------------------------------------------------------------------------------------------- provenance
@@ -268,7 +163,7 @@ class RunDir:
         numbers to the run's TensorBoard events (pirl_ablate.tensorboard). Returns the line."""
         from pirl_ablate.tensorboard import log_scalars
 
-        with _disk_full_named(self.metrics_path):
+        with disk_full_named(self.metrics_path):
             self.path.mkdir(parents=True, exist_ok=True)
             try:
                 fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
@@ -276,7 +171,7 @@ class RunDir:
                 if e.errno == errno.ELOOP:  # a symbolic link: its target is not ours to append to
                     no_link(self.metrics_path)
                 raise
-            line = json.dumps(row, sort_keys=True, default=_json_default) + "\n"
+            line = json.dumps(row, sort_keys=True, default=json_default) + "\n"
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(line)
                 fh.flush()
@@ -342,20 +237,6 @@ def _read_or_none(path: Path) -> dict | None:
         return None
 
 
-def read_json_object(path: str | os.PathLike) -> dict:
-    """A JSON object file; FileNotFoundError if it is missing, UnreadableFile (naming it) if it is truncated, not
-    UTF-8, not JSON or not an object."""
-    try:
-        obj = read_json(path)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise UnreadableFile(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if not isinstance(obj, dict):
-        raise UnreadableFile(f"{path}: unreadable (a JSON {type(obj).__name__}, not an object)")
-    return obj
-
-
 def remove_orphan_temporaries(run_dir: str | os.PathLike) -> list[Path]:
     """Delete the temporary files (`.<name>.<random>.tmp`) killed writers left in a run folder and its
     subfolders; call it only while holding the run folder's lock. Returns what was removed."""
@@ -377,3 +258,11 @@ def iter_run_dirs(root: str | os.PathLike) -> Iterator[RunDir]:
             seen.add(p.parent)
     for p in sorted(seen):
         yield RunDir(p)
+
+
+__all__ = [  # the run folder, and the file layer under it (pirl_ablate.files), importable from here as well
+    "PACKAGES", "STATUS_DONE", "STATUS_FAILED", "STATUS_PENDING", "STATUS_RUNNING", "TMP_SUFFIX", "DiskFull",
+    "LinkRefused", "NotWritable", "RunDir", "UnreadableFile", "atomic_torch_save", "atomic_write", "atomic_write_json",
+    "atomic_write_text", "git_revision", "iter_run_dirs", "now", "package_versions", "read_json", "read_json_object",
+    "read_jsonl", "remove_orphan_temporaries",
+]

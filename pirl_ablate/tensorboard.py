@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pirl_ablate.runs import no_link
+from pirl_ablate.files import no_link
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -39,9 +39,9 @@ from torch.nn.parallel import DistributedDataParallel
 from pirl_ablate import checkpoint, distributed, tensorboard
 from pirl_ablate.console import info, progress, track
 from pirl_ablate.data import EpochLoader, ImageDataset, make_loader, to_device_batch
-from pirl_ablate.diagnostics import epoch_health
 from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.evaluate.knn import knn_top1
+from pirl_ablate.health import epoch_health
 from pirl_ablate.methods import Method
 from pirl_ablate.models import frozen_bn_stats, precise_bn
 from pirl_ablate.run_guard import check_train_values
@@ -186,7 +186,7 @@ def pretrain(method: Method, dataset: ImageDataset, optimizer: torch.optim.Optim
         precision: "auto" (bf16 autocast on CUDA devices that support it, fp32 elsewhere), "fp32", "bf16".
         channels_last: NHWC memory format for the method and inputs (faster convolutions on recent GPUs).
         health_images: size of the fixed held-out batch (the first images of `test_dataset`, else of `dataset`)
-            on which every epoch's row measures f against g (`pirl_ablate.diagnostics.epoch_health`); 0 skips that
+            on which every epoch's row measures f against g (`pirl_ablate.health.epoch_health`); 0 skips that
             number. The other health numbers (alignment, uniformity, Z, warnings) are always in the row.
         env: the process's place in torch.distributed (`distributed.setup()`); None: one process.
         record: what evaluation needs besides the method (`checkpoint.run_record`: dataset name and per-split

@@ -1,4 +1,5 @@
-"""The dense scoring path (pirl_ablate.losses.dense) against a float64 transcription of Eq. 3-4 and bank_contrast."""
+"""The dense scoring path (pirl_ablate.losses.dense, the memory-bank source's `scoring = "dense"`) against a float64
+transcription of Eq. 3-4 and bank_contrast."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pirl_ablate.errors import ConfigError
-from pirl_ablate.losses import bank_contrast, infonce_loss, nce_loss
+from pirl_ablate.losses import MemoryBank, MemoryBankNegatives, bank_contrast, infonce_loss, nce_loss
 from pirl_ablate.losses.dense import contrast_function, dense_bank_contrast
+from pirl_ablate.losses.negatives import Keys
 
 D, DIM, B, K, N, TAU = 50, 16, 6, 2, 40, 0.07  # N close to D: every sample's negatives repeat entries
 
@@ -110,3 +112,36 @@ def test_contrast_function_picks_dense_on_cuda_and_chunked_elsewhere():
     assert contrast_function("chunked", "cuda:0") is bank_contrast
     with pytest.raises(ConfigError, match="scoring = 'sparse': must be one of auto, dense, chunked"):
         contrast_function("sparse", "cpu")
+
+
+@pytest.mark.parametrize("per_term", [False, True], ids=["shared", "per-term"])
+@pytest.mark.parametrize("scoring, loss_tol, grad_tol", [("chunked", 1e-5, 1e-5), ("dense", 5e-3, 1e-2)])
+def test_the_memory_bank_source_scores_as_its_scoring_says(scoring, loss_tol, grad_tol, per_term):
+    """`MemoryBankNegatives(scoring=...)`, the setting training reads, against the float64 transcription: the
+    dense path (bf16 scores) within bf16's margin, for negatives shared by the terms (B, N) or drawn per term
+    (B, K, N)."""
+    queries, bank_rows, positive, negatives = problem(4)
+    if per_term:
+        negatives = torch.randint(0, D, (B, K, N), generator=torch.Generator().manual_seed(5))
+    bank = MemoryBank(D, DIM, torch.Generator().manual_seed(6))
+    bank.bank.copy_(bank_rows)
+    source = MemoryBankNegatives(per_term=per_term, scoring=scoring)
+    keys = Keys(positive=positive, negatives=negatives, dataset_size=D, memory_bank=bank)
+    q = queries.clone().requires_grad_()
+    out = source.contrast(q, keys, loss_function("infonce", 0.0), TAU)
+    out.loss.sum().backward()
+
+    q64 = queries.double().requires_grad_()
+    s_pos = torch.einsum("bkd,bd->bk", q64, bank_rows.double()[positive])
+    negative_rows = bank_rows.double()[negatives]  # (B, N, d) or (B, K, N, d)
+    s_neg = torch.einsum("bkd,bknd->bkn", q64, negative_rows if per_term else negative_rows.unsqueeze(1).expand(
+        -1, K, -1, -1))
+    expected = -torch.log(torch.exp(s_pos / TAU) / (torch.exp(s_pos / TAU) + torch.exp(s_neg / TAU).sum(-1)))
+    expected.sum().backward()
+    assert float((out.loss.detach().double() - expected.detach()).norm() / expected.norm()) < loss_tol
+    assert float((q.grad.double() - q64.grad).norm() / q64.grad.norm()) < grad_tol
+
+
+def test_an_unknown_scoring_is_refused_when_the_source_is_built():
+    with pytest.raises(ConfigError, match="scoring = 'sparse': must be one of auto, dense, chunked"):
+        MemoryBankNegatives(scoring="sparse")

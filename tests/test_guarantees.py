@@ -1,4 +1,4 @@
-"""What pirl-ablate guarantees (README, issue 25), through the CLI as a user types it: a sweep never takes a run
+"""What pirl-ablate guarantees (README), through the CLI as a user types it: a sweep never takes a run
 trained under another recipe for its own, nothing is written through a symbolic link, generated data is never left
 half-written, metrics history describes exactly the training that produced the checkpoint, out-of-range values and
 other bad input are one `error:` line naming the key or file.

@@ -8,7 +8,7 @@ import re
 import pytest
 from rich.console import Console
 
-from pirl_ablate.listing import registry_table
+from pirl_ablate.commands.listing import registry_table
 from pirl_ablate.registry import Registry
 
 _REG = Registry("gadget")
@@ -71,7 +71,7 @@ def test_only_public_parameters_and_no_empty_gin_column():
 
 
 def test_list_shows_moco_v2_and_the_negative_sources():
-    from pirl_ablate.listing import registry
+    from pirl_ablate.commands.listing import registry
 
     methods = _printed(registry("methods"), 200)
     assert "moco_v2" in methods and "MoCoV2" in methods and "queue_size=65536" in methods

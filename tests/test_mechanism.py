@@ -4,7 +4,7 @@ covariant Jigsaw network's trained the same way does (paper Figure 4).
 
 Every run goes through the public entry point (`run_training` with a gin config). The alignment and the heads'
 relative invariance are the training loop's own metrics rows; the res5 invariance is measured afresh from the run
-folder (the checkpoint's network) with the definitions of pirl_ablate.diagnostics, which tests/test_diagnostics.py
+folder (the checkpoint's network) with the definitions of pirl_ablate.health, which tests/test_health.py
 checks against float64 transcriptions.
 
 Two sizes. 16 procedural gratings (tests/tiny_pirl.py `MECHANISM`, no dataset needed) are enough for alignment and
@@ -26,7 +26,7 @@ import torch
 from fmnist import needs_fmnist
 from tiny_pirl import MECHANISM, NEGATIVES, TINY
 
-from pirl_ablate import checkpoint, config, diagnostics
+from pirl_ablate import checkpoint, config, health
 from pirl_ablate.build import run_training
 from pirl_ablate.data import build_dataset, to_device_batch
 from pirl_ablate.evaluate.invariance import representations
@@ -46,7 +46,7 @@ def _relative_invariance(run: Path, images: torch.Tensor) -> float:
     net = checkpoint.load_method(run)
     with torch.no_grad():
         pair = representations(net, images, build_transform("jigsaw"), torch.Generator().manual_seed(3), "pooled")
-    return diagnostics.relative_invariance(*pair)
+    return health.relative_invariance(*pair)
 
 
 @pytest.mark.slow

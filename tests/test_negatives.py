@@ -23,8 +23,8 @@ from pirl_ablate.build import configured_method
 from pirl_ablate.checkpoint import load_method
 from pirl_ablate.data import build_dataset
 from pirl_ablate.data.synthetic import synthetic
-from pirl_ablate.diagnostics import epoch_health
 from pirl_ablate.errors import ConfigError, UnknownNameError
+from pirl_ablate.health import epoch_health
 from pirl_ablate.losses import (
     NEGATIVES,
     InBatchNegatives,

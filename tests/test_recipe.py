@@ -68,7 +68,7 @@ def test_each_config_includes_exactly_one_scale(path):
 def test_recipe_card_of_every_paper_config_shows_no_difference(path):
     card = recipe_card([path])
     assert card.differences() == []
-    # the values issue 24 found leaking from the smoke scale, read on the card
+    # smoke-scale values that once leaked into the paper configs, read on the card
     ours = {ln.row.key: ln.ours for ln in card.lines}
     if "PIRLLoss.tau" in ours:
         assert (ours["PIRLLoss.tau"], ours["PIRLLoss.z"]) == (0.07, "fixed")

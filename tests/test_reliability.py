@@ -1,4 +1,4 @@
-"""Reliability (issue 13), through the real CLI: every bad input is one line and exit 2 with nothing half-written;
+"""Reliability, through the real CLI: every bad input is one line and exit 2 with nothing half-written;
 nothing executes from a results folder; sweeps and runs are locked; liveness does not depend on timing.
 
 Expectations are written by hand: the line each bad input must print (the file/key/value it names), the files that

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from pirl_ablate.cli import main
+from pirl_ablate.commands.report import NoResults
+from pirl_ablate.commands.report import run as report_command
 from pirl_ablate.layers import LAYERS
 from pirl_ablate.report import paper
-from pirl_ablate.report.command import NoResults, report_command
 from pirl_ablate.report.registry import TABLES
 from pirl_ablate.report.render import to_csv, to_latex, to_markdown
 from pirl_ablate.report.results import ExpectedRun, load_results
@@ -65,7 +66,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run(root, "lambda", "lam0.25-s0", 0, {"PIRLLoss.lambda_": 0.25}, status="failed")
     _run(root, "lambda", "lam0.75-s0", 0, {"PIRLLoss.lambda_": 0.75}, status="running")
     _run(root, "lambda", "lam0.9-s0", 0, {"PIRLLoss.lambda_": 0.9})  # done, but never evaluated
-    # the sweep record `pirl-ablate sweep` writes (pirl_ablate.sweep.command.write_sweep_record): every run it
+    # the sweep record `pirl-ablate sweep` writes (pirl_ablate.sweep.drive.write_sweep_record): every run it
     # expanded, two of which never started: one submitted (its folder exists, job.json only), one not at all
     on_disk = [(f"lam{lam}-s{s}", lam, s) for lam in (*LAMBDAS, 0.25, 0.75, 0.9) for s in SEEDS
                if (root / "lambda" / f"lam{lam}-s{s}").is_dir()]
@@ -378,7 +379,7 @@ def test_report_over_a_custom_sweep_file(tmp_path: Path, monkeypatch):
     assert [r["row"] for r in flagged] == missing
 
     # once `pirl-ablate sweep` has written its record, the report takes the expected runs from there
-    from pirl_ablate.sweep.command import write_sweep_record
+    from pirl_ablate.sweep.drive import write_sweep_record
 
     write_sweep_record(tmp_path / "runs" / "tau_sweep", sweep, "local")
     frame = load_results(tmp_path / "runs")

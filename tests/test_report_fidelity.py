@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_report import _run
 
-from pirl_ablate.report.command import report_command
+from pirl_ablate.commands.report import run as report_command
 
 REPO = Path(__file__).resolve().parent.parent
 # per method, per seed: (kNN, linear, relative invariance heads, relative invariance res5)

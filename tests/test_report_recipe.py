@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pirl_ablate.report.command import report_command
+from pirl_ablate.commands.report import run as report_command
 from pirl_ablate.report.recipe import ORDER
 from pirl_ablate.runs import RunDir
 from pirl_ablate.sweep.spec import load_sweep

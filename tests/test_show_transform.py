@@ -9,8 +9,9 @@ from test_fashion_mnist_fetch import bare_machine, write_idx_files  # noqa: F401
 
 from pirl_ablate import config
 from pirl_ablate.cli import main
+from pirl_ablate.commands.show_transform import configured_dataset, configured_size
 from pirl_ablate.transforms.registry import build_transform
-from pirl_ablate.transforms.show import apply_stages, configured_dataset, configured_size, describe, load_images
+from pirl_ablate.transforms.show import apply_stages, describe, load_images
 
 
 def test_composition_stages_are_the_networks_views_part_by_part():

@@ -1,4 +1,6 @@
-"""evaluate: linear probe per layer, weighted kNN, invariance (Figure 4) and semi-supervised fine-tuning of a run.
+"""evaluate: a run's frozen features under each protocol: linear probe per layer (online, data parallel, or on
+cached features), weighted kNN, invariance (Figure 4), semi-supervised fine-tuning, linear SVMs and low-shot SVMs on
+pooled features (VOC07 classification), and detection fine-tuning (VOC07+12 boxes).
 
 `run_evaluations(run_dir, ["linear", "knn"], dataset=None, layers=("res5",))` is the entry point (used by
 `pirl-ablate eval` and by sweeps); the protocol cores work on plain tensors and modules.

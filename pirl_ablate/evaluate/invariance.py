@@ -15,7 +15,7 @@ with one of two definitions of (r, r'):
 
 A raw distance cannot tell invariance from collapse: a network that maps every input to nearly one point has
 d(I, t) near 0 for every transform. So each distance is also taken relative to the distance between different
-images, D = mean_i d(r(I_i), r(I_(i+1))) over the evaluated set (`pirl_ablate.diagnostics.relative_invariance`):
+images, D = mean_i d(r(I_i), r(I_(i+1))) over the evaluated set (`pirl_ablate.health.relative_invariance`):
 
     relative d(I, t) = d(I, t) / D,     relative invariance = mean relative d   (below 1: I^t is nearer its own
                                                                                 image than other images are)

@@ -40,7 +40,6 @@ from torch import Tensor
 from pirl_ablate import checkpoint, config
 from pirl_ablate.console import info, track
 from pirl_ablate.data import ArrayDataset, ImageDataset, build_dataset, make_loader, to_device_batch
-from pirl_ablate.diagnostics import relative_distances
 from pirl_ablate.distributed import initialized_world
 from pirl_ablate.errors import ConfigError, DataError, UserError, did_you_mean
 from pirl_ablate.evaluate.detection_protocol import detection_protocol
@@ -59,6 +58,7 @@ from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
 from pirl_ablate.evaluate.linear_online import train_online_linear
 from pirl_ablate.evaluate.semisup import balanced_subset, finetune, fraction_name
 from pirl_ablate.evaluate.svm_protocol import low_shot_protocol, svm_protocol
+from pirl_ablate.health import relative_distances
 from pirl_ablate.locks import eval_lock
 from pirl_ablate.models.precise_bn import precise_bn
 from pirl_ablate.runs import RunDir

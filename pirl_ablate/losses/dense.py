@@ -1,4 +1,6 @@
-"""Scoring queries against a memory bank with one dense matrix product over the whole bank (the GPU path).
+"""Scoring queries against a memory bank with one dense matrix product over the whole bank: the memory-bank
+source's `scoring = "dense"` (`MemoryBankNegatives.scoring`, made for GPUs; "chunked", `bank_contrast`, is the
+default).
 
 Same contract as `pirl_ablate.losses.nce.bank_contrast` (per-query losses differentiable in the queries, the
 positive and mean negative similarities, mean(exp(s / tau))), computed differently. Instead of gathering each
@@ -13,7 +15,7 @@ so the gradient is a second product of the same shape (W reuses S's memory). At 
 |D| = 1,281,167, d = 128) each product is 168 GFLOP (about 0.2 ms at an H100's bf16 rate) and the 1.3 GB block of
 bf16 scores passes through memory about four times (written, gathered, zeroed and scattered into, read): about a
 millisecond in all, against 128 gather chunks of 2 samples for `bank_contrast`, each a dozen small kernel launches.
-On a CPU the product costs |D| / N = 40 times the arithmetic of the gather, so the chunked path stays the CPU's
+On a CPU the product costs |D| / N = 40 times the arithmetic of the gather, so "auto" keeps the chunked path there
 (`contrast_function`).
 
 Precision: bf16 keeps 8 significant bits, so a negative score s is off by up to |s| 2^-9 (s / tau by up to 0.03 at
@@ -43,14 +45,15 @@ def dense_bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negativ
     """Per-query losses of `queries` (B, K, d) against bank entries, through dense products with the whole bank.
 
     Arguments and result as `bank_contrast`: query q[b, k] has positive bank[positive[b]] and negatives
-    bank[negatives[b, j]], j < N (repeats allowed; each counts once per occurrence); `loss_fn(s_pos (c, K),
+    bank[negatives[b, j]], j < N, or bank[negatives[b, k, j]] for negatives (B, K, N) drawn per query (repeats
+    allowed; each counts once per occurrence); `loss_fn(s_pos (c, K),
     s_neg (c, K, N)) -> (c, K)`; the result's `loss` back-propagates into `queries` only and the bank may change
     after this returns. `score_dtype`: dtype of the two dense products (bf16 by default, None: the bank's).
     Samples are scored `chunk_bytes` (default DENSE_CHUNK_BYTES) of score block at a time.
     """
     q = queries.detach().to(bank.dtype)
     batch, k, d = q.shape
-    n = negatives.shape[1]
+    n = negatives.shape[-1]
     dense = bank.to(score_dtype or bank.dtype)  # (|D|, d); no copy when the dtypes agree
     rows_per_chunk = max(1, (chunk_bytes or DENSE_CHUNK_BYTES) // (k * bank.shape[0] * dense.element_size()))
     values = torch.empty(q.shape[:2], dtype=q.dtype, device=q.device)
@@ -60,7 +63,8 @@ def dense_bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negativ
     exp_sum = q.new_zeros(())
     for start in range(0, batch, rows_per_chunk):
         rows = slice(start, min(start + rows_per_chunk, batch))
-        columns = negatives[rows].unsqueeze(1).expand(-1, k, -1).reshape(-1, n)  # (c K, N): the sample's negatives
+        per_sample = negatives[rows] if negatives.dim() == 3 else negatives[rows].unsqueeze(1).expand(-1, k, -1)
+        columns = per_sample.reshape(-1, n)  # (c K, N): each query's negatives
         with torch.autocast(q.device.type, enabled=False):
             scores = q[rows].reshape(-1, d).to(dense.dtype) @ dense.T  # (c K, |D|)
             s_neg = scores.gather(1, columns).view(-1, k, n).to(q.dtype)
@@ -83,7 +87,8 @@ def dense_bank_contrast(queries: Tensor, bank: Tensor, positive: Tensor, negativ
 
 def contrast_function(scoring: str, device: torch.device | str) -> Callable[..., Contrast]:
     """The scoring of `scoring` on `device`: "dense" (`dense_bank_contrast`), "chunked" (`bank_contrast`) or
-    "auto": dense on CUDA devices, chunked elsewhere (benchmarks/gpu_check.py times both)."""
+    "auto": dense on CUDA devices, chunked elsewhere (tests/test_device_parity.py checks both on the device,
+    benchmarks/gpu_check.py times them)."""
     if scoring not in SCORINGS:
         raise ConfigError(f"scoring = {scoring!r}: must be one of {', '.join(SCORINGS)}")
     if scoring == "auto":

@@ -49,8 +49,9 @@ from torch import Tensor, nn
 
 from pirl_ablate.distributed import all_gather_rows, initialized_world
 from pirl_ablate.errors import ConfigError
+from pirl_ablate.losses.dense import contrast_function
 from pirl_ablate.losses.memory_bank import MemoryBank
-from pirl_ablate.losses.nce import Contrast, bank_contrast, mean_exp_score
+from pirl_ablate.losses.nce import Contrast, mean_exp_score
 from pirl_ablate.models.momentum import MomentumEncoder
 from pirl_ablate.registry import Registry
 
@@ -175,15 +176,20 @@ class MemoryBankNegatives(NegativeSource):
         encoder_momentum, shuffle_bn: that key encoder's m and BN shuffle (`MomentumEncoder`).
         per_term: a fresh draw of N entries for each term of the loss (negatives (B, K, N); VISSL's nce_loss.py
             samples inside each term's forward), instead of one draw shared by the terms (B, N) as Eq. 5 writes it.
+        scoring: how queries are scored against the bank (`pirl_ablate.losses.dense.contrast_function`): "chunked"
+            (`bank_contrast`, gathering each sample's N rows, in the bank's dtype), "dense" (one bf16 product with
+            the whole bank, `dense_bank_contrast`: for GPUs) or "auto" (dense on CUDA, chunked elsewhere).
     """
 
     uses_memory_bank = True
 
     def __init__(self, momentum_encoder: bool = False, encoder_momentum: float = 0.999, shuffle_bn: bool = True,
-                 per_term: bool = False):
+                 per_term: bool = False, scoring: str = "chunked"):
         super().__init__()
         self.momentum_encoder, self.encoder_momentum, self.shuffle_bn = momentum_encoder, encoder_momentum, shuffle_bn
         self.per_term = per_term
+        contrast_function(scoring, "cpu")  # an unknown name: ConfigError now, not at the first step
+        self.scoring = scoring
         self.encoder: MomentumEncoder | None = None
 
     def bind(self, method: nn.Module) -> None:
@@ -209,8 +215,9 @@ class MemoryBankNegatives(NegativeSource):
         return Keys(positive=index, negatives=negatives, dataset_size=bank.size, write=write, memory_bank=bank)
 
     def contrast(self, queries: Tensor, keys: Keys, loss_fn: LossFn, tau: float | None = None) -> Contrast:
-        """`bank_contrast` of `queries` (B, K, d): chunked, never a (B, N, d) tensor."""
-        return bank_contrast(queries, keys.memory_bank.bank, keys.positive, keys.negatives, loss_fn, tau)
+        """`queries` (B, K, d) scored against the bank as `scoring` says; never a (B, N, d) tensor."""
+        contrast = contrast_function(self.scoring, queries.device)
+        return contrast(queries, keys.memory_bank.bank, keys.positive, keys.negatives, loss_fn, tau)
 
     def mean_exp(self, queries: Tensor, keys: Keys, tau: float) -> Tensor:
         return mean_exp_score(queries, keys.memory_bank.bank, keys.positive, keys.negatives, tau)

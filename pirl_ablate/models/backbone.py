@@ -1,8 +1,9 @@
 """The ResNet trunk shared by every branch: torchvision's ResNet, optionally twice as wide or with a small stem.
 
 `Backbone` *is* a `torchvision.models.ResNet` (same module names, same blocks, same initialisation) without the fc
-layer, so its weights export as a plain torchvision checkpoint (`torchvision_state_dict()`, what users ask for in
-prior-art.md item 5). Inputs are images in [0, 1]; the trunk normalises them with its own mean/std buffers.
+layer, so its weights export as a plain torchvision checkpoint (`torchvision_state_dict()`), which any torchvision
+or Detectron2 fine-tuning code loads. Inputs are images in [0, 1]; the trunk normalises them with its own mean/std
+buffers.
 """
 
 from __future__ import annotations

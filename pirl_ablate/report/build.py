@@ -341,7 +341,7 @@ def _sd(value: float) -> float:
 
 def margin_panel(sweep_frame: pd.DataFrame, axis: str, xlabel: str, term: str = "transformed") -> Plot | None:
     """The `term` loss term's alignment margin at the end of training (result.json's last metrics row: mean
-    positive minus mean negative cosine, `pirl_ablate.diagnostics`; > 0: the term aligns its positives) against
+    positive minus mean negative cosine, `pirl_ablate.health`; > 0: the term aligns its positives) against
     `axis`, one series per method, with a verdict over the points at x > 0 (where the term is trained); None when
     no run recorded it."""
     done = sweep_frame[(sweep_frame["status"] == STATUS_DONE) & (sweep_frame["protocol"] == "final")]

@@ -56,7 +56,7 @@ RUN_COLUMNS = ("run_id", "sweep", "variant", "seed", "status", "reason", "wall_s
 METRIC_COLUMNS = ("protocol", "dataset", "group", "metric", "value")
 
 
-SWEEP_RECORD = "sweep.json"  # pirl_ablate.sweep.command.write_sweep_record: {"name", "runs": [{run_id, ...}]}
+SWEEP_RECORD = "sweep.json"  # pirl_ablate.sweep.drive.write_sweep_record: {"name", "runs": [{run_id, ...}]}
 
 
 @dataclass(frozen=True)

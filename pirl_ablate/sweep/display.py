@@ -33,7 +33,7 @@ STATE_STYLE = {STATUS_DONE: "green", STATUS_FAILED: "bold red", STATUS_RUNNING: 
 @dataclass(frozen=True)
 class RunProgress:
     """How far a run got: `epoch` of `total` (None: unknown), the last metrics row's loss, the last kNN monitor
-    (a fraction), the last row's health numbers (`pirl_ablate.diagnostics`: each term's alignment margin, relative
+    (a fraction), the last row's health numbers (`pirl_ablate.health`: each term's alignment margin, relative
     invariance, bank uniformity), health warnings (result.json's, else the last row's), seconds since its first
     start (to its end once it ended) and the estimated seconds left (mean epoch time x epochs left; None when not
     running or when training is over and only evaluation is left)."""

@@ -1,21 +1,16 @@
-"""`pirl-ablate show-transform NAME --out FILE.png`: a few images next to the views a transform makes of them.
+"""Drawing a transform's views (`pirl-ablate show-transform`, TensorBoard's view grids): images next to the views
+each part of a transform makes of them.
 
 Each row is one image: the input, then the view after each part of the transform (`rotation+jigsaw`: the rotated
 image, then the jigsaw patches of it), so every part of a composition is visible. A patch view is drawn as a grid
 of its patches in the order the network receives them (`data[:, j]` at position j, row-major), each patch
 captioned with the grid cell it came from; every panel is titled in full (wrapped, never clipped) with what that
-part drew (rotation in degrees, permutation index) and the last with the label the network is trained on.
-
-The images come from the configured dataset: `--dataset`, else the `train.dataset` the --gin files bind, else
-Fashion-MNIST (the smoke default). They are resized to the run's input size, the `train.image_size` the --gin files
-bind (32 px with gin/pirl_jigsaw.gin: 8 px jigsaw patches, as smoke training sees them), else 256 px, the input the
-transforms' default (paper) sizes are made for; the title says which. Small views are drawn upscaled with nearest-
-neighbour pixels, so what the network sees is what is drawn.
+part drew (rotation in degrees, permutation index) and the last with the label the network is trained on. Small
+views are drawn upscaled with nearest-neighbour pixels, so what the network sees is what is drawn.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import textwrap
@@ -24,50 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pirl_ablate import config
-from pirl_ablate.console import info
-from pirl_ablate.errors import UserError
-from pirl_ablate.runs import atomic_write
 from pirl_ablate.transforms.base import View, centre_squares, with_sizes
 from pirl_ablate.transforms.compose import Compose
 from pirl_ablate.transforms.kornia_aug import PREFIX as KORNIA_PREFIX
 from pirl_ablate.transforms.kornia_aug import SEED_KEY
-from pirl_ablate.transforms.registry import build_transform
 
 GAP = 4  # pixels between drawn patches
 SIZE = 256  # without a configured train.image_size: the input size the paper's jigsaw sizes are made for
-DEFAULT_DATASET = "fashion_mnist"  # pirl_ablate.train.pretrain's default
 TITLE_WIDTH = 34  # characters per panel title line
-
-
-def show_transform_command(args: argparse.Namespace) -> int:
-    """CLI handler: parse --gin/--bind, build the transform, draw `args.images` images and write the PNG."""
-    if args.images < 1:
-        raise UserError(f"--images {args.images}: need at least one image")
-    config.parse(args.gin, args.bind)
-    dataset = args.dataset or configured_dataset()
-    size, scale = configured_size()
-    transform = build_transform(args.name)
-    generator = torch.Generator().manual_seed(args.seed)
-    images = load_images(dataset, args.images, generator, size)
-    stages = apply_stages(args.name, transform, images, generator)
-    png = render(images, stages, title=f"{args.name} on {dataset}, {size} px images ({scale}), seed {args.seed}")
-    atomic_write(args.out, lambda fh: fh.write(png))
-    info(f"wrote {args.out}")
-    return 0
-
-
-def configured_dataset() -> str:
-    return str(config.bound_kwargs("train").get("dataset", DEFAULT_DATASET))
-
-
-def configured_size() -> tuple[int, str]:
-    """The input size the views are drawn at and where it comes from: the --gin files' `train.image_size`, else
-    SIZE (the transforms' defaults are the paper's, made for 256 px inputs)."""
-    size = config.bound_kwargs("train").get("image_size")
-    if isinstance(size, int):
-        return size, "train.image_size of the --gin files"
-    return SIZE, "the paper's scale; --gin gin/pirl_jigsaw.gin draws the smoke scale"
 
 
 def load_images(dataset: str, count: int, generator: torch.Generator, size: int = SIZE) -> Tensor:

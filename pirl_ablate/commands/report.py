@@ -29,7 +29,8 @@ class NoResults(UserError):
     """The report has no result yet: its sweep has not run (or not finished) under the results folder."""
 
 
-def report_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Build the report (a paper table or figure, or a sweep file's generic table), print it, write it."""
     results = Path(args.results or "runs")
     out_dir = Path(args.out or "reports")
     if args.sweep:

@@ -1,4 +1,4 @@
-"""`pirl-ablate sweep SWEEP.gin` and `pirl-ablate status SWEEP_DIR`.
+"""Driving a sweep (`pirl-ablate sweep`): which runs must train on, submitting and waiting for the rest, sweep.json.
 
 The sweep folder (default runs/<sweep name>/) holds sweep.json (the expanded runs, written before anything is
 submitted), one run folder per run id, and .submitit/ (submitit's pickles and logs).
@@ -6,62 +6,22 @@ submitted), one run folder per run id, and .submitit/ (submitit's pickles and lo
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import math
 import shutil
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from pirl_ablate import checkpoint
-from pirl_ablate.console import info, out
+from pirl_ablate.console import info
 from pirl_ablate.errors import ConfigError, UserError
-from pirl_ablate.locks import folder_lock
 from pirl_ablate.run_guard import GROWABLE, config_changes
 from pirl_ablate.runs import STATUS_DONE, RunDir, atomic_write_json, now, read_json_object
-from pirl_ablate.sweep.display import STATE_STYLE, status_view, watch
-from pirl_ablate.sweep.preflight import ensure_datasets
-from pirl_ablate.sweep.spec import Run, Sweep, eval_targets, load_sweep
+from pirl_ablate.sweep.spec import Sweep
 from pirl_ablate.sweep.state import RunState, run_states
 
 SWEEP_FILE = "sweep.json"
-
-
-def sweep_command(args: argparse.Namespace) -> int:
-    """Expand, skip complete runs, submit the rest, wait; exit 0 when every run is done, 1 otherwise."""
-    sweep = load_sweep(args.sweep, bindings=args.bind, gin_files=args.gin)
-    kind = args.executor or sweep.settings.executor
-    folder = Path(args.out) if args.out else Path("runs") / sweep.name
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out {folder}: is a file, not a folder; give a folder for the sweep's run folders")
-    dirs = [folder / r.run_id for r in sweep.runs]
-    extend = runs_to_extend(sweep, folder)  # refuses a run folder trained under another recipe
-    if args.dry_run:
-        states = run_states(dirs, sweep.settings.evaluate, extend)
-        out.print(runs_table(f"{sweep.name}: {len(sweep.runs)} runs (dry run, executor {kind})", sweep.axes,
-                             [_row(r, s) for r, s in zip(sweep.runs, states)]))
-        out.print(evaluation_line(sweep), markup=False, soft_wrap=True)
-        return 0
-    pending = [r for r, s in zip(sweep.runs, run_states(dirs, sweep.settings.evaluate, extend))
-               if s.state != STATUS_DONE]
-    ensure_datasets(pending, sweep.settings.job)  # before anything is written: a missing dataset is one line
-    with folder_lock(folder, "sweep"):  # a second sweep command on this folder is refused, naming this one
-        return _drive(sweep, kind, folder, dirs, runs_to_extend(sweep, folder))
-
-
-def evaluation_line(sweep: Sweep) -> str:
-    """What each run is evaluated with once trained: "evaluation: svm on voc2007, linear on the pre-training
-    dataset (layers res5)", or "evaluation: none"."""
-    targets = eval_targets(sweep.settings.evaluate)
-    if not targets:
-        return "evaluation: none"
-    parts = ["detection (its VOC data: detection_eval.*)" if p == "detection" else
-             f"{p} on {d or 'the pre-training dataset'}" for p, d in targets]
-    return f"evaluation: {', '.join(parts)} (layers {', '.join(sweep.settings.eval_layers)})"
 
 
 def runs_to_extend(sweep: Sweep, folder: Path) -> set[Path]:
@@ -88,9 +48,9 @@ def runs_to_extend(sweep: Sweep, folder: Path) -> set[Path]:
     return extend
 
 
-def _drive(sweep: Sweep, kind: str, folder: Path, dirs: list[Path], extend: set[Path]) -> int:
-    """Submit what is neither done nor alive (or must train on), wait for it and for the runs still alive, print
-    the table."""
+def drive(sweep: Sweep, kind: str, folder: Path, dirs: list[Path], extend: set[Path]) -> list[RunState]:
+    """Submit what is neither done nor alive (or must train on), wait for it and for the runs still alive; the
+    runs' states then."""
     states = run_states(dirs, sweep.settings.evaluate, extend)
     submit = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and not s.live]
     watch = [r for r, s in zip(sweep.runs, states) if s.state != STATUS_DONE and s.live]
@@ -107,23 +67,7 @@ def _drive(sweep: Sweep, kind: str, folder: Path, dirs: list[Path], extend: set[
 
     with _sigterm_as_interrupt():
         execute(kind, sweep, folder.resolve(), submit, watch)
-    states = run_states(dirs, sweep.settings.evaluate)
-    out.print(status_view(read_sweep_record(folder), folder, states))
-    return 0 if all(s.state == STATUS_DONE for s in states) else 1
-
-
-def status_command(args: argparse.Namespace) -> int:
-    """Print every run's state, progress and failure reason (pirl_ablate.sweep.display) from the folders and the
-    scheduler; with --watch, redraw it until no run is queued or running (exit 0 if all are done, else 1)."""
-    folder = Path(args.sweep_dir)
-    record = read_sweep_record(folder)
-    if getattr(args, "watch", False):
-        if not math.isfinite(args.interval) or args.interval <= 0:
-            raise UserError(f"--interval {args.interval}: give a positive number of seconds")
-        states = watch(record, folder, args.interval)
-        return 0 if all(s.state == STATUS_DONE for s in states) else 1
-    out.print(status_view(record, folder))
-    return 0
+    return run_states(dirs, sweep.settings.evaluate)
 
 
 # ------------------------------------------------------------------------------------------------ sweep.json
@@ -149,31 +93,6 @@ def read_sweep_record(folder: Path) -> dict[str, Any]:
         raise UserError(f"{folder / SWEEP_FILE}: unreadable (no list of runs with a run_id each); "
                         "`pirl-ablate sweep` writes it again")
     return record
-
-
-# ----------------------------------------------------------------------------------------------------- tables
-def _row(run: Run, state: RunState) -> tuple:
-    return run.run_id, run.variant, run.bindings, run.seed, state
-
-
-def runs_table(title: str, axes: Sequence[str], rows: Sequence[tuple]) -> Table:
-    """Run id, variant, one column per swept binding, seed, state and detail."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("run id", style="cyan", no_wrap=True)
-    has_variants = any(r[1] is not None for r in rows)
-    if has_variants:
-        table.add_column("variant")
-    for axis in axes:
-        table.add_column(axis, justify="right")
-    table.add_column("seed", justify="right")
-    table.add_column("state")
-    table.add_column("detail", overflow="fold")
-    for run_id, variant, bindings, seed, state in rows:
-        cells = [run_id, *([variant or ""] if has_variants else []),
-                 *(repr(bindings[a]) if a in bindings else "" for a in axes), str(seed),
-                 f"[{STATE_STYLE.get(state.state, '')}]{state.state}[/]", state.detail]
-        table.add_row(*cells)
-    return table
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from pirl_ablate.evaluate.protocols import run_evaluations
 DATA_PARALLEL = ("linear", "detection")  # the protocols that run over a launcher's processes
 
 
-def eval_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run one protocol on a run folder; print its metrics as a table (stdout); the JSON lands in RUN_DIR/evals/."""
     layers = [name.strip() for name in args.layers.split(",") if name.strip()]
     env = distributed.setup()

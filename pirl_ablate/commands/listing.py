@@ -22,6 +22,7 @@ REGISTRIES = {
 
 
 def registry(what: str) -> Registry:
+    """The registry `pirl-ablate list WHAT` shows, every configurable (and the report tables) imported."""
     import importlib
 
     module, attr = REGISTRIES[what]
@@ -34,7 +35,7 @@ def registry(what: str) -> Registry:
     return getattr(importlib.import_module(module), attr)
 
 
-def list_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     out.print(registry_table(args.what, registry(args.what)))
     return 0
 
