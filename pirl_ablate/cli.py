@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate the frozen features of a pre-trained run; results are written "
                                    "atomically into the run folder's evals/.")
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("--protocol", required=True, choices=("linear", "knn", "invariance", "semisup", "svm", "low-shot",
-                                                            "detection"))
+    s.add_argument("--protocol", required=True,
+                   help="a registered protocol: linear, knn, invariance, semisup, svm, low-shot, detection, or one "
+                        "a module imported by a --gin file registers (pirl-ablate list protocols)")
     s.add_argument("--layers", default="res5", help="comma-separated: conv1,res2,res3,res4,res5")
     s.add_argument("--dataset", default=None, help="evaluation dataset (default: the pre-training one)")
     _bind(s)
@@ -120,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strict", action="store_true",
                    help="exit 1 when a pre-training row differs from the paper (evaluation rows never fail)")
 
-    s = sub.add_parser("list", help="list registered transforms, methods, negative sources, datasets or tables")
-    s.add_argument("what", choices=("transforms", "methods", "negatives", "datasets", "tables"))
+    s = sub.add_parser("list", help="list registered transforms, methods, negative sources, datasets, protocols or "
+                                    "tables")
+    s.add_argument("what", choices=("transforms", "methods", "negatives", "datasets", "protocols", "tables"))
     return p
 
 

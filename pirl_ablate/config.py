@@ -30,13 +30,11 @@ from pirl_ablate.errors import ConfigError, did_you_mean
 
 GIN_DIR = Path(__file__).resolve().parent.parent / "gin"
 
-# Modules whose import registers gin configurables (transforms, methods, datasets, the training builder, ...).
+# Modules whose import registers gin configurables: the gin edge (the core's registries and configurables), the
+# training builder, the sweep file's settings.
 CONFIGURABLE_MODULES = (
-    "pirl_ablate.transforms",
-    "pirl_ablate.methods",
-    "pirl_ablate.data",
+    "pirl_ablate.gin_edge",
     "pirl_ablate.build",
-    "pirl_ablate.evaluate",
     "pirl_ablate.sweep",
 )
 

@@ -117,7 +117,7 @@ def _detection_setting(c: Config, name: str) -> Any:
         return c.bound[f"detection_train.{name}"]
     from pirl_ablate.evaluate.detection_protocol import method_settings
 
-    return method_settings(c.method, c["detection_eval.per_method"] or {}).get(name, c[f"detection_train.{name}"])
+    return method_settings(c.method, c["detection_eval.per_method"] or {}, {}).get(name, c[f"detection_train.{name}"])
 
 
 def _pirl(c: Config) -> bool:

@@ -1,4 +1,4 @@
-"""Layering rules of issue 12: gin only at the edges, no train <-> evaluate cycle, one file per method."""
+"""Layering rules: gin only at the edges, no train <-> evaluate cycle, one file per method."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pirl_ablate"
+CORE = ("methods", "losses", "models", "transforms", "data", "evaluate")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -22,9 +23,36 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_core_folders_never_import_gin():
-    for folder in ("methods", "losses", "models", "transforms"):
+    for folder in CORE:
         for path in (PACKAGE / folder).rglob("*.py"):
             assert not {m for m in imported_modules(path) if m.split(".")[0] == "gin"}, path
+
+
+def test_importing_the_core_loads_no_gin():
+    """Not even indirectly: every core package, with all it imports, leaves `gin` out of sys.modules."""
+    code = ("import sys\n" + "".join(f"import pirl_ablate.{folder}\n" for folder in CORE)
+            + "print(sorted(m for m in sys.modules if m == 'gin' or m.startswith('gin.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_core_registries_hold_the_classes_as_written():
+    """What a registry hands out is the class itself, not a gin wrapper: building it takes no gin bindings."""
+    import gin
+
+    from pirl_ablate import config
+    from pirl_ablate.methods import METHODS
+    from pirl_ablate.methods.pirl import PIRL
+    from pirl_ablate.transforms import TRANSFORMS
+    from pirl_ablate.transforms.jigsaw import Jigsaw
+
+    config.parse([], ["jigsaw.hue = 0.1"])
+    assert METHODS.get("pirl") is PIRL and TRANSFORMS.get("jigsaw") is Jigsaw
+    assert Jigsaw().colour["hue"] == 0.2  # the class as written: its own default
+    from pirl_ablate.gin_edge import configured
+
+    assert configured("jigsaw")().colour["hue"] == 0.1  # the edge's wrapper: the binding
+    gin.clear_config()
 
 
 def test_only_config_reads_gins_private_registry():

@@ -15,7 +15,7 @@ from PIL import Image
 from pirl_ablate import config
 from pirl_ablate.build import run_training
 from pirl_ablate.data.voc import VOC_CLASSES, write_synthetic_voc
-from pirl_ablate.evaluate import run_evaluations
+from pirl_ablate.gin_edge import run_evaluations
 from pirl_ablate.layers import LAYERS
 
 # VISSL's eval_resnet_8gpu_transfer_in1k_linear.yaml pools of ResNet-50 at 224 px

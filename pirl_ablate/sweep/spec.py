@@ -267,7 +267,7 @@ def _check_settings(s: SweepSettings, files: Sequence[Path]) -> None:
 def _check_evaluate(evaluate: Sequence, files: Sequence[Path]) -> None:
     """Every `sweep.evaluate` item names a protocol (and, after ':', a registered dataset), each protocol once."""
     from pirl_ablate.data.registry import DATASETS
-    from pirl_ablate.evaluate.protocols import PROTOCOLS
+    from pirl_ablate.evaluate import PROTOCOLS, protocols
 
     where = _where(files, "sweep.evaluate")
     seen = set()
@@ -277,8 +277,8 @@ def _check_evaluate(evaluate: Sequence, files: Sequence[Path]) -> None:
                               "'protocol:dataset' ('svm:voc2007'), or the dict {'svm': 'voc2007'}")
         protocol, dataset = eval_targets([item])[0]
         if protocol not in PROTOCOLS:
-            raise ConfigError(f"{where}: sweep.evaluate protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}"
-                              f"{did_you_mean(protocol, PROTOCOLS)}")
+            raise ConfigError(f"{where}: sweep.evaluate protocol {protocol!r} is not one of "
+                              f"{', '.join(protocols())}{did_you_mean(protocol, protocols())}")
         if dataset is not None and dataset not in DATASETS.names():
             raise ConfigError(f"{where}: sweep.evaluate dataset {dataset!r} (for {protocol}) is not a registered "
                               f"dataset{did_you_mean(dataset, DATASETS.names())}")

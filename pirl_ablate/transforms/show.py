@@ -27,6 +27,7 @@ from torch import Tensor
 from pirl_ablate import config
 from pirl_ablate.console import info
 from pirl_ablate.errors import UserError
+from pirl_ablate.gin_edge import GIN
 from pirl_ablate.runs import atomic_write
 from pirl_ablate.transforms.base import View, centre_squares, with_sizes
 from pirl_ablate.transforms.compose import Compose
@@ -47,7 +48,7 @@ def show_transform_command(args: argparse.Namespace) -> int:
     config.parse(args.gin, args.bind)
     dataset = args.dataset or configured_dataset()
     size, scale = configured_size()
-    transform = build_transform(args.name)
+    transform = build_transform(args.name, configuration=GIN)
     generator = torch.Generator().manual_seed(args.seed)
     images = load_images(dataset, args.images, generator, size)
     stages = apply_stages(args.name, transform, images, generator)
@@ -85,7 +86,7 @@ def load_images(dataset: str, count: int, generator: torch.Generator, size: int 
         from pirl_ablate.data.loader import pad_to_canvas
         from pirl_ablate.data.registry import build_dataset
 
-        data = build_dataset(dataset, split="test")
+        data = build_dataset(dataset, split="test", configuration=GIN)
         picks = torch.randperm(len(data), generator=generator)[:count].tolist()
         items = [data[i][0] for i in picks]
         if len({tuple(im.shape) for im in items}) > 1:  # images of their own sizes (imagefolder): centre squares
