@@ -272,7 +272,7 @@ train.base_lr = 0.03
 train.base_batch = 16
 train.monitor_every = 0
 train.channels_last = True
-PIRLLoss.num_negatives = 32
+PIRL.num_negatives = 32
 """
 
 

@@ -4,7 +4,7 @@
 the config, starts the run folder and calls `train(run_dir)`: it builds the datasets, the trunk (`Backbone.*`), the
 negative source (`train.negatives`, settings under its gin name, e.g. `MomentumQueue.size`), the memory bank
 (`MemoryBank.*`) when that source uses one, the transforms (`jigsaw.*`, `image.*`, ...), the method (`train.method`, its
-hyperparameters under its gin name, e.g. `PIRLLoss.lambda_`, the shared head settings under `PIRLNet.*`), the SGD
+hyperparameters under its gin name, e.g. `PIRL.lambda_`, the shared head settings under `heads.*`), the SGD
 optimiser and the cosine schedule, records what evaluation needs, and trains.
 """
 
@@ -33,10 +33,10 @@ from pirl_ablate.train import SCHEDULE_PER, TrainingDiverged, cosine, parameter_
 from pirl_ablate.transforms import TRANSFORMS, build_transform
 
 
-@gin.configurable("PIRLNet")
+@gin.configurable("heads")
 def head_settings(embed_dim: int = 128, mlp_heads: bool = False, num_patches: int = 9,
                   patch_bn_stats: bool = True) -> dict[str, Any]:
-    """Settings of the heads every method builds on the trunk (gin: `PIRLNet.*`); each method takes those it has.
+    """Settings of the heads every method builds on the trunk (gin: `heads.*`); each method takes those it has.
 
     embed_dim: size of f, g and the bank entries (128, Section 3.2); mlp_heads: two-layer projections; num_patches:
     P of a patch view (9, the 3x3 Jigsaw grid); patch_bn_stats: whether the patch pass updates BN running statistics.
@@ -230,7 +230,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 def warn_unused_method_bindings(bindings: list[str]) -> None:
     """Say, in one warning line, which `--bind` bindings belong to a method other than the current config's
-    `train.method`: the run does not read them (`--bind NPIDLoss.tau=0.2` on a PIRL run). Only --bind: gin files
+    `train.method`: the run does not read them (`--bind NPID.tau=0.2` on a PIRL run). Only --bind: gin files
     (gin/scale/*.gin, a config shared by variants) bind several methods' settings on purpose, and a warning for
     each would bury this one."""
     method = config.bound_kwargs("train").get("method", "pirl")

@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _bind(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bind", "-b", action="append", default=[], metavar="KEY=VALUE",
-                   help="a gin binding, e.g. PIRLLoss.lambda_=0.25 (repeatable)")
+                   help="a gin binding, e.g. PIRL.lambda_=0.25 (repeatable)")
     p.add_argument("--gin", action="append", default=[], metavar="FILE.gin",
                    help="an extra gin file parsed after the main one (repeatable)")
 

@@ -42,7 +42,7 @@ def paper_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path
     tmp = tmp_path_factory.mktemp("paper")
     images = _imagenet_folder(tmp / "imagenet", {"train": 4, "val": 2})
     text = config.parse(["paper/random_init.gin"], [f"imagefolder.root = '{images}'", "loader.num_workers = 0",
-                                                     "train.precise_bn_batches = 0", "NPIDLoss.num_negatives = 4",
+                                                     "train.precise_bn_batches = 0", "NPID.num_negatives = 4",
                                                      "train.batch_size = 4"])
     run_training(text, tmp / "run")
     return tmp / "run", text, tmp

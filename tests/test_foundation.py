@@ -210,7 +210,7 @@ def test_cli_missing_config_is_one_line_nonzero(tmp_path):
 
 
 def test_cli_typo_binding_names_file_line_and_suggestion(tmp_path):
-    f = _write(tmp_path / "typo.gin", "include 'pirl_jigsaw.gin'\nPIRLLoss.lamda = 0.5\n")
+    f = _write(tmp_path / "typo.gin", "include 'pirl_jigsaw.gin'\nPIRL.lamda = 0.5\n")
     r = _cli("train", str(f), "--out", str(tmp_path / "run"))
     assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if line.strip()]
@@ -222,7 +222,7 @@ def test_cli_typo_binding_names_file_line_and_suggestion(tmp_path):
 def test_cli_list_shows_registered_entries():
     r = _cli("list", "methods")
     assert r.returncode == 0, r.stderr
-    assert "pirl" in r.stdout and "npid" in r.stdout and "PIRLLoss" in r.stdout
+    assert "pirl" in r.stdout and "npid" in r.stdout and "PIRL" in r.stdout
 
 
 def test_gin_import_finds_modules_beside_the_gin_file_and_names_missing_ones(tmp_path, monkeypatch):

@@ -74,8 +74,8 @@ def test_pirl_aligns_its_transformed_term_and_brings_the_jigsaw_view_to_its_imag
 # first estimate of Z. A Z that tracks them (an EMA, its time constant about an epoch here as 0.99 is about 1.6
 # epochs at smoke scale) keeps the loss bounded.
 RANDOM_BANK_NCE = TINY + """
-PIRLLoss.estimator = "nce"
-PIRLLoss.tau = 0.07
+PIRL.estimator = "nce"
+PIRL.tau = 0.07
 MemoryBank.init = "random"
 train.epochs = 12
 train.monitor_every = 0
@@ -89,7 +89,7 @@ fashion_mnist.subset = 1000
 test/fashion_mnist.subset = 256
 train.epochs = 4
 train.monitor_every = 0
-PIRLLoss.num_negatives = 512
+PIRL.num_negatives = 512
 """
 
 
@@ -121,8 +121,8 @@ def _margin(row: dict, term: str) -> float:
 def test_nce_from_a_random_bank_runs_away_under_a_fixed_z_and_stays_bounded_when_z_tracks(tmp_path):
     n = NEGATIVES
     chance = math.log(n + 1) + n * math.log1p(1 / n)  # Eq. 4 with every score alike and Z at its batch estimate
-    fixed = RunDir(_train(tmp_path, "fixed", "PIRLLoss.z = 'fixed'\n", RANDOM_BANK_NCE)).metrics()
-    ema = RunDir(_train(tmp_path, "ema", "PIRLLoss.z = 'ema'\nPIRLLoss.z_momentum = 0.5\n", RANDOM_BANK_NCE)).metrics()
+    fixed = RunDir(_train(tmp_path, "fixed", "PIRL.z = 'fixed'\n", RANDOM_BANK_NCE)).metrics()
+    ema = RunDir(_train(tmp_path, "ema", "PIRL.z = 'ema'\nPIRL.z_momentum = 0.5\n", RANDOM_BANK_NCE)).metrics()
     assert fixed[-1]["loss_chance"] == pytest.approx(chance) == ema[-1]["loss_chance"]
 
     # fixed Z: the loss climbs epoch after epoch, far past chance, as Z falls decades behind the batches' estimate
