@@ -1,4 +1,4 @@
-"""The gin edge: the one module that registers the package's configurables with gin, under the names gin files use.
+"""The gin edge: the one module that registers the core's configurables with gin, under the names gin files use.
 
 The core (`methods/ losses/ models/ transforms/ data/ evaluate/`) is plain classes and functions; none of it imports
 gin. Here each registry (transforms, methods, negative sources, datasets, evaluation protocols) is subscribed to:
@@ -7,7 +7,9 @@ every entry, built-in or registered later (a user's `@register_transform` in a m
 (`Backbone`, `MemoryBank`, `loader`, `knn_eval`, ...). gin's external configurables are wrappers: calling the
 class or function as written still takes no bindings. So the edges call the wrapper (`configured(name)`), or hand
 the core `GIN`, a `Configuration` whose `bind(name, fn)` is that wrapper: `pirl_ablate.build` for training,
-`run_evaluations` below for evaluation.
+`run_evaluations` below for evaluation. A configurable subclass built through its wrapper takes its own bindings
+only (`NPID.*`, not `PIRL.*`; `moco_v2.*`, not `image.*`). The edges' own settings are configurables where they are
+defined (`train.*` and `heads.*` in `pirl_ablate.build`, `sweep.*` in `pirl_ablate.sweep.spec`).
 """
 
 from __future__ import annotations
