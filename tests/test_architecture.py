@@ -79,3 +79,18 @@ def test_every_method_is_one_registered_file():
         assert METHODS.get(name).__module__ == f"pirl_ablate.methods.{file}"
     packaged = [e.name for e in METHODS.describe() if e.obj.__module__.startswith("pirl_ablate.methods.")]
     assert sorted(packaged) == sorted(built_in.values())  # one registered method per file
+
+
+def test_a_configurable_subclass_takes_its_own_bindings_only():
+    """MoCo v2's view subclasses the image view: at the paper scale it keeps MoCo v2's recipe (no random photometric
+    step, MoCo v2's main_moco.py) while PIRL's image view takes VISSL's p = 0.66 (gin/scale/paper.gin)."""
+    import gin
+
+    from pirl_ablate import config
+    from pirl_ablate.build import configured_transform
+
+    config.parse(["paper/moco_v2.gin"])
+    assert configured_transform("image").random_photometric_p == 0.66
+    view = configured_transform("moco_v2")
+    assert (view.random_photometric_p, view.size, view.blur_sigma) == (0.0, 224, (0.1, 2.0))
+    gin.clear_config()
