@@ -1,10 +1,13 @@
 """A protocol registered in one file with one decorator (tests/user_protocols.py, README's example) is reachable from
-`pirl-ablate eval --protocol`, a sweep's `sweep.evaluate` and `pirl-ablate list protocols`, its settings from gin."""
+`pirl-ablate eval --protocol`, a sweep's `sweep.evaluate`, the sweep's report and `pirl-ablate list protocols`, its
+settings from gin."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
+import pytest
 from tiny_pirl import untrained
 
 from pirl_ablate.cli import main
@@ -37,9 +40,15 @@ def test_a_user_protocol_runs_through_eval_and_a_sweep(tmp_path: Path, capsys) -
     sweep = tmp_path / "sweep.gin"
     sweep.write_text(untrained(SIZE, 16, 8) + PROTOCOL + "sweep.name = 'centroid'\nsweep.grid = {'train.seed': [0]}\n"
                      "sweep.executor = 'debug'\nsweep.evaluate = ['centroid']\n")
-    assert main(["--quiet", "sweep", str(sweep), "--out", str(tmp_path / "swept")]) == 0
-    (evaluated,) = (tmp_path / "swept").glob("*/evals/centroid-synthetic.json")
+    results = tmp_path / "results"
+    assert main(["--quiet", "sweep", str(sweep), "--out", str(results / "centroid")]) == 0
+    (evaluated,) = (results / "centroid").glob("*/evals/centroid-synthetic.json")
     _expect_centroid(read_json(evaluated))
+    assert main(["--quiet", "report", str(sweep), "--results", str(results), "--format", "csv", "--out",
+                 str(tmp_path / "reports")]) == 0
+    rows = csv.DictReader((tmp_path / "reports" / "centroid.csv").read_text().splitlines())
+    (reported,) = [float(r["mean"]) for r in rows if r["column"] == "centroid/res4/top1"]
+    assert reported == pytest.approx(read_json(evaluated)["metrics"]["res4"]["top1"])
 
     capsys.readouterr()
     assert main(["list", "protocols"]) == 0
