@@ -39,6 +39,7 @@ from pirl_ablate.checkpoint import load_method
 from pirl_ablate.data import build_dataset, make_loader, to_device_batch
 from pirl_ablate.evaluate import knn_scores, topk_accuracy, train_linear_probe
 from pirl_ablate.evaluate.invariance import representations
+from pirl_ablate.gin_edge import GIN
 from pirl_ablate.losses import mean_exp_score
 from pirl_ablate.methods import Method
 from pirl_ablate.models import frozen_bn_stats
@@ -118,9 +119,9 @@ def final_scores(method: Method, train_set, test_set, image_size, device) -> dic
 
     (tx, ty), (vx, vy) = feats(train_set), feats(test_set)
     c = train_set.num_classes
-    knn = topk_accuracy(knn_scores(tx, ty, vx, c), vy, c)["top1"]
+    knn = topk_accuracy(GIN.bind("knn_eval", knn_scores)(tx, ty, vx, c), vy, c)["top1"]
     with torch.enable_grad():
-        linear = train_linear_probe(tx, ty, vx, vy, c)["top1"]
+        linear = GIN.bind("linear_probe", train_linear_probe)(tx, ty, vx, vy, c)["top1"]
     return {"knn": knn, "linear": linear}
 
 
@@ -174,7 +175,8 @@ def run(config_files: list[str], bindings: list[str], probe_every: int, z_every_
     config_str = config.parse(config_files, bindings)
     seed, epochs, batch_size = setting("seed"), setting("epochs"), setting("batch_size")
     image_size, dataset = setting("image_size"), setting("dataset")
-    train_set, test_set = build_dataset(dataset, "train"), build_dataset(dataset, "test")
+    train_set = build_dataset(dataset, "train", configuration=GIN)
+    test_set = build_dataset(dataset, "test", configuration=GIN)
     steps = len(make_loader(train_set, batch_size, seed=seed))
     pretext = build.configured_transform(setting("transform") or "jigsaw")
     fixed_images = next(iter(make_loader(test_set, 256, shuffle=False, drop_last=False, num_workers=0)))[0]
@@ -197,7 +199,7 @@ def run(config_files: list[str], bindings: list[str], probe_every: int, z_every_
         method, train_set, test_set, image_size, device)}
     if epochs == 0:
         result["final"].update(held_out(method, pretext, fixed))
-        jigsaw = build_transform("jigsaw")
+        jigsaw = build_transform("jigsaw", configuration=GIN)
         gen = torch.Generator(device=device).manual_seed(0)
         result["final"]["rel_inv_pooled_jigsaw"] = health.relative_invariance(
             *representations(method.eval(), fixed, jigsaw, gen, "pooled"))

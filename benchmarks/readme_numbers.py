@@ -56,7 +56,7 @@ def lambda_table(results: Path, sweep: str = "lambda") -> str:
     runs = frame[(frame["sweep"] == sweep) & (frame["status"] == STATUS_DONE)]
     if runs.empty:
         return f"(no done runs under {results / sweep}: run `pirl-ablate sweep sweeps/{sweep}.gin`)\n"
-    column = runs["PIRLLoss.lambda_"].where(runs["method"] != RANDOM_INIT, RANDOM_INIT)
+    column = runs["PIRL.lambda_"].where(runs["method"] != RANDOM_INIT, RANDOM_INIT)
     runs = runs.assign(column=column)
     columns = sorted(c for c in runs["column"].dropna().unique() if c != RANDOM_INIT)
     columns += [RANDOM_INIT] if (runs["column"] == RANDOM_INIT).any() else []

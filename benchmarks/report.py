@@ -43,11 +43,11 @@ def write_runs(root: Path, count: int) -> None:
     """`count` run folders. One is written through RunDir; the others copy its meta.json with their own fields,
     written plainly (no fsync) so that building the benchmark input does not dominate the benchmark."""
     template = RunDir(root / "template")
-    template.start("PIRLLoss.lambda_ = 0.5\n", seed=0, run_id="template", bindings={}, sweep="template")
+    template.start("PIRL.lambda_ = 0.5\n", seed=0, run_id="template", bindings={}, sweep="template")
     meta0 = template.meta()
     for i in range(count):
         if i < count * 4 // 5:
-            sweep, variant, bindings = "lambda", None, {"PIRLLoss.lambda_": [0.0, 0.25, 0.5, 0.75, 1.0][i % 5]}
+            sweep, variant, bindings = "lambda", None, {"PIRL.lambda_": [0.0, 0.25, 0.5, 0.75, 1.0][i % 5]}
         else:
             sweep, variant, bindings = "loss_variants", VARIANTS[i % len(VARIANTS)], {}
         path = root / sweep / f"run{i:04d}"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pirl_ablate import config
 from pirl_ablate.build import run_training
-from pirl_ablate.evaluate import run_evaluations
+from pirl_ablate.gin_edge import run_evaluations
 from pirl_ablate.runs import STATUS_DONE, RunDir
 
 METHODS = {"PIRL (jigsaw)": "gin/pirl_jigsaw.gin", "NPID": "gin/npid.gin", "Jigsaw": "gin/jigsaw.gin",

@@ -39,6 +39,8 @@ _LAZY = {
     "load_method": "pirl_ablate.checkpoint",
     "register_dataset": "pirl_ablate.data.registry",
     "DATASETS": "pirl_ablate.data.registry",
+    "register_protocol": "pirl_ablate.evaluate.registry",
+    "PROTOCOLS": "pirl_ablate.evaluate.registry",
     "register_table": "pirl_ablate.report.registry",
     "TABLES": "pirl_ablate.report.registry",
     "RunDir": "pirl_ablate.runs",

@@ -4,7 +4,7 @@
 the config, starts the run folder and calls `train(run_dir)`: it builds the datasets, the trunk (`Backbone.*`), the
 negative source (`train.negatives`, settings under its gin name, e.g. `MomentumQueue.size`), the memory bank
 (`MemoryBank.*`) when that source uses one, the transforms (`jigsaw.*`, `image.*`, ...), the method (`train.method`, its
-hyperparameters under its gin name, e.g. `PIRLLoss.lambda_`, the shared head settings under `PIRLNet.*`), the SGD
+hyperparameters under its gin name, e.g. `PIRL.lambda_`, the shared head settings under `heads.*`), the SGD
 optimiser and the cosine schedule, records what evaluation needs, and trains.
 """
 
@@ -23,22 +23,19 @@ from pirl_ablate import checkpoint, config, distributed
 from pirl_ablate.console import info
 from pirl_ablate.data import build_dataset
 from pirl_ablate.errors import ConfigError, UserError
-from pirl_ablate.losses import MemoryBank, MomentumQueue, build_negatives
-from pirl_ablate.methods import METHODS, Method, build_method
-from pirl_ablate.models import Backbone
+from pirl_ablate.gin_edge import GIN, build, configured
+from pirl_ablate.losses import NEGATIVES, MomentumQueue
+from pirl_ablate.methods import METHODS, Method
 from pirl_ablate.run_guard import GIVEN_MARKER, check_train_values, guarded_run
 from pirl_ablate.runs import RunDir
 from pirl_ablate.train import SCHEDULE_PER, TrainingDiverged, cosine, parameter_groups, pretrain
 from pirl_ablate.transforms import TRANSFORMS, build_transform
 
-configured_backbone = gin.external_configurable(Backbone, "Backbone")
-configured_bank = gin.external_configurable(MemoryBank, "MemoryBank", denylist=["size", "dim", "generator"])
 
-
-@gin.configurable("PIRLNet")
+@gin.configurable("heads")
 def head_settings(embed_dim: int = 128, mlp_heads: bool = False, num_patches: int = 9,
                   patch_bn_stats: bool = True) -> dict[str, Any]:
-    """Settings of the heads every method builds on the trunk (gin: `PIRLNet.*`); each method takes those it has.
+    """Settings of the heads every method builds on the trunk (gin: `heads.*`); each method takes those it has.
 
     embed_dim: size of f, g and the bank entries (128, Section 3.2); mlp_heads: two-layer projections; num_patches:
     P of a patch view (9, the 3x3 Jigsaw grid); patch_bn_stats: whether the patch pass updates BN running statistics.
@@ -69,7 +66,7 @@ def _part_kwargs(name: str) -> dict[str, Any]:
 def configured_transform(spec: str) -> Any:
     """The transform `spec` ("jigsaw", "rotation+jigsaw") with its gin bindings passed as keyword arguments."""
     recorded = transform_spec(spec)
-    return build_transform(recorded["name"], **recorded["kwargs"])
+    return build_transform(recorded["name"], configuration=GIN, **recorded["kwargs"])
 
 
 def configured_method(method: str, dataset_size: int, num_classes: int | None, transform: str | None,
@@ -82,22 +79,22 @@ def configured_method(method: str, dataset_size: int, num_classes: int | None, t
     entry = METHODS.entry(method)
     params = entry.params
     heads = head_settings()
-    kwargs: dict[str, Any] = {"backbone": configured_backbone().to(device), "generator": generator,
+    kwargs: dict[str, Any] = {"backbone": configured("Backbone")().to(device), "generator": generator,
                               **{k: v for k, v in heads.items() if k in params}}
     if not trains and "num_negatives" in params:
         bound = config.bound_kwargs(entry.gin_name or method).get("num_negatives", params["num_negatives"])
         kwargs["num_negatives"] = max(1, min(bound, dataset_size - 1))
     if "negatives" in params:
-        kwargs["negatives"] = build_negatives(negatives)
+        kwargs["negatives"] = build(NEGATIVES, negatives)
     if "memory_bank" in params and getattr(kwargs.get("negatives"), "uses_memory_bank", True):
-        kwargs["memory_bank"] = configured_bank(dataset_size, heads["embed_dim"], generator, device=device)
+        kwargs["memory_bank"] = configured("MemoryBank")(dataset_size, heads["embed_dim"], generator, device=device)
     if "transform" in params and transform:
         kwargs["transform"] = configured_transform(transform)
     if "image_transform" in params and image_transform:
         kwargs["image_transform"] = configured_transform(image_transform)
     if "num_classes" in params:
         kwargs["num_classes"] = num_classes
-    built = build_method(method, **kwargs).to(device)
+    built = build(METHODS, method, **kwargs).to(device)
     check_queue_size(built, dataset_size)
     return built
 
@@ -149,7 +146,7 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
     try:
         try:
             check_train_values(epochs=epochs, batch_size=batch_size)  # before either is used
-            train_set = build_dataset(dataset, "train")
+            train_set = build_dataset(dataset, "train", configuration=GIN)
             torch.manual_seed(seed)
             generator = torch.Generator(device=env.device).manual_seed(seed * 1000 + 2 * env.rank + 1)
             net = configured_method(method, len(train_set), train_set.num_classes, transform, image_transform,
@@ -161,7 +158,7 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
             schedule = partial(cosine, epochs=epochs, warmup_epochs=warmup_epochs, final_fraction=final_lr_fraction,
                                per=schedule_per)
             monitor = monitor_every > 0 and net.memory_bank is not None and train_set.num_classes is not None
-            test_set = build_dataset(dataset, "test") if monitor else None
+            test_set = build_dataset(dataset, "test", configuration=GIN) if monitor else None
             record = {"dataset": {"name": dataset, "kwargs": {s: config.bound_kwargs(dataset, s)
                                                               for s in ("train", "test", "unlabeled")}},
                       "pretext_transform": transform_spec(transform) if transform else None}
@@ -177,7 +174,7 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
                         checkpoint_every=checkpoint_every, monitor_every=monitor_every, monitor_k=monitor_k,
                         monitor_sigma=monitor_sigma, precise_bn_batches=precise_bn_batches, precision=precision,
                         channels_last=channels_last, health_images=health_images, env=env, record=record,
-                        config_text=config_text)
+                        config_text=config_text, loader_options=configured("loader")())
     finally:
         distributed.teardown(env)
 

@@ -26,20 +26,29 @@ from typing import Any
 import gin
 from gin import config_parser
 
+from pirl_ablate.console import console
 from pirl_ablate.errors import ConfigError, did_you_mean
 
 GIN_DIR = Path(__file__).resolve().parent.parent / "gin"
 
-# Modules whose import registers gin configurables (transforms, methods, datasets, the training builder, ...).
+# Modules whose import registers gin configurables: the gin edge (the core's registries and configurables), the
+# training builder, the sweep file's settings.
 CONFIGURABLE_MODULES = (
-    "pirl_ablate.transforms",
-    "pirl_ablate.methods",
-    "pirl_ablate.data",
+    "pirl_ablate.gin_edge",
     "pirl_ablate.build",
-    "pirl_ablate.evaluate",
     "pirl_ablate.sweep",
 )
 
+# Configurables renamed since runs were first recorded: {old gin name: current}. A gin file, `--bind` or recorded
+# config.gin that binds an old name loads under the current one, with one warning line per old name and process;
+# recorded configs read back (`bindings_of`) under the current names; sweep run ids hash the old names
+# (`first_key`), so a sweep folder recorded before the rename resumes where it stopped.
+RENAMED = {"PIRLLoss": "PIRL", "NPIDLoss": "NPID", "JigsawLoss": "JigsawMethod", "RotationLoss": "RotationMethod",
+           "SupervisedLoss": "Supervised", "PIRLNet": "heads"}
+_FIRST_NAMES = {new: old for old, new in RENAMED.items()}
+_OLD_NAME = re.compile(r"(?<![\w.])(?P<name>" + "|".join(RENAMED) + r")(?=\.\w)")
+_CURRENT_NAME = re.compile(r"(?<![\w.])(?P<name>" + "|".join(_FIRST_NAMES) + r")(?=\.\w)")
+_warned: set[str] = set()
 _INCLUDE = re.compile(r"""^[ \t]*include\s+(['"])(?P<path>.+?)\1""", re.MULTILINE)
 _LOCATION = re.compile(r'In (?:file "(?P<file>[^"]+)", line (?P<line>\d+)|bindings string line (?P<bline>\d+))')
 _NO_PARAM = re.compile(r"Configurable '(?P<cfg>[^']+)' doesn't have a parameter named '(?P<param>[^']+)'")
@@ -48,6 +57,31 @@ _DYNAMIC = re.compile(r"^[ \t]*from\s+__gin__\s+import\s+dynamic_registration\b"
 _IN_CALL = re.compile(r"In call to configurable '(?P<name>[^']+)'")
 # what gin's parser raises on bad text (tokenize.TokenError: an unclosed bracket or quote)
 GIN_ERRORS = (ValueError, SyntaxError, OSError, TypeError, KeyError, ImportError, tokenize.TokenError)
+
+
+def current_names(text: str) -> str:
+    """gin `text` with every renamed configurable (`RENAMED`) under its current name (`PIRLLoss.tau` ->
+    `PIRL.tau`); the first use of each old name in this process prints one warning line."""
+
+    def rename(m: re.Match) -> str:
+        old = m.group("name")
+        if old not in _warned:
+            _warned.add(old)
+            console.print(f"[yellow]warning:[/] `{old}` is now `{RENAMED[old]}` (`{old}.*` bindings still apply; "
+                          f"write `{RENAMED[old]}.*`)", markup=True, soft_wrap=True)
+        return RENAMED[old]
+
+    return _OLD_NAME.sub(rename, text)
+
+
+def current_key(key: str) -> str:
+    """A binding key (`scope/Configurable.param`) under the configurable's current name (`RENAMED`)."""
+    return _OLD_NAME.sub(lambda m: RENAMED[m.group("name")], key)
+
+
+def first_key(key: str) -> str:
+    """A binding key under the configurable's first name (`RENAMED` backwards): what sweep run ids hash."""
+    return _CURRENT_NAME.sub(lambda m: _FIRST_NAMES[m.group("name")], key)
 
 
 def gin_search_dirs() -> list[Path]:
@@ -108,7 +142,7 @@ def _include_dirs(files: Sequence[Path]) -> list[Path]:
 def read_gin_text(path: Path) -> str:
     """The text of gin file `path`; ConfigError naming it if it is not UTF-8 or uses gin's dynamic registration
     (`from __gin__ import dynamic_registration` binds by module path: pirl-ablate's configs bind registered names,
-    e.g. `PIRLLoss.tau`, and record them that way)."""
+    e.g. `PIRL.tau`, and record them that way)."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -118,7 +152,7 @@ def read_gin_text(path: Path) -> str:
     if m := _DYNAMIC.search(text):
         raise ConfigError(f"{path}:{text.count(chr(10), 0, m.start()) + 1}: `from __gin__ import "
                           "dynamic_registration` is not supported; bind configurables by their registered names "
-                          "(e.g. PIRLLoss.tau = 0.1) and remove the line")
+                          "(e.g. PIRL.tau = 0.1) and remove the line")
     return text
 
 
@@ -126,7 +160,8 @@ def read_gin_text(path: Path) -> str:
 def _includes_resolved_once() -> Iterator[None]:
     """gin's file parser wrapped for the duration: an include is resolved as `resolve_config_file` does (the
     including file's folder, then the folders of the files that included it, gin/, the current directory; gin
-    itself would search one global list of folders) and a file already parsed is skipped."""
+    itself would search one global list of folders), a file already parsed is skipped and renamed configurables
+    take their current names (`current_names`)."""
     original = gin.config.parse_config_file
     seen: set[Path] = set()
     chain: list[Path] = []  # folders of the files being parsed, innermost last
@@ -138,10 +173,13 @@ def _includes_resolved_once() -> Iterator[None]:
             return gin.config.ParsedConfigFileIncludesAndImports(filename=config_file, imports=[], includes=[])
         seen.add(path)
         chain.append(path.parent)
+        text = io.StringIO(current_names(read_gin_text(path)))
+        text.name = str(path)  # gin's errors name the file and line
         try:
-            return original(str(path), skip_unknown, print_includes_and_imports)
+            includes, imports = gin.parse_config(text, skip_unknown=skip_unknown)
         finally:
             chain.pop()
+        return gin.config.ParsedConfigFileIncludesAndImports(filename=config_file, imports=imports, includes=includes)
 
     gin.config.parse_config_file = parse_once
     try:
@@ -165,7 +203,7 @@ def parse(files: Sequence[str | os.PathLike] = (), bindings: Sequence[str] = (),
     _add_import_paths([Path.cwd(), *dirs])
     with _includes_resolved_once():
         try:
-            gin.parse_config_files_and_bindings([str(p) for p in paths], list(bindings),
+            gin.parse_config_files_and_bindings([str(p) for p in paths], [current_names(b) for b in bindings],
                                                 finalize_config=False)
         except GIN_ERRORS as e:
             gin.clear_config()
@@ -191,7 +229,7 @@ def _whole_positive(v: float) -> bool:
 
 # The range of a numeric hyperparameter, by parameter name, whatever configurable it belongs to (a method, a
 # negative source, a transform, an evaluation protocol): a value outside it would train or evaluate silently wrong
-# (PIRLLoss.tau = -0.1) or die far from its cause (tau = 0: a NaN loss). Values that are not numbers (None, a
+# (PIRL.tau = -0.1) or die far from its cause (tau = 0: a NaN loss). Values that are not numbers (None, a
 # reference) are left to the configurable.
 RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     **dict.fromkeys(("tau", "sigma", "monitor_sigma", "lr", "base_lr", "head_lr"), ("> 0", _positive)),
@@ -217,11 +255,12 @@ def check_ranges(text: str) -> None:
 
 
 def parse_text(config: str, *, finalize: bool = True) -> None:
-    """Re-create a config from `gin.config_str()` text, e.g. inside a sweep worker process."""
+    """Re-create a config from `gin.config_str()` text, e.g. inside a sweep worker process (renamed configurables
+    take their current names)."""
     gin.clear_config()
     import_configurables()
     try:
-        gin.parse_config(config)
+        gin.parse_config(current_names(config))
     except GIN_ERRORS as e:
         gin.clear_config()
         raise ConfigError(format_gin_error(e, ())) from None
@@ -298,7 +337,7 @@ def _unclosed(text: str) -> bool:
 
 def configurable_error(e: BaseException) -> str | None:
     """One line for a TypeError/ValueError raised inside a configurable gin called (a binding of the wrong type,
-    e.g. `PIRLLoss.lambda_ = 'abc'`): the configurable, the error, and its bindings that could be the cause (those
+    e.g. `PIRL.lambda_ = 'abc'`): the configurable, the error, and its bindings that could be the cause (those
     whose type the message names, else all of them). None if gin did not call a configurable."""
     m = _IN_CALL.search(str(e))
     if not isinstance(e, (TypeError, ValueError)) or m is None:
@@ -329,13 +368,13 @@ def bound_kwargs(name: str, scope: str | None = None) -> dict[str, Any]:
 
 
 def bindings_of(text: str) -> dict[str, Any]:
-    """{"scope/Configurable.param": value} of every binding in gin `text` (a later binding wins); references and
-    macros are their text."""
+    """{"scope/Configurable.param": value} of every binding in gin `text` (a later binding wins; a renamed
+    configurable under its current name, `RENAMED`); references and macros are their text."""
     out: dict[str, str] = {}
     for statement in config_parser.ConfigParser(text, _Literal()):
         if isinstance(statement, config_parser.BindingStatement):
             key = f"{statement.scope + '/' if statement.scope else ''}{statement.selector}.{statement.arg_name}"
-            out[key] = statement.value
+            out[current_key(key)] = statement.value
     return out
 
 

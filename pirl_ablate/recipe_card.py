@@ -115,7 +115,7 @@ def _detection_setting(c: Config, name: str) -> Any:
         return c.bound[f"detection_train.{name}"]
     from pirl_ablate.evaluate.detection_protocol import method_settings
 
-    return method_settings(c.method, c["detection_eval.per_method"] or {}).get(name, c[f"detection_train.{name}"])
+    return method_settings(c.method, c["detection_eval.per_method"] or {}, {}).get(name, c[f"detection_train.{name}"])
 
 
 def _pirl(c: Config) -> bool:
@@ -145,17 +145,17 @@ def _resnet_rows() -> list[Row]:
             Row("method", "trunk width multiplier", "Backbone.width_multiplier", 1, 1)]
 
 
-_TAU = {"pirl": "PIRLLoss", "npid": "NPIDLoss"}
+_TAU = {"pirl": "PIRL", "npid": "NPID"}
 
 # The paper-scale recipe, row by row (paper Section 4 / VISSL's pirl_jigsaw_4node_resnet50.yaml unless named).
 ROWS: tuple[Row, ...] = (
     Row("method", "method", "train.method"),
     Row("method", "transform", "train.transform", applies=lambda c: c.method in ("pirl", "jigsaw", "rotation")),
-    Row("method", "lambda (Eq. 5)", "PIRLLoss.lambda_", 0.5, 0.5, _pirl),
+    Row("method", "lambda (Eq. 5)", "PIRL.lambda_", 0.5, 0.5, _pirl),
     *_resnet_rows(),
-    Row("method", "embedding size of f, g and the bank", "PIRLNet.embed_dim", 128, 128, _pirl),
-    Row("method", "linear heads (no MLP)", "PIRLNet.mlp_heads", False, False, lambda c: c.method in ("pirl", "npid")),
-    Row("method", "patch pass updates BN statistics", "PIRLNet.patch_bn_stats", None, True, _jigsaw),
+    Row("method", "embedding size of f, g and the bank", "heads.embed_dim", 128, 128, _pirl),
+    Row("method", "linear heads (no MLP)", "heads.mlp_heads", False, False, lambda c: c.method in ("pirl", "npid")),
+    Row("method", "patch pass updates BN statistics", "heads.patch_bn_stats", None, True, _jigsaw),
     Row("method", "permutations T (PIRL: all 9!)", "jigsaw.num_permutations", AnyOf((None,), "all 9!"), None,
         lambda c: c.method == "pirl" and _jigsaw(c)),
     Row("optimisation", "epochs", "train.epochs", AnyOf((800, 400), "800 (ablations 400)"), 800),
@@ -192,8 +192,8 @@ ROWS: tuple[Row, ...] = (
     Row("views", "rotation: augment to 224 first", "rotation.augment", True, None, _rotation_alone),
     Row("negatives", "negative source", "train.negatives", "memory_bank", "memory_bank",
         lambda c: c.method in ("pirl", "npid")),
-    Row("negatives", "N negatives (PIRL)", "PIRLLoss.num_negatives", 32000, 32000, lambda c: _pirl(c) and c.bank),
-    Row("negatives", "N negatives (NPID / NPID++)", "NPIDLoss.num_negatives",
+    Row("negatives", "N negatives (PIRL)", "PIRL.num_negatives", 32000, 32000, lambda c: _pirl(c) and c.bank),
+    Row("negatives", "N negatives (NPID / NPID++)", "NPID.num_negatives",
         AnyOf((4096, 32000), "4,096 (NPID) / 32,000 (NPID++)"), None, lambda c: _npid(c) and c.bank),
     *(Row("negatives", f"estimator ({loss})", f"{loss}.estimator", "nce", "nce", lambda c, m=m: c.method == m)
       for m, loss in _TAU.items()),
@@ -201,7 +201,7 @@ ROWS: tuple[Row, ...] = (
       for m, loss in _TAU.items()),
     *(Row("negatives", f"Z ({loss})", f"{loss}.z", "fixed", "fixed", lambda c, m=m: c.method == m)
       for m, loss in _TAU.items()),
-    Row("negatives", "Z from the first batch's scores of", "PIRLLoss.z_from", None, "transformed", _pirl),
+    Row("negatives", "Z from the first batch's scores of", "PIRL.z_from", None, "transformed", _pirl),
     Row("negatives", "bank initialisation", "MemoryBank.init", "random", "random", lambda c: c.bank),
     Row("negatives", "bank momentum", "MemoryBank.momentum", 0.5, 0.5, lambda c: c.bank),
     Row("negatives", "positive excluded from the negatives", "MemoryBank.exclude_positive", None, False,

@@ -1,7 +1,12 @@
 """Name -> factory registries behind `@register_transform`, `@register_method`, `@register_table`, ...
 
-A registered class or factory becomes gin-configurable under a name, so a new entry is usable from a gin file
-as soon as its module is imported. `pirl-ablate list ...` reads `Registry.describe()`.
+A registry holds the plain classes and functions as written. Listeners hear of every entry, those registered
+before they subscribed and those registered later: the gin edge (`pirl_ablate.gin_edge`) subscribes and makes each
+entry configurable under its gin name, so a new entry is usable from a gin file as soon as its module is imported.
+`pirl-ablate list ...` reads `Registry.describe()`.
+
+Core code that builds a configurable thing by name asks a `Configuration` for its configured values: the plain
+one (`PLAIN`) configures nothing; the gin edge hands the core a `GinConfiguration` that fills in gin's bindings.
 """
 
 from __future__ import annotations
@@ -11,8 +16,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import gin
-
 from pirl_ablate.errors import UnknownNameError, did_you_mean
 
 T = TypeVar("T")
@@ -21,8 +24,8 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Entry:
     name: str
-    obj: Any  # the gin-configurable class or function
-    gin_name: str | None
+    obj: Any  # the registered class or function, as written
+    gin_name: str | None  # its name in gin files; None: gin does not see it
     doc: str  # the docstring's first paragraph, joined into one line
     params: dict[str, Any]  # keyword parameters and their defaults (inspect.Parameter.empty: required)
 
@@ -54,12 +57,14 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        self._listeners: list[Callable[[Entry], None]] = []
 
     def register(self, name: str, *, gin_name: str | None = None, configurable: bool = True
                  ) -> Callable[[T], T]:
-        """Decorator: register `obj` as `name`; make it gin-configurable as `gin_name` (default: `name`).
+        """Decorator: register `obj` as `name` (returned unchanged), configurable as `gin_name` (default: `name`).
 
-        Duplicate names raise ValueError. Pass `configurable=False` for objects gin should not see.
+        Duplicate names raise ValueError. Pass `configurable=False` for objects gin should not see. Every listener
+        (`subscribe`) hears of the new entry.
         """
 
         def decorator(obj: T) -> T:
@@ -69,17 +74,20 @@ class Registry:
                     f"{self.kind} `{name}` is already registered by "
                     f"{getattr(prev, '__module__', '?')}.{getattr(prev, '__qualname__', prev)}; pick another name"
                 )
-            wrapped = gin.configurable(gin_name or name)(obj) if configurable else obj
-            self._entries[name] = Entry(
-                name=name,
-                obj=wrapped,
-                gin_name=(gin_name or name) if configurable else None,
-                doc=_summary(obj),
-                params=_params(obj),
-            )
-            return wrapped
+            entry = Entry(name=name, obj=obj, gin_name=(gin_name or name) if configurable else None,
+                          doc=_summary(obj), params=_params(obj))
+            self._entries[name] = entry
+            for listener in self._listeners:
+                listener(entry)
+            return obj
 
         return decorator
+
+    def subscribe(self, listener: Callable[[Entry], None]) -> None:
+        """Call `listener(entry)` for every entry: those registered so far, now, and each later one as it comes."""
+        self._listeners.append(listener)
+        for entry in list(self._entries.values()):
+            listener(entry)
 
     def get(self, name: str) -> Any:
         """The registered object; an unknown name raises UnknownNameError with close matches."""
@@ -108,3 +116,25 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Configuration:
+    """Where the configured values of a configurable come from, for core code that builds one by name.
+
+    `bind(name, fn)` is `fn` with the values configured under `name` filling the arguments a call does not give
+    (`scope`: the values configured in that scope win, e.g. a dataset's "test" split); `values(name)` are those
+    values. This one configures nothing (`fn` itself, no values); `pirl_ablate.gin_edge.GinConfiguration` answers
+    from gin.
+    """
+
+    def bind(self, name: str, fn: F, scope: str | None = None) -> F:
+        return fn
+
+    def values(self, name: str) -> dict[str, Any]:
+        return {}
+
+
+PLAIN = Configuration()

@@ -26,7 +26,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pirl_ablate import checkpoint, distributed, tensorboard
 from pirl_ablate.console import info, progress, track
-from pirl_ablate.data import EpochLoader, ImageDataset, make_loader, to_device_batch
+from pirl_ablate.data import DEFAULT_LOADER, EpochLoader, ImageDataset, LoaderOptions, make_loader, to_device_batch
 from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.evaluate.knn import knn_top1
 from pirl_ablate.health import epoch_health
@@ -104,12 +104,12 @@ def embed_dataset(method: Method, dataset: ImageDataset, device: torch.device, i
 
 @torch.no_grad()
 def fill_bank(method: Method, dataset: ImageDataset, env: distributed.DistEnv, image_size: int, batch_size: int,
-              autocast: torch.autocast) -> None:
+              autocast: torch.autocast, loader_options: LoaderOptions = DEFAULT_LOADER) -> None:
     """`MemoryBank.init = "features"`: every entry <- f(v_I) of its clean image under the current network, before
     the first step. The network runs as in the loss (training mode, batch statistics) but its BN running statistics
     are left untouched; each process embeds its share of the images and the bank gathers all of them."""
     loader = make_loader(dataset, batch_size, shuffle=False, drop_last=False, rank=env.rank,
-                         world_size=env.world_size)
+                         world_size=env.world_size, **asdict(loader_options))
     loader.set_epoch(0)
     was_training = method.training
     with frozen_bn_stats(method.backbone), autocast:
@@ -164,7 +164,7 @@ def pretrain(method: Method, dataset: ImageDataset, optimizer: torch.optim.Optim
              monitor_every: int = 1, monitor_k: int = 200, monitor_sigma: float = 0.07, precise_bn_batches: int = 0,
              precision: str = "auto", channels_last: bool = False, health_images: int = 256,
              env: distributed.DistEnv | None = None, record: dict[str, Any] | None = None,
-             config_text: str | None = None) -> dict:
+             config_text: str | None = None, loader_options: LoaderOptions = DEFAULT_LOADER) -> dict:
     """Pre-train `method` on `dataset` into the run folder `run_dir`; resume from its last checkpoint if any.
 
     Args:
@@ -192,6 +192,7 @@ def pretrain(method: Method, dataset: ImageDataset, optimizer: torch.optim.Optim
         record: what evaluation needs besides the method (`checkpoint.run_record`: dataset name and per-split
             keyword arguments, ...); None records the dataset's name.
         config_text: the configuration to keep as the run's config.gin (the gin builder's operative config).
+        loader_options: how the training loader reads a file dataset (workers, pinned memory).
     Returns the result dict also written to result.json.
     """
     env = env or distributed.single_process(next(method.parameters()).device)
@@ -201,12 +202,14 @@ def pretrain(method: Method, dataset: ImageDataset, optimizer: torch.optim.Optim
                       image_size=image_size, schedule=schedule, seed=seed, test_dataset=test_dataset,
                       checkpoint_every=checkpoint_every, monitor_every=monitor_every, monitor_k=monitor_k,
                       monitor_sigma=monitor_sigma, precise_bn_batches=precise_bn_batches, precision=precision,
-                      channels_last=channels_last, health_images=health_images, record=record)
+                      channels_last=channels_last, health_images=health_images, record=record,
+                      loader_options=loader_options)
         _resume(loop)
         _announce(loop)
         started = time.perf_counter()
         if not loop.resumed and epochs > 0 and method.memory_bank is not None and method.memory_bank.init == "features":
-            fill_bank(method, dataset, env, image_size, batch_size // env.world_size, loop.autocast)
+            fill_bank(method, dataset, env, image_size, batch_size // env.world_size, loop.autocast,
+                      loader_options)
         method.train()
         for epoch in range(loop.start_epoch, epochs):
             _run_epoch(loop, epoch)
@@ -221,7 +224,8 @@ def _build(run: RunDir, env: distributed.DistEnv, method: Method, dataset: Image
            optimizer: torch.optim.Optimizer, *, epochs: int, batch_size: int, image_size: int,
            schedule: Callable[[int, int], float] | None, seed: int, test_dataset: ImageDataset | None,
            checkpoint_every: int, monitor_every: int, monitor_k: int, monitor_sigma: float, precise_bn_batches: int,
-           precision: str, channels_last: bool, health_images: int, record: dict[str, Any] | None) -> _Loop:
+           precision: str, channels_last: bool, health_images: int, record: dict[str, Any] | None,
+           loader_options: LoaderOptions) -> _Loop:
     """Check the settings; make the loader, the lr scheduler, the view generator and the DDP wrapper."""
     dev = env.device
     check_train_values(epochs=epochs, batch_size=batch_size)
@@ -231,7 +235,8 @@ def _build(run: RunDir, env: distributed.DistEnv, method: Method, dataset: Image
         raise ConfigError(f"train.precision = {precision!r} (valid: {', '.join(PRECISIONS)})")
     if precision == "auto":
         precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    loader = make_loader(dataset, batch_size // env.world_size, seed=seed, rank=env.rank, world_size=env.world_size)
+    loader = make_loader(dataset, batch_size // env.world_size, seed=seed, rank=env.rank, world_size=env.world_size,
+                         **asdict(loader_options))
     if len(loader) == 0:
         raise ConfigError(f"train.batch_size = {batch_size} is larger than the {len(dataset)} training images")
     schedule = schedule or partial(cosine, epochs=epochs)

@@ -9,9 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from pirl_ablate.cli import build_parser
 from pirl_ablate.commands import COMMANDS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pirl_ablate"
@@ -42,19 +39,6 @@ def test_no_handler_lives_outside_the_commands_package():
             if isinstance(node, ast.FunctionDef) and [a.arg for a in node.args.args] == ["args"]:
                 outside.append(f"{path.relative_to(PACKAGE).as_posix()}:{node.name}")
     assert outside == []
-
-
-def test_eval_accepts_exactly_the_registered_protocols():
-    from pirl_ablate.evaluate.protocols import PROTOCOLS
-
-    parser = build_parser()
-    for protocol in PROTOCOLS:
-        assert parser.parse_args(["eval", "RUN", "--protocol", protocol]).protocol == protocol
-    with pytest.raises(SystemExit) as e:
-        parser.parse_args(["eval", "RUN", "--protocol", "linaer"])
-    assert e.value.code == 2
-    eval_help = "".join(subparsers(parser)["eval"].format_help().split())  # help lines wrap inside "low-shot"
-    assert all(p in eval_help for p in PROTOCOLS)
 
 
 def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -15,6 +15,7 @@ from fmnist import FMNIST, needs_fmnist
 from pirl_ablate import config
 from pirl_ablate.data import build_dataset, fashion_mnist, make_loader, to_device_batch
 from pirl_ablate.errors import DataError
+from pirl_ablate.gin_edge import GIN
 
 
 @pytest.fixture(autouse=True)
@@ -64,8 +65,8 @@ def test_gin_binds_the_two_splits_apart(tmp_path):
     cfg = tmp_path / "data.gin"
     cfg.write_text("fashion_mnist.subset = 100\ntest/fashion_mnist.subset = 20\n")
     config.parse([cfg])
-    assert len(build_dataset("fashion_mnist", "train")) == 100
-    assert len(build_dataset("fashion_mnist", "test")) == 20
+    assert len(build_dataset("fashion_mnist", "train", configuration=GIN)) == 100
+    assert len(build_dataset("fashion_mnist", "test", configuration=GIN)) == 20
 
 
 def test_fashion_mnist_not_found_lists_the_three_places(tmp_path, monkeypatch):

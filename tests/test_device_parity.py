@@ -163,7 +163,7 @@ train.base_batch = 16
 train.monitor_every = 0
 train.channels_last = True
 train.epochs = 4
-PIRLLoss.num_negatives = 32
+PIRL.num_negatives = 32
 MemoryBankNegatives.scoring = "auto"
 """
 

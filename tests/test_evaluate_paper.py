@@ -15,7 +15,7 @@ from PIL import Image
 from pirl_ablate import config
 from pirl_ablate.build import run_training
 from pirl_ablate.data.voc import VOC_CLASSES, write_synthetic_voc
-from pirl_ablate.evaluate import run_evaluations
+from pirl_ablate.gin_edge import run_evaluations
 from pirl_ablate.layers import LAYERS
 
 # VISSL's eval_resnet_8gpu_transfer_in1k_linear.yaml pools of ResNet-50 at 224 px
@@ -42,7 +42,7 @@ def paper_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path
     tmp = tmp_path_factory.mktemp("paper")
     images = _imagenet_folder(tmp / "imagenet", {"train": 4, "val": 2})
     text = config.parse(["paper/random_init.gin"], [f"imagefolder.root = '{images}'", "loader.num_workers = 0",
-                                                     "train.precise_bn_batches = 0", "NPIDLoss.num_negatives = 4",
+                                                     "train.precise_bn_batches = 0", "NPID.num_negatives = 4",
                                                      "train.batch_size = 4"])
     run_training(text, tmp / "run")
     return tmp / "run", text, tmp

@@ -24,8 +24,8 @@ train.transform = "jigsaw"
 jigsaw.crop_size = None
 jigsaw.patch_size = None
 image.size = 16
-PIRLLoss.num_negatives = 8
-NPIDLoss.num_negatives = 8
+PIRL.num_negatives = 8
+NPID.num_negatives = 8
 """
 FAST = ["--bind", "evaluation.precise_bn_batches = 2", "--bind", "evaluation.batch_size = 16",
         "--bind", "linear_probe.epochs = 3", "--bind", "linear_probe.batch_size = 16"]

@@ -14,7 +14,7 @@ import gin
 import pytest
 from sweep_jobs import PATIENCE_S
 
-from pirl_ablate import config
+from pirl_ablate import config, gin_edge
 from pirl_ablate.errors import ConfigError, UnknownNameError
 from pirl_ablate.registry import Registry
 from pirl_ablate.runs import RunDir, atomic_write, atomic_write_json, read_json, read_jsonl
@@ -32,6 +32,10 @@ class FoundationWidget:
         self.size = size
 
 
+gin_edge.expose(_REG)
+Widget = gin_edge.configured("FoundationWidget")  # the class with its gin bindings filling its arguments
+
+
 def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -47,7 +51,7 @@ def test_include_resolves_against_including_folder_from_another_cwd(tmp_path, mo
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # gin alone would only search here
     config.parse([top])
-    w = FoundationWidget()
+    w = Widget()
     assert (w.lambda_, w.size) == (0.25, 9)  # later binding wins
 
 
@@ -57,7 +61,7 @@ def test_nested_include_prefers_the_including_files_folder_to_the_top_files(tmp_
     _write(tmp_path / "top" / "lib" / "npid.gin", "FoundationWidget.size = 2\n")
     _write(tmp_path / "top" / "lib" / "child.gin", "include 'npid.gin'\n")
     config.parse([_write(tmp_path / "top" / "run.gin", "include 'lib/child.gin'\n")])
-    assert FoundationWidget().size == 2
+    assert Widget().size == 2
 
 
 def test_a_file_included_again_is_skipped_so_later_bindings_stand(tmp_path):
@@ -65,7 +69,7 @@ def test_a_file_included_again_is_skipped_so_later_bindings_stand(tmp_path):
     _write(tmp_path / "method.gin", "include 'scale.gin'\nFoundationWidget.lambda_ = 0.9\n")
     top = _write(tmp_path / "sweep.gin", "include 'scale.gin'\nFoundationWidget.size = 5\ninclude 'method.gin'\n")
     config.parse([top, tmp_path / "scale.gin"])  # named again on the command line: skipped too
-    w = FoundationWidget()
+    w = Widget()
     assert (w.size, w.lambda_) == (5, 0.9)
 
 
@@ -74,13 +78,13 @@ def test_include_resolves_against_repository_gin_folder(tmp_path, monkeypatch):
     _write(tmp_path / "shared" / "preset.gin", "FoundationWidget.size = 11\n")
     top = _write(tmp_path / "mine" / "run.gin", "include 'preset.gin'\n")
     config.parse([top])
-    assert FoundationWidget().size == 11
+    assert Widget().size == 11
 
 
 def test_bindings_override_files_and_config_is_locked(tmp_path):
     f = _write(tmp_path / "a.gin", "FoundationWidget.lambda_ = 0.25\n")
     text = config.parse([f], ["FoundationWidget.lambda_ = 0.75"])
-    assert FoundationWidget().lambda_ == 0.75
+    assert Widget().lambda_ == 0.75
     assert "FoundationWidget.lambda_ = 0.75" in text
     with pytest.raises(RuntimeError, match="locked"):
         gin.bind_parameter("FoundationWidget.size", 1)
@@ -89,9 +93,9 @@ def test_bindings_override_files_and_config_is_locked(tmp_path):
 def test_parse_text_recreates_config_in_a_fresh_state(tmp_path):
     text = config.parse([], ["FoundationWidget.size = 5"])
     gin.clear_config()
-    assert FoundationWidget().size == 3
+    assert Widget().size == 3
     config.parse_text(text)
-    assert FoundationWidget().size == 5
+    assert Widget().size == 5
 
 
 def test_typo_in_binding_names_file_line_and_suggestion(tmp_path):
@@ -206,7 +210,7 @@ def test_cli_missing_config_is_one_line_nonzero(tmp_path):
 
 
 def test_cli_typo_binding_names_file_line_and_suggestion(tmp_path):
-    f = _write(tmp_path / "typo.gin", "include 'pirl_jigsaw.gin'\nPIRLLoss.lamda = 0.5\n")
+    f = _write(tmp_path / "typo.gin", "include 'pirl_jigsaw.gin'\nPIRL.lamda = 0.5\n")
     r = _cli("train", str(f), "--out", str(tmp_path / "run"))
     assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if line.strip()]
@@ -218,7 +222,7 @@ def test_cli_typo_binding_names_file_line_and_suggestion(tmp_path):
 def test_cli_list_shows_registered_entries():
     r = _cli("list", "methods")
     assert r.returncode == 0, r.stderr
-    assert "pirl" in r.stdout and "npid" in r.stdout and "PIRLLoss" in r.stdout
+    assert "pirl" in r.stdout and "npid" in r.stdout and "PIRL" in r.stdout
 
 
 def test_gin_import_finds_modules_beside_the_gin_file_and_names_missing_ones(tmp_path, monkeypatch):

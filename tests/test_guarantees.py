@@ -33,7 +33,7 @@ train.epochs = 1
 train.monitor_every = 0
 train.health_images = 0
 sweep.name = 'recipe'
-sweep.grid = {'PIRLLoss.lambda_': [0.5]}
+sweep.grid = {'PIRL.lambda_': [0.5]}
 sweep.executor = 'debug'
 """
 
@@ -57,15 +57,15 @@ def _sweep_again(tmp_path: Path, swept: Path, extra: str) -> tuple[int, Path]:
 # ------------------------------------------------------------------------------ 1. the same run is the same recipe
 def test_a_sweep_refuses_a_run_folder_trained_under_another_non_swept_binding(tmp_path, swept, capsys):
     capsys.readouterr()
-    code, out = _sweep_again(tmp_path, swept, "PIRLLoss.tau = 0.2\n")
+    code, out = _sweep_again(tmp_path, swept, "PIRL.tau = 0.2\n")
     line = _one_line_error(capsys)
-    assert code == 2 and "PIRLLoss.tau" in line and "0.2" in line and "--out" in line, line
+    assert code == 2 and "PIRL.tau" in line and "0.2" in line and "--out" in line, line
     (run,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert RunDir(run).result()["status"] == "done" and len(RunDir(run).metrics()) == 1  # left as it was
 
 
 def test_a_sweep_with_another_grid_or_parallelism_keeps_its_done_runs(tmp_path, swept):
-    code, out = _sweep_again(tmp_path, swept, "local.parallelism = 1\nsweep.grid = {'PIRLLoss.lambda_': [0.5]}\n"
+    code, out = _sweep_again(tmp_path, swept, "local.parallelism = 1\nsweep.grid = {'PIRL.lambda_': [0.5]}\n"
                                               "sweep.seeds = [0]\n")
     (run,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert code == 0 and RunDir(run).meta()["restarts"] == 0  # not trained again
@@ -324,7 +324,7 @@ def test_a_gin_file_not_utf8_or_with_dynamic_registration_is_one_line(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("content", [b"PIRLLoss.tau = 0.1\n# caf\xe9\n", b"PIRLLoss.tau = (\n", b"garbage {{\n"],
+@pytest.mark.parametrize("content", [b"PIRL.tau = 0.1\n# caf\xe9\n", b"PIRL.tau = (\n", b"garbage {{\n"],
                          ids=["not UTF-8", "unclosed", "not gin"])
 def test_an_unreadable_config_gin_of_a_done_run_is_one_line(tmp_path, capsys, trained, content):
     config, run = trained
@@ -357,10 +357,10 @@ def test_status_watch_with_an_interval_that_is_not_a_positive_number_is_one_line
 
 # ------------------------------------------------------------------------- 5. values in range, named by gin key
 @pytest.mark.parametrize("binding, expected", [
-    ("PIRLLoss.tau = -0.1", "PIRLLoss.tau = -0.1: must be > 0"),
-    ("PIRLLoss.tau = 0", "PIRLLoss.tau = 0: must be > 0"),
-    ("PIRLLoss.z_momentum = 2.0", "PIRLLoss.z_momentum = 2.0: must be in [0, 1)"),
-    ("PIRLNet.embed_dim = 0", "PIRLNet.embed_dim = 0: must be a whole number >= 1"),
+    ("PIRL.tau = -0.1", "PIRL.tau = -0.1: must be > 0"),
+    ("PIRL.tau = 0", "PIRL.tau = 0: must be > 0"),
+    ("PIRL.z_momentum = 2.0", "PIRL.z_momentum = 2.0: must be in [0, 1)"),
+    ("heads.embed_dim = 0", "heads.embed_dim = 0: must be a whole number >= 1"),
     ("MemoryBank.momentum = 1.0", "MemoryBank.momentum = 1.0: must be in [0, 1)"),
     ("jigsaw.grid = 0", "jigsaw.grid = 0: must be a whole number >= 1"),
     ("knn_eval.sigma = -1.0", "knn_eval.sigma = -1.0: must be > 0"),
@@ -377,10 +377,10 @@ def test_an_out_of_range_value_is_one_line_naming_its_key_and_leaves_no_run_fold
 
 def test_a_binding_of_a_method_the_run_does_not_use_is_a_warning(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["--quiet", "train", str(_config(tmp_path, "train.epochs = 0\n")), "--bind", "NPIDLoss.tau = 0.2",
-                 "--bind", "JigsawLoss.num_patches = 4", "--out", str(out)]) == 0
+    assert main(["--quiet", "train", str(_config(tmp_path, "train.epochs = 0\n")), "--bind", "NPID.tau = 0.2",
+                 "--bind", "JigsawMethod.num_patches = 4", "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "warning: NPIDLoss.tau, JigsawLoss.num_patches: bound, but train.method = 'pirl' does not read " \
+    assert "warning: NPID.tau, JigsawMethod.num_patches: bound, but train.method = 'pirl' does not read " \
            "them" in err, err
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "pirl_ablate"
 
 
@@ -92,8 +90,6 @@ def test_the_graph_reads_function_level_relative_and_type_checking_imports(tmp_p
     assert graph["pkg.sub.d"] == {"pkg.c", "pkg.sub"}  # `from . import x`: x no module, so the package itself
 
 
-@pytest.mark.xfail(strict=True, reason="evaluate/protocols.py <-> svm_protocol.py / detection_protocol.py: broken "
-                                       "on the branch that adds the protocol registry; remove this mark with it")
 def test_the_package_has_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)

@@ -13,6 +13,7 @@ from tiny_pirl import TINY
 
 from pirl_ablate import config
 from pirl_ablate.errors import ConfigError
+from pirl_ablate.gin_edge import GIN
 from pirl_ablate.transforms import TRANSFORMS, build_transform
 
 
@@ -56,7 +57,7 @@ def test_gin_binds_kornias_constructor_arguments(tmp_path):
     cfg = tmp_path / "k.gin"
     cfg.write_text("kornia.RandomSolarize.p = 1.0\nkornia.RandomSolarize.thresholds = 0.25\n")
     config.parse([cfg])
-    t = build_transform("kornia:RandomSolarize")
+    t = build_transform("kornia:RandomSolarize", configuration=GIN)
     thresholds = t(_images(), torch.Generator().manual_seed(0)).params["thresholds"]
     assert t.module.p == 1.0 and ((thresholds - 0.5).abs() <= 0.25 + 1e-6).all()  # U(0.5 -+ 0.25)
     assert float((thresholds - 0.5).abs().max()) > 0.1  # (not Kornia's default range of 0.1)

@@ -15,7 +15,7 @@ from pirl_ablate import config
 from pirl_ablate.build import configured_method
 from pirl_ablate.errors import ConfigError, UnknownNameError
 from pirl_ablate.losses import MemoryBank, nce
-from pirl_ablate.methods import NPID, PIRL, Jigsaw, Method, Rotation, Supervised, build_method
+from pirl_ablate.methods import NPID, PIRL, JigsawMethod, Method, RotationMethod, Supervised, build_method
 from pirl_ablate.models import Backbone
 from pirl_ablate.transforms import View, build_transform
 from pirl_ablate.transforms.jigsaw import Jigsaw as JigsawTransform
@@ -229,12 +229,12 @@ def test_bad_settings_are_one_line_config_errors():
     with pytest.raises(ConfigError, match="MemoryBank.init = 'feature': must be one of random, features"):
         MemoryBank(4, 2, torch.Generator(), init="feature")
     with pytest.raises(ConfigError, match="patch views with a label"):
-        Jigsaw(tiny_backbone(), build_transform("rotation"), generator=torch.Generator())
+        JigsawMethod(tiny_backbone(), build_transform("rotation"), generator=torch.Generator())
 
 
 def test_configured_method_follows_gin_bindings():
-    config.parse([], ["train.method = 'npid'", "NPIDLoss.num_negatives = 12", "MemoryBank.momentum = 0.8",
-                      "Backbone.arch = 'resnet18'", "Backbone.width_multiplier = 0.5", "PIRLNet.embed_dim = 32"])
+    config.parse([], ["train.method = 'npid'", "NPID.num_negatives = 12", "MemoryBank.momentum = 0.8",
+                      "Backbone.arch = 'resnet18'", "Backbone.width_multiplier = 0.5", "heads.embed_dim = 32"])
     method = configured_method(config.bound_kwargs("train")["method"], D, None, "jigsaw", None, torch.Generator(),
                                torch.device("cpu"))
     assert type(method) is NPID and method.num_negatives == 12 and method.embed_dim == 32
@@ -247,7 +247,7 @@ def test_npid_pp_is_the_npid_method_with_more_negatives_as_a_gin_preset():
     for preset, negatives in (("npid_pp.gin", 8192), ("paper/npid_pp.gin", 32000)):
         config.parse([preset])
         assert config.bound_kwargs("train")["method"] == "npid"
-        assert config.bound_kwargs("NPIDLoss")["num_negatives"] == negatives
+        assert config.bound_kwargs("NPID")["num_negatives"] == negatives
     method = configured_method("npid", 32000, None, None, None, torch.Generator(), torch.device("cpu"))
     assert type(method) is NPID and method.num_negatives == 32000  # (the last preset parsed)
     config.parse([], [])
@@ -279,10 +279,10 @@ def supervised_batch(g: torch.Generator, size: int = 16):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("build, make_batch, classes", [
-    (lambda: Rotation(tiny_backbone(), build_transform("rotation"), generator=torch.Generator().manual_seed(0)),
+    (lambda: RotationMethod(tiny_backbone(), build_transform("rotation"), generator=torch.Generator().manual_seed(0)),
      rotation_batch, 4),
-    (lambda: Jigsaw(tiny_backbone(), GivenView(num_classes=6), generator=torch.Generator().manual_seed(0),
-                    num_patches=P), jigsaw_batch, 6),
+    (lambda: JigsawMethod(tiny_backbone(), GivenView(num_classes=6), generator=torch.Generator().manual_seed(0),
+                          num_patches=P), jigsaw_batch, 6),
     (lambda: Supervised(tiny_backbone(), generator=torch.Generator().manual_seed(0), num_classes=4),
      supervised_batch, 4),
 ], ids=["rotation", "jigsaw", "supervised"])

@@ -30,6 +30,7 @@ from pirl_ablate import checkpoint, config, health
 from pirl_ablate.build import run_training
 from pirl_ablate.data import build_dataset, to_device_batch
 from pirl_ablate.evaluate.invariance import representations
+from pirl_ablate.gin_edge import GIN
 from pirl_ablate.runs import RunDir
 from pirl_ablate.transforms import build_transform
 
@@ -45,7 +46,8 @@ def _relative_invariance(run: Path, images: torch.Tensor) -> float:
     """Of pooled res5 between held-out images and their jigsaw views, eval mode, fixed draws."""
     net = checkpoint.load_method(run)
     with torch.no_grad():
-        pair = representations(net, images, build_transform("jigsaw"), torch.Generator().manual_seed(3), "pooled")
+        transform = build_transform("jigsaw", configuration=GIN)  # the config's jigsaw (the run's cells and patches)
+        pair = representations(net, images, transform, torch.Generator().manual_seed(3), "pooled")
     return health.relative_invariance(*pair)
 
 
@@ -61,7 +63,7 @@ def test_pirl_aligns_its_transformed_term_and_brings_the_jigsaw_view_to_its_imag
     # over seeds 0-4 and thread counts)
     assert rows[0]["rel_invariance"] > 2 * last["rel_invariance"], [r["rel_invariance"] for r in rows]
 
-    test_images = to_device_batch(build_dataset("synthetic", "test").images, "cpu", 32)
+    test_images = to_device_batch(build_dataset("synthetic", "test", configuration=GIN).images, "cpu", 32)
     pirl_inv, untrained_inv = _relative_invariance(pirl, test_images), _relative_invariance(untrained, test_images)
     # res5: 0.9-1.0 after training against 2.0-3.5 for the same seed untrained (seeds 0-4)
     assert pirl_inv < 0.7 * untrained_inv, (pirl_inv, untrained_inv)
@@ -72,8 +74,8 @@ def test_pirl_aligns_its_transformed_term_and_brings_the_jigsaw_view_to_its_imag
 # first estimate of Z. A Z that tracks them (an EMA, its time constant about an epoch here as 0.99 is about 1.6
 # epochs at smoke scale) keeps the loss bounded.
 RANDOM_BANK_NCE = TINY + """
-PIRLLoss.estimator = "nce"
-PIRLLoss.tau = 0.07
+PIRL.estimator = "nce"
+PIRL.tau = 0.07
 MemoryBank.init = "random"
 train.epochs = 12
 train.monitor_every = 0
@@ -87,7 +89,7 @@ fashion_mnist.subset = 1000
 test/fashion_mnist.subset = 256
 train.epochs = 4
 train.monitor_every = 0
-PIRLLoss.num_negatives = 512
+PIRL.num_negatives = 512
 """
 
 
@@ -103,7 +105,8 @@ def test_pirl_res5_ends_more_invariant_to_jigsaw_than_a_covariant_jigsaw_network
     # a perturbed untrained one; PIRL's margin was +0.11 to +0.13
     assert RunDir(jigsaw).metrics()[-1]["loss"] < 0.8 * math.log(JIGSAW_PERMUTATIONS)
 
-    test_images = to_device_batch(build_dataset("fashion_mnist", "test", subset=256).images, "cpu", 32)
+    test_images = to_device_batch(build_dataset("fashion_mnist", "test", subset=256, configuration=GIN).images, "cpu",
+                                  32)
     pirl_inv, jigsaw_inv = _relative_invariance(pirl, test_images), _relative_invariance(jigsaw, test_images)
     # 1.02-1.10 (a jigsaw view about as near its image as other images are) against 2.5-3.7: a ratio of 0.27-0.41
     # over seeds 0-3
@@ -118,8 +121,8 @@ def _margin(row: dict, term: str) -> float:
 def test_nce_from_a_random_bank_runs_away_under_a_fixed_z_and_stays_bounded_when_z_tracks(tmp_path):
     n = NEGATIVES
     chance = math.log(n + 1) + n * math.log1p(1 / n)  # Eq. 4 with every score alike and Z at its batch estimate
-    fixed = RunDir(_train(tmp_path, "fixed", "PIRLLoss.z = 'fixed'\n", RANDOM_BANK_NCE)).metrics()
-    ema = RunDir(_train(tmp_path, "ema", "PIRLLoss.z = 'ema'\nPIRLLoss.z_momentum = 0.5\n", RANDOM_BANK_NCE)).metrics()
+    fixed = RunDir(_train(tmp_path, "fixed", "PIRL.z = 'fixed'\n", RANDOM_BANK_NCE)).metrics()
+    ema = RunDir(_train(tmp_path, "ema", "PIRL.z = 'ema'\nPIRL.z_momentum = 0.5\n", RANDOM_BANK_NCE)).metrics()
     assert fixed[-1]["loss_chance"] == pytest.approx(chance) == ema[-1]["loss_chance"]
 
     # fixed Z: the loss climbs epoch after epoch, far past chance, as Z falls decades behind the batches' estimate

@@ -242,7 +242,7 @@ def test_memory_bank_with_momentum_encoder_writes_the_key_encoders_embedding():
 def test_sources_are_registered_and_selected_from_gin():
     assert NEGATIVES.names() == ["in_batch", "memory_bank", "momentum_queue"]
     config.parse_text("MomentumQueue.size = 11\nMomentumQueue.momentum = 0.5\nBackbone.arch = 'resnet18'\n"
-                      "Backbone.width_multiplier = 0.5\nPIRLNet.embed_dim = 16\nNPIDLoss.num_negatives = 8")
+                      "Backbone.width_multiplier = 0.5\nheads.embed_dim = 16\nNPID.num_negatives = 8")
     method = configured_method("pirl", 40, None, "rotation", None, torch.Generator(), torch.device("cpu"),
                                "momentum_queue")
     assert isinstance(method.negatives, MomentumQueue) and method.memory_bank is None
@@ -259,7 +259,7 @@ def test_sources_are_registered_and_selected_from_gin():
 def test_a_queue_larger_than_the_dataset_is_refused(method_name, binding):
     """K > |D| would put older keys of a query's own image among its negatives: one ConfigError naming the key."""
     config.parse_text(f"{binding} = 11\nBackbone.arch = 'resnet18'\nBackbone.width_multiplier = 0.5\n"
-                      "PIRLNet.embed_dim = 16")
+                      "heads.embed_dim = 16")
     build = partial(configured_method, method_name, num_classes=None, transform="rotation", image_transform=None,
                     generator=torch.Generator(), device=torch.device("cpu"), negatives="momentum_queue")
     with pytest.raises(ConfigError, match=rf"^{binding} = 11 is larger than the 10 training images: .*"

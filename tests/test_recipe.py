@@ -70,8 +70,8 @@ def test_recipe_card_of_every_paper_config_shows_no_difference(path):
     assert card.differences() == []
     # smoke-scale values that once leaked into the paper configs, read on the card
     ours = {ln.row.key: ln.ours for ln in card.lines}
-    if "PIRLLoss.tau" in ours:
-        assert (ours["PIRLLoss.tau"], ours["PIRLLoss.z"]) == (0.07, "fixed")
+    if "PIRL.tau" in ours:
+        assert (ours["PIRL.tau"], ours["PIRL.z"]) == (0.07, "fixed")
     if "image.scale" in ours:
         assert tuple(ours["image.scale"]) == (0.08, 1.0)
     # the evaluation protocols the paper (Section 5, supplementary B) and VISSL's benchmark configs run
@@ -97,14 +97,14 @@ def test_recipe_card_marks_the_smoke_values_and_strict_fails_on_them(capsys):
     """The smoke config differs from the paper where the smoke scale chose otherwise (tau 0.1, an EMA Z, crops of
     at least 20%, ResNet-18): --strict exits 1 there and 0 on the paper twin."""
     differing = {ln.row.key: ln.ours for ln in recipe_card([GIN / "pirl_jigsaw.gin"]).differences()}
-    assert differing["PIRLLoss.tau"] == 0.1 and differing["PIRLLoss.z"] == "ema"
+    assert differing["PIRL.tau"] == 0.1 and differing["PIRL.z"] == "ema"
     assert tuple(differing["image.scale"]) == (0.2, 1.0) and differing["Backbone.arch"] == "resnet18"
     assert main(["recipe", str(GIN / "pirl_jigsaw.gin"), "--strict"]) == 1
     assert main(["recipe", str(GIN / "paper" / "pirl_jigsaw.gin"), "--strict"]) == 0
     text = capsys.readouterr().out
     assert "DIFFERS" in text and "train.precision = 'fp32'" in text and "train.schedule_per = 'epoch'" in text
     # a --bind that changes a pre-training value of a paper config is caught
-    assert main(["recipe", str(GIN / "paper" / "pirl_jigsaw.gin"), "--bind", "PIRLLoss.tau=0.1", "--strict"]) == 1
+    assert main(["recipe", str(GIN / "paper" / "pirl_jigsaw.gin"), "--bind", "PIRL.tau=0.1", "--strict"]) == 1
     # on sweep files: one verdict line per run
     assert main(["recipe", str(REPO / "sweeps" / "paper" / "negatives.gin"), "--strict"]) == 0
     assert main(["recipe", str(REPO / "sweeps" / "negatives.gin"), "--strict"]) == 1
@@ -134,11 +134,11 @@ def test_zero_epoch_paper_run_records_the_papers_values(tmp_path):
     run = tmp_path / "run"
     assert main(["-q", "train", str(GIN / "paper" / "pirl_jigsaw.gin"), "--out", str(run),
                  "--bind", f"imagefolder.root='{root}'", "--bind", "train.epochs=0", "--bind", "train.batch_size=4",
-                 "--bind", "PIRLLoss.num_negatives=8", "--bind", "loader.num_workers=0",
+                 "--bind", "PIRL.num_negatives=8", "--bind", "loader.num_workers=0",
                  "--bind", "train.precise_bn_batches=0"]) == 0
     recorded = config.bindings_of((run / "config.gin").read_text())
-    assert recorded["PIRLLoss.tau"] == 0.07 and recorded["PIRLLoss.z"] == "fixed"
-    assert tuple(recorded["image.scale"]) == (0.08, 1.0) and recorded["PIRLNet.patch_bn_stats"] is True
+    assert recorded["PIRL.tau"] == 0.07 and recorded["PIRL.z"] == "fixed"
+    assert tuple(recorded["image.scale"]) == (0.08, 1.0) and recorded["heads.patch_bn_stats"] is True
 
 
 def test_random_init_baseline_of_a_paper_sweep_needs_no_valid_negatives(tmp_path):
@@ -149,5 +149,5 @@ def test_random_init_baseline_of_a_paper_sweep_needs_no_valid_negatives(tmp_path
     assert main(["-q", "train", str(GIN / "paper" / "random_init.gin"), "--out", str(run),
                  "--bind", f"imagefolder.root='{root}'", "--bind", "train.batch_size=4",
                  "--bind", "loader.num_workers=0", "--bind", "train.precise_bn_batches=0"]) == 0
-    assert config.bindings_of((run / "config.gin").read_text())["NPIDLoss.num_negatives"] == 4096
+    assert config.bindings_of((run / "config.gin").read_text())["NPID.num_negatives"] == 4096
     assert (run / "result.json").is_file()

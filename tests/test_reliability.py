@@ -64,13 +64,13 @@ def _copy(run: Path, to: Path) -> Path:
 
 # ------------------------------------------------------------------------------ 5: one line for each bad input
 BAD_BINDINGS = [
-    ("PIRLLoss.lambda_ = 'abc'", "PIRLLoss.lambda_ = 'abc'"),
+    ("PIRL.lambda_ = 'abc'", "PIRL.lambda_ = 'abc'"),
     ("train.epochs = 'two'", "train.epochs = 'two': must be a whole number >= 0"),
     ("train.epochs = -1", "train.epochs = -1: must be a whole number >= 0"),
     ("train.batch_size = 0", "train.batch_size = 0: must be a whole number >= 1"),
     ("train.batch_size = 16.5", "train.batch_size = 16.5: must be a whole number >= 1"),
     (f"train.batch_size = {SIZE + 16}", f"train.batch_size = {SIZE + 16} is larger than the {SIZE} training images"),
-    ("PIRLLoss.lambda_ = [0.5", "--bind 'PIRLLoss.lambda_ = [0.5': unclosed bracket or quote"),
+    ("PIRL.lambda_ = [0.5", "--bind 'PIRL.lambda_ = [0.5': unclosed bracket or quote"),
 ]
 
 
@@ -89,15 +89,15 @@ def test_wrong_typed_value_in_a_sweep_variant_or_bind_is_one_line_before_any_job
     """The sweep driver checks each variant's lines and --bind against the parameter's default type, so the mistake
     is one line and exit 2 with no sweep folder, not a failure reason in every job."""
     sweep = tmp_path / "typo.gin"
-    text = TINY + "sweep.name = 'typo'\nsweep.variants = {'ok': ['PIRLLoss.lambda_ = 0.5'],\n" \
-                  "                  'bad': [\"PIRLLoss.lambda_ = 'abc'\"]}\n"
+    text = TINY + "sweep.name = 'typo'\nsweep.variants = {'ok': ['PIRL.lambda_ = 0.5'],\n" \
+                  "                  'bad': [\"PIRL.lambda_ = 'abc'\"]}\n"
     sweep.write_text(text)
-    line = text.splitlines().index("                  'bad': [\"PIRLLoss.lambda_ = 'abc'\"]}") + 1
+    line = text.splitlines().index("                  'bad': [\"PIRL.lambda_ = 'abc'\"]}") + 1
     out = tmp_path / "runs"
     assert main(["--quiet", "sweep", str(sweep), "--executor", "debug", "--out", str(out)]) == 2
     assert _one_line_error(capsys) == \
-        f"error: {sweep}:{line}: PIRLLoss.lambda_ = 'abc' is str, expected float (like 0.5)"
-    sweep.write_text(TINY + "sweep.name = 'typo'\nsweep.grid = {'PIRLLoss.lambda_': [0.5]}\n")
+        f"error: {sweep}:{line}: PIRL.lambda_ = 'abc' is str, expected float (like 0.5)"
+    sweep.write_text(TINY + "sweep.name = 'typo'\nsweep.grid = {'PIRL.lambda_': [0.5]}\n")
     assert main(["--quiet", "sweep", str(sweep), "--executor", "debug", "--bind", "train.epochs = 'two'",
                  "--out", str(out)]) == 2
     assert _one_line_error(capsys) == "error: --bind: train.epochs = 'two' is str, expected int (like 800)"
@@ -328,10 +328,10 @@ def test_resume_under_another_config_is_refused_listing_the_keys(tmp_path, capsy
     run = _copy(trained_run, tmp_path / "run")
     (run / "result.json").unlink()  # as if killed after its checkpoint
     before = (run / "config.gin").read_text()
-    assert main(["--quiet", "train", str(config), "--bind", "PIRLLoss.lambda_ = 0.9", "--bind", "train.seed = 4",
+    assert main(["--quiet", "train", str(config), "--bind", "PIRL.lambda_ = 0.9", "--bind", "train.seed = 4",
                  "--out", str(run)]) == 2
     line = _one_line_error(capsys)
-    assert "PIRLLoss.lambda_: 0.5 -> 0.9" in line and "train.seed: 0 -> 4" in line
+    assert "PIRL.lambda_: 0.5 -> 0.9" in line and "train.seed: 0 -> 4" in line
     assert (run / "config.gin").read_text() == before and not (run / "result.json").exists()
 
 

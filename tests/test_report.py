@@ -43,7 +43,7 @@ def _linear(top1: float, dataset: str = "fashion_mnist") -> dict:
 def _run(root: Path, sweep: str, run_id: str, seed: int, bindings: dict | None = None, variant: str | None = None,
          evals: dict | None = None, status: str = "done") -> RunDir:
     run = RunDir(root / sweep / run_id)
-    run.start("PIRLLoss.lambda_ = 0.5\n", seed=seed, run_id=run_id, bindings=bindings or {}, sweep=sweep,
+    run.start("PIRL.lambda_ = 0.5\n", seed=seed, run_id=run_id, bindings=bindings or {}, sweep=sweep,
               variant=variant)
     run.log_metrics({"epoch": 0, "loss": 1.0})
     for name, result in (evals or {}).items():
@@ -61,17 +61,17 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     provenance per run)."""
     root = tmp_path_factory.mktemp("results") / "runs"
     for (lam, seed), top1 in LAMBDA_TOP1.items():
-        _run(root, "lambda", f"lam{lam}-s{seed}", seed, {"PIRLLoss.lambda_": lam},
+        _run(root, "lambda", f"lam{lam}-s{seed}", seed, {"PIRL.lambda_": lam},
              evals={"linear-fashion_mnist": _linear(top1)})
-    _run(root, "lambda", "lam0.25-s0", 0, {"PIRLLoss.lambda_": 0.25}, status="failed")
-    _run(root, "lambda", "lam0.75-s0", 0, {"PIRLLoss.lambda_": 0.75}, status="running")
-    _run(root, "lambda", "lam0.9-s0", 0, {"PIRLLoss.lambda_": 0.9})  # done, but never evaluated
+    _run(root, "lambda", "lam0.25-s0", 0, {"PIRL.lambda_": 0.25}, status="failed")
+    _run(root, "lambda", "lam0.75-s0", 0, {"PIRL.lambda_": 0.75}, status="running")
+    _run(root, "lambda", "lam0.9-s0", 0, {"PIRL.lambda_": 0.9})  # done, but never evaluated
     # the sweep record `pirl-ablate sweep` writes (pirl_ablate.sweep.drive.write_sweep_record): every run it
     # expanded, two of which never started: one submitted (its folder exists, job.json only), one not at all
     on_disk = [(f"lam{lam}-s{s}", lam, s) for lam in (*LAMBDAS, 0.25, 0.75, 0.9) for s in SEEDS
                if (root / "lambda" / f"lam{lam}-s{s}").is_dir()]
-    atomic_write_json(root / "lambda" / "sweep.json", {"name": "lambda", "axes": ["PIRLLoss.lambda_"], "runs": [
-        {"run_id": rid, "variant": None, "bindings": {"PIRLLoss.lambda_": lam}, "seed": s}
+    atomic_write_json(root / "lambda" / "sweep.json", {"name": "lambda", "axes": ["PIRL.lambda_"], "runs": [
+        {"run_id": rid, "variant": None, "bindings": {"PIRL.lambda_": lam}, "seed": s}
         for rid, lam, s in [*on_disk, ("submitted", 2.0, 0), ("never-ran", 3.0, 0)]]})
     atomic_write_json(root / "lambda" / "submitted" / "job.json", {"executor": "local", "job_id": "1"})
     for variant, values in VARIANTS.items():
@@ -114,7 +114,7 @@ def test_loader_has_one_row_per_run_evaluation_group_metric(results: Path):
     lam = frame[(frame["sweep"] == "lambda") & (frame["protocol"] == "linear")]
     # each evaluated lambda run: res4 top1, res5 top1, res5 top5
     assert len(lam) == 9 * 3
-    assert set(lam["PIRLLoss.lambda_"]) == set(LAMBDAS)
+    assert set(lam["PIRL.lambda_"]) == set(LAMBDAS)
     row = lam[(lam["run_id"] == "lam0.5-s2") & (lam["group"] == "res5") & (lam["metric"] == "top1")]
     assert row["value"].tolist() == [LAMBDA_TOP1[(0.5, 2)]]
     assert row["seed"].tolist() == [2] and row["wall_s"].tolist() == [3.0] and row["status"].tolist() == ["done"]
@@ -125,25 +125,25 @@ def test_loader_has_one_row_per_run_evaluation_group_metric(results: Path):
     assert len(failed) == 1 and failed["status"].item() == "failed"
     assert failed["reason"].item() == "NaN loss at epoch 2" and failed["metric"].isna().all()
     assert frame[frame["run_id"] == "lam0.75-s0"]["status"].tolist() == ["running"]
-    assert "PIRLLoss.lambda_" in frame.attrs["bindings"]
+    assert "PIRL.lambda_" in frame.attrs["bindings"]
     assert set(frame[frame["sweep"] == "loss_variants"]["variant"].unique()) == set(VARIANTS)
 
 
 def test_expected_runs_without_folders_are_missing_rows(results: Path):
-    expected = [ExpectedRun("lam0.5-s0", "lambda", {"PIRLLoss.lambda_": 0.5}, 0),
-                ExpectedRun("not-in-record", "lambda", {"PIRLLoss.lambda_": 4.0}, 1)]
+    expected = [ExpectedRun("lam0.5-s0", "lambda", {"PIRL.lambda_": 0.5}, 0),
+                ExpectedRun("not-in-record", "lambda", {"PIRL.lambda_": 4.0}, 1)]
     frame = load_results(results, expected)
     status = dict(zip(frame["run_id"], frame["status"]))
     assert status["never-ran"] == "missing" and status["not-in-record"] == "missing"
     assert status["submitted"] == "pending"
-    assert frame[frame["run_id"] == "not-in-record"]["PIRLLoss.lambda_"].tolist() == [4.0]
+    assert frame[frame["run_id"] == "not-in-record"]["PIRL.lambda_"].tolist() == [4.0]
     assert (frame["run_id"] == "lam0.5-s0").sum() == 3 + 2  # 3 linear + 2 final rows; not added as missing
 
 
 def test_operative_config_values_as_columns(results: Path):
-    frame = load_results(results, config_keys=["PIRLLoss.lambda_", "train.epochs"])
+    frame = load_results(results, config_keys=["PIRL.lambda_", "train.epochs"])
     on_disk = frame[frame["path"].notna()]
-    assert set(on_disk["config:PIRLLoss.lambda_"]) == {0.5}  # what each config.gin says (written by _run)
+    assert set(on_disk["config:PIRL.lambda_"]) == {0.5}  # what each config.gin says (written by _run)
     assert frame["config:train.epochs"].isna().all()  # not in any config.gin
 
 
@@ -229,7 +229,7 @@ def test_table5_delta_row_and_table3_fractions(results: Path, tmp_path: Path):
 def test_missing_failed_running_and_unevaluated_runs_are_listed(results: Path):
     report = TABLES.get("figure6")(load_results(results))
     problems = {p.run_id: (p.status, p.reason) for p in report.problems}
-    assert problems["never-ran"][0] == "missing" and "PIRLLoss.lambda_=3.0, seed 0" in problems["never-ran"][1]
+    assert problems["never-ran"][0] == "missing" and "PIRL.lambda_=3.0, seed 0" in problems["never-ran"][1]
     assert problems["submitted"][0] == "pending"
     assert problems["lam0.25-s0"] == ("failed", "NaN loss at epoch 2")
     assert problems["lam0.75-s0"][0] == "running"
@@ -329,7 +329,7 @@ def test_figure_and_table_read_a_paper_sweeps_results(tmp_path: Path):
     paper twin's runs (sweeps/paper/*.gin names them paper_<sweep>), with the values written here."""
     root = tmp_path / "runs"
     for seed, top1 in enumerate((60.0, 62.0)):
-        _run(root, "paper_lambda", f"p{seed}", seed, {"PIRLLoss.lambda_": 0.5},
+        _run(root, "paper_lambda", f"p{seed}", seed, {"PIRL.lambda_": 0.5},
              evals={"linear-imagefolder": _linear(top1)})
     _run(root, "paper_loss_variants", "pirl", 0, variant="PIRL",
          evals={"svm-voc2007": {"protocol": "svm", "dataset": "voc2007", "metrics": {"res5": {"mAP": 81.0}}}})
@@ -353,14 +353,14 @@ def test_report_over_a_custom_sweep_file(tmp_path: Path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     sweep_file = tmp_path / "tau_sweep.gin"
-    sweep_file.write_text("sweep.name = 'tau_sweep'\nsweep.grid = {'PIRLLoss.tau': [0.07, 0.2]}\n"
+    sweep_file.write_text("sweep.name = 'tau_sweep'\nsweep.grid = {'PIRL.tau': [0.07, 0.2]}\n"
                           "sweep.seeds = [0, 1]\nsweep.seed_binding = None\n")
     sweep = load_sweep(sweep_file)
     runs = sweep.runs
     top1 = {0.07: [60.0, 62.0], 0.2: [50.0]}
     written = []
     for run in runs:
-        tau, seed = run.bindings["PIRLLoss.tau"], run.seed
+        tau, seed = run.bindings["PIRL.tau"], run.seed
         if seed < len(top1[tau]):
             _run(tmp_path / "runs", "tau_sweep", run.run_id, seed, run.bindings,
                  evals={"linear-fashion_mnist": _linear(top1[tau][seed])})
@@ -423,7 +423,7 @@ def test_per_layer_table_and_figures_with_log_axis(results: Path, tmp_path: Path
 def test_a_sweeps_own_random_init_baseline_is_preferred_and_not_a_problem(tmp_path: Path):
     root = tmp_path / "runs"
     for lam, top1 in ((0.0, 60.0), (0.5, 70.0)):
-        _run(root, "lambda", f"lam{lam}", 0, {"PIRLLoss.lambda_": lam}, evals={"linear-fashion_mnist": _linear(top1)})
+        _run(root, "lambda", f"lam{lam}", 0, {"PIRL.lambda_": lam}, evals={"linear-fashion_mnist": _linear(top1)})
     _run(root, "lambda", "rand", 0, variant="random init", evals={"linear-fashion_mnist": _linear(50.0)})
     _run(root, "loss_variants", "rand-other", 0, variant="random init", evals={"linear-fashion_mnist": _linear(99.0)})
     report = TABLES.get("figure6")(load_results(root))
@@ -449,7 +449,7 @@ def test_figure6_files_caption_rounded_csv_complete_baseline_and_umask(tmp_path:
     root = tmp_path / "runs"
     top1 = {(0.0, 0): 71.35000000000001, (0.0, 1): 70.2, (0.5, 0): 74.125, (0.5, 1): 75.5}
     for (lam, seed), value in top1.items():
-        run = _run(root, "lambda", f"lam{lam}-s{seed}", seed, {"PIRLLoss.lambda_": lam},
+        run = _run(root, "lambda", f"lam{lam}-s{seed}", seed, {"PIRL.lambda_": lam},
                    evals={"linear-fashion_mnist": _linear(value)})
         run.write_config(SMOKE_CONFIG)
     for seed, value in ((0, 68.0), (1, 69.5)):
@@ -493,7 +493,7 @@ def test_figure6_panels_say_which_metric_separates_from_random_init(tmp_path: Pa
     knn = {0.0: 66.0, 0.5: 71.0, 1.0: 70.5}  # lambda = 0 within random init's spread: not judged
     for lam in linear:
         for seed, jitter in zip(SEEDS, (-0.5, 0.0, 0.5)):
-            run = _run(root, "lambda", f"lam{lam}-s{seed}", seed, {"PIRLLoss.lambda_": lam},
+            run = _run(root, "lambda", f"lam{lam}-s{seed}", seed, {"PIRL.lambda_": lam},
                        evals={"linear-fashion_mnist": _linear(linear[lam] + jitter),
                               "knn-fashion_mnist": _knn(knn[lam] + jitter)})
             run.finish(epochs=1, wall_s=3.0, final={"loss": 0.5, "pos_sim_transformed": 0.3 + 0.1 * lam + 0.01 * seed,

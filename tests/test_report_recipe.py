@@ -37,7 +37,7 @@ def _evals(knn: float, res5: float) -> dict:
 def _run(root: Path, variant: str, seed: int, evals: dict, final: dict) -> None:
     run_id = f"{re.sub(r'[^a-z]', '', variant.lower())}-{seed}"
     run = RunDir(root / "recipe" / run_id)
-    run.start("PIRLLoss.lambda_ = 0.5\n", seed=seed, run_id=run_id, bindings={}, sweep="recipe", variant=variant)
+    run.start("PIRL.lambda_ = 0.5\n", seed=seed, run_id=run_id, bindings={}, sweep="recipe", variant=variant)
     for name, result in evals.items():
         run.write_eval(name, result)
     run.finish(epochs=3, final=final, wall_s=3.0)

@@ -10,13 +10,14 @@ from test_fashion_mnist_fetch import bare_machine, write_idx_files  # noqa: F401
 from pirl_ablate import config
 from pirl_ablate.cli import main
 from pirl_ablate.commands.show_transform import configured_dataset, configured_size
+from pirl_ablate.gin_edge import GIN
 from pirl_ablate.transforms.registry import build_transform
 from pirl_ablate.transforms.show import apply_stages, describe, load_images
 
 
 def test_composition_stages_are_the_networks_views_part_by_part():
     config.parse([], ["jigsaw.num_permutations = 10"])
-    transform = build_transform("rotation+jigsaw")
+    transform = build_transform("rotation+jigsaw", configuration=GIN)
     images = torch.rand(6, 3, 256, 256, generator=torch.Generator().manual_seed(1))
     stages = apply_stages("rotation+jigsaw", transform, images, torch.Generator().manual_seed(5))
     assert [name for name, _ in stages] == ["rotation", "jigsaw"]
@@ -58,7 +59,8 @@ def test_views_are_drawn_at_the_configured_runs_size_and_say_which():
     assert size == 32 and "train.image_size" in scale
     images = load_images("synthetic", 2, torch.Generator().manual_seed(0), size)
     assert images.shape == (2, 3, 32, 32)
-    assert build_transform("jigsaw")(images, torch.Generator().manual_seed(0)).data.shape == (2, 9, 3, 8, 8)
+    assert build_transform("jigsaw", configuration=GIN)(images, torch.Generator().manual_seed(0)).data.shape \
+        == (2, 9, 3, 8, 8)
 
 
 def test_a_kornia_part_is_captioned_with_what_it_drew():

@@ -24,7 +24,7 @@ T0 = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 
 def _started(path: Path, epochs: int, rows: list[dict]) -> RunDir:
     run = RunDir(path)
-    run.start(f"train.epochs = {epochs}\nPIRLLoss.lambda_ = 0.5\n", seed=0)
+    run.start(f"train.epochs = {epochs}\nPIRL.lambda_ = 0.5\n", seed=0)
     run.update_meta(start=T0.isoformat())
     for row in rows:
         run.log_metrics(row)
@@ -75,13 +75,13 @@ def test_status_at_80_columns_stacks_whole_numbers_instead_of_cutting_them(tmp_p
     rows = [{"epoch": 2, "loss": 7.125, "epoch_s": 30.0, "knn_top1": 0.7012, "pos_sim_transformed": 0.6,
              "neg_sim_transformed": 0.45, "pos_sim_image": 0.5, "neg_sim_image": 0.3, "rel_invariance": 0.95,
              "uniformity": -1.23}]
-    run_ids = [f"lambda-PIRLLoss.lambda_={lam}-seed{seed}" for lam, seed in ((0.25, 0), (0.75, 1))]
+    run_ids = [f"lambda-PIRL.lambda_={lam}-seed{seed}" for lam, seed in ((0.25, 0), (0.75, 1))]
     for run_id in run_ids:
         _started(sweep / run_id, 3, rows)
     record = _record(sweep, run_ids)
     for run, lam in zip(record["runs"], (0.25, 0.75)):
-        run.update(variant="pirl jigsaw", bindings={"PIRLLoss.lambda_": lam})
-    record["axes"] = ["PIRLLoss.lambda_"]
+        run.update(variant="pirl jigsaw", bindings={"PIRL.lambda_": lam})
+    record["axes"] = ["PIRL.lambda_"]
     now = T0 + dt.timedelta(minutes=2)
     narrow, wide = _text(status_view(record, sweep, now=now), width=80), _text(status_view(record, sweep, now=now))
     assert "…" not in narrow and max(len(line) for line in narrow.splitlines()) <= 80

@@ -19,9 +19,9 @@ SWEEPS = sorted((REPO / "sweeps").glob("*.gin")) + sorted((REPO / "sweeps" / "pa
 
 # name, number of runs, swept bindings, variants (None: no variants)
 EXPECTED = {
-    "lambda": (18, {"PIRLLoss.lambda_": [0.0, 0.25, 0.5, 0.75, 1.0]}, [None, "random init"]),  # + its baseline
+    "lambda": (18, {"PIRL.lambda_": [0.0, 0.25, 0.5, 0.75, 1.0]}, [None, "random init"]),  # + its baseline
     "num_permutations": (6, {"jigsaw.num_permutations": [10, 100, 1000]}, ["PIRL", "Jigsaw"]),
-    "negatives": (4, {"PIRLLoss.num_negatives": [256, 1024, 4096, 8192]}, None),
+    "negatives": (4, {"PIRL.num_negatives": [256, 1024, 4096, 8192]}, None),
     "pretext": (5, {}, ["Rotation", "Jigsaw", "PIRL (Rotation)", "PIRL (Jigsaw)", "PIRL (Rotation+Jigsaw)"]),
     "layers": (4, {}, ["PIRL", "Jigsaw", "NPID++", "random init"]),
     "loss_variants": (7, {}, ["NPID", "NPID++", "PIRL", "Jigsaw", "Rotation", "random init", "supervised"]),
@@ -33,23 +33,23 @@ EXPECTED = {
 # the smoke recipe's choices, one changed at a time (sweeps/recipe.gin): what each variant binds beyond the shipped
 # recipe; a study of the smoke scale itself, so it has no paper twin
 RECIPE = {
-    "shipped (NCE, tau 0.1, Z momentum 0.5, warm bank)": {"PIRLLoss.estimator": "nce", "PIRLLoss.tau": 0.1,
-                                                          "PIRLLoss.z": "ema", "PIRLLoss.z_momentum": 0.5,
+    "shipped (NCE, tau 0.1, Z momentum 0.5, warm bank)": {"PIRL.estimator": "nce", "PIRL.tau": 0.1,
+                                                          "PIRL.z": "ema", "PIRL.z_momentum": 0.5,
                                                           "MemoryBank.init": "features"},
-    "tau 0.07 (the paper)": {"PIRLLoss.tau": 0.07},
-    "tau 0.2": {"PIRLLoss.tau": 0.2},
-    "InfoNCE": {"PIRLLoss.estimator": "infonce"},
-    "fixed Z": {"PIRLLoss.z": "fixed"},
-    "Z momentum 0.99": {"PIRLLoss.z_momentum": 0.99},
-    "random bank": {"MemoryBank.init": "random", "PIRLLoss.z": "ema", "PIRLLoss.z_momentum": 0.5},
-    "random bank, Z momentum 0.99": {"MemoryBank.init": "random", "PIRLLoss.z_momentum": 0.99},
-    "random bank, fixed Z, tau 0.07 (the paper)": {"MemoryBank.init": "random", "PIRLLoss.z": "fixed",
-                                                   "PIRLLoss.tau": 0.07},
+    "tau 0.07 (the paper)": {"PIRL.tau": 0.07},
+    "tau 0.2": {"PIRL.tau": 0.2},
+    "InfoNCE": {"PIRL.estimator": "infonce"},
+    "fixed Z": {"PIRL.z": "fixed"},
+    "Z momentum 0.99": {"PIRL.z_momentum": 0.99},
+    "random bank": {"MemoryBank.init": "random", "PIRL.z": "ema", "PIRL.z_momentum": 0.5},
+    "random bank, Z momentum 0.99": {"MemoryBank.init": "random", "PIRL.z_momentum": 0.99},
+    "random bank, fixed Z, tau 0.07 (the paper)": {"MemoryBank.init": "random", "PIRL.z": "fixed",
+                                                   "PIRL.tau": 0.07},
     "small stem (3x3, no pool)": {"Backbone.small_stem": True},
     "10 px patches (whole cells)": {"jigsaw.patch_size": 10},
     "64 px images": {"train.image_size": 64, "image.size": 64},
     "5 epochs": {"train.epochs": 5},
-    "N = 512": {"PIRLLoss.num_negatives": 512},
+    "N = 512": {"PIRL.num_negatives": 512},
 }
 SMOKE_ONLY = {"recipe"}
 EXPECTED["recipe"] = (3 * (len(RECIPE) + 3), {}, [*RECIPE, "NPID", "Jigsaw", "random init"])
@@ -80,7 +80,7 @@ def test_each_recipe_variant_changes_what_it_names_and_keeps_the_main_job_settin
         for key, value in RECIPE.get(run.variant, {}).items():
             assert gin.query_parameter(key) == value, (run.variant, key)
         if run.variant in RECIPE:
-            assert gin.query_parameter("PIRLLoss.lambda_") == 0.5
+            assert gin.query_parameter("PIRL.lambda_") == 0.5
             seen.add(run.variant)
         gin.clear_config()
     assert seen == set(RECIPE)
@@ -134,8 +134,8 @@ test/fashion_mnist.subset = 128
 train.epochs = 1
 train.batch_size = 64
 train.monitor_every = 0
-PIRLLoss.num_negatives = 64
-sweep.grid = {'PIRLLoss.lambda_': [0.0, 0.5]}
+PIRL.num_negatives = 64
+sweep.grid = {'PIRL.lambda_': [0.0, 0.5]}
 sweep.evaluate = ['linear', 'knn']
 knn_eval.k = 7
 local.parallelism = 2
@@ -151,7 +151,7 @@ local.threads_per_job = 1
         assert result["status"] == "done" and result["epochs"] == 1
         assert meta["bindings"] == run.bindings and meta["sweep"] == "tiny_lambda" and meta["restarts"] == 0
         config.parse_text((run_dir / "config.gin").read_text(), finalize=False)
-        assert gin.query_parameter("PIRLLoss.lambda_") == run.bindings["PIRLLoss.lambda_"]
+        assert gin.query_parameter("PIRL.lambda_") == run.bindings["PIRL.lambda_"]
         for protocol in ("linear", "knn"):
             evaluation = read_json(run_dir / "evals" / f"{protocol}-fashion_mnist.json")
             assert 0.0 <= evaluation["metrics"]["res5"]["top1"] <= 100.0

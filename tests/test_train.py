@@ -22,6 +22,7 @@ from pirl_ablate.build import run_training
 from pirl_ablate.checkpoint import load_method
 from pirl_ablate.cli import main as cli_main
 from pirl_ablate.evaluate.knn import knn_top1
+from pirl_ablate.gin_edge import GIN
 from pirl_ablate.methods import PIRL, register_method
 from pirl_ablate.runs import RunDir, read_json
 from pirl_ablate.train import TrainingDiverged, fill_bank, lr_factor, parameter_groups
@@ -157,7 +158,7 @@ def test_every_epoch_row_holds_the_health_numbers_and_they_leave_the_run_unchang
     extra = "train.epochs = 3\n"
     cfg = config.parse([_config(tmp_path, extra)])
     result = run_training(cfg, tmp_path / "run")
-    test_images = to_device_batch(build_dataset("synthetic", "test").images, "cpu", 16)  # the held-out batch
+    test_images = to_device_batch(build_dataset("synthetic", "test", configuration=GIN).images, "cpu", 16)  # held out
     run_training(config.parse([_config(tmp_path, extra + "train.health_images = 0\n", "plain.gin")]),
                  tmp_path / "plain")
     rows, plain_rows = RunDir(tmp_path / "run").metrics(), RunDir(tmp_path / "plain").metrics()
@@ -268,7 +269,7 @@ def test_precise_bn_recomputes_statistics_on_clean_images(tmp_path):
     # on the normalised images.
     from pirl_ablate.data import build_dataset, make_loader, to_device_batch
 
-    dataset = build_dataset("synthetic", "train")
+    dataset = build_dataset("synthetic", "train", configuration=GIN)
     loader = make_loader(dataset, BATCH, seed=997, drop_last=False, num_workers=0)
     loader.set_epoch(0)
     order = torch.cat([index for _, (_, index, _) in zip(range(2), loader)])

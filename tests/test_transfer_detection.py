@@ -104,19 +104,19 @@ def test_paper_schedules_and_per_method_regimes():
         assert gin.query_parameter("detection_train.batch_size") == 16
         assert gin.query_parameter("detector.norm") == "frozen"
         for method in ("pirl", "npid"):
-            regime = method_settings(method, PAPER_PER_METHOD)
+            regime = method_settings(method, PAPER_PER_METHOD, {})
             assert (regime["lr"], regime["warmup_iters"], regime["warmup_factor"]) == (0.003, 1000,
                                                                                       pytest.approx(1 / 3))
         for method in ("supervised", "jigsaw"):
-            assert (method_settings(method, PAPER_PER_METHOD)["lr"],
-                    method_settings(method, PAPER_PER_METHOD)["warmup_iters"]) == (0.02, 100)
+            assert (method_settings(method, PAPER_PER_METHOD, {})["lr"],
+                    method_settings(method, PAPER_PER_METHOD, {})["warmup_iters"]) == (0.02, 100)
     assert lr_at(0, 0.003, 1000, 1 / 3, (17000,), 0.1) == pytest.approx(0.001)
     assert lr_at(500, 0.003, 1000, 1 / 3, (17000,), 0.1) == pytest.approx(0.002)
     assert lr_at(17000, 0.003, 1000, 1 / 3, (17000,), 0.1) == pytest.approx(0.0003)
     config.parse(["transfer/voc0712_c4.gin"], ["detection_train.lr = 0.01"])  # a sweep's binding wins
-    assert "lr" not in method_settings("pirl", PAPER_PER_METHOD)
+    assert "lr" not in method_settings("pirl", PAPER_PER_METHOD, config.bound_kwargs("detection_train"))
     with pytest.raises(ConfigError, match="no entry for the run's method `rotation`"):
-        method_settings("rotation", {"pirl": {"lr": 0.003}})
+        method_settings("rotation", {"pirl": {"lr": 0.003}}, {})
 
 
 def test_warmup_multistep_schedule_by_hand():

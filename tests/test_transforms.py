@@ -16,6 +16,7 @@ from scipy import stats
 from pirl_ablate import config
 from pirl_ablate.cli import main
 from pirl_ablate.errors import ConfigError, UnknownNameError, UserError
+from pirl_ablate.gin_edge import GIN
 from pirl_ablate.transforms import (
     TRANSFORMS,
     Compose,
@@ -343,7 +344,7 @@ def test_registry_lists_builtins_with_defaults():
 def test_gin_bindings_configure_builtins(clean_gin):
     config.parse([], ["jigsaw.num_permutations = 12", "jigsaw.crop_size = None", "jigsaw.patch_size = None"],
                  finalize=False)
-    chain = build_transform("rotation+jigsaw")
+    chain = build_transform("rotation+jigsaw", configuration=GIN)
     assert chain.num_classes == 48
     view = chain(batch(2, 32), gen())
     assert tuple(view.data.shape) == (2, 9, 3, 8, 8)
@@ -355,10 +356,10 @@ def test_user_transform_from_its_own_module_through_gin(tmp_path, clean_gin):
     config.parse([gin_file], finalize=False)
     assert "user_dim" in TRANSFORMS
     images = batch(8, 30, seed=15)
-    view = build_transform("user_dim")(images, gen(16))
+    view = build_transform("user_dim", configuration=GIN)(images, gen(16))  # the binding applies at the edge
     expected = images * torch.where(view.label.bool(), 0.75, 1.0).view(-1, 1, 1, 1)
     torch.testing.assert_close(view.data, expected)
-    chained = build_transform("user_dim+rotation")(images, gen(16))
+    chained = build_transform("user_dim+rotation", configuration=GIN)(images, gen(16))
     assert chained.num_classes == 8
     assert torch.equal(chained.label, chained.params["user_dim.dimmed"] * 4 + chained.params["rotation.rotation"])
 

@@ -20,10 +20,10 @@ image.size = 16
 train.batch_size = {BATCH}
 train.base_lr = 0.03
 train.base_batch = {BATCH}
-PIRLLoss.num_negatives = {NEGATIVES}
-NPIDLoss.num_negatives = {NEGATIVES}
-PIRLLoss.estimator = "infonce"
-NPIDLoss.estimator = "infonce"
+PIRL.num_negatives = {NEGATIVES}
+NPID.num_negatives = {NEGATIVES}
+PIRL.estimator = "infonce"
+NPID.estimator = "infonce"
 """
 
 # PIRL's mechanism in a run this small (tests/test_mechanism.py): 16 images, every other one a negative, 40 steps at
@@ -36,8 +36,8 @@ synthetic.size = {MECHANISM_SIZE}
 synthetic.image_size = 32
 train.image_size = 32
 image.size = 32
-PIRLLoss.num_negatives = {MECHANISM_SIZE - 1}
-PIRLLoss.tau = 0.2
+PIRL.num_negatives = {MECHANISM_SIZE - 1}
+PIRL.tau = 0.2
 train.base_lr = 0.12
 train.epochs = 40
 train.monitor_every = 0
@@ -57,7 +57,7 @@ Backbone.arch = "resnet18"
 Backbone.width_multiplier = 0.5
 Backbone.small_stem = True
 train.method = "npid"
-NPIDLoss.num_negatives = {negatives}
+NPID.num_negatives = {negatives}
 """
 
 

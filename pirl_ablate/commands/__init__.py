@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -33,36 +33,10 @@ class Command:
         return importlib.import_module(f"pirl_ablate.commands.{self.module}").run
 
 
-class Registered(Sequence[str]):
-    """The names of a registry, read when argparse first asks for them (parsing or formatting the one subcommand
-    that uses them), so that building the parser imports nothing heavy: `--protocol`'s choices."""
-
-    def __init__(self, module: str, attr: str) -> None:
-        self._module, self._attr = module, attr
-
-    def _names(self) -> tuple[str, ...]:
-        return tuple(getattr(importlib.import_module(self._module), self._attr))
-
-    def __getitem__(self, i: int) -> str:
-        return self._names()[i]
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names()
-
-
-PROTOCOLS = Registered("pirl_ablate.evaluate.protocols", "PROTOCOLS")
-
-
 def bind_arguments(p: argparse.ArgumentParser) -> None:
     """--bind KEY=VALUE and --gin FILE.gin, both repeatable."""
     p.add_argument("--bind", "-b", action="append", default=[], metavar="KEY=VALUE",
-                   help="a gin binding, e.g. PIRLLoss.lambda_=0.25 (repeatable)")
+                   help="a gin binding, e.g. PIRL.lambda_=0.25 (repeatable)")
     p.add_argument("--gin", action="append", default=[], metavar="FILE.gin",
                    help="an extra gin file parsed after the main one (repeatable)")
 
@@ -100,8 +74,9 @@ def _report(s: argparse.ArgumentParser) -> None:
 
 def _eval(s: argparse.ArgumentParser) -> None:
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("--protocol", required=True, choices=PROTOCOLS, metavar="PROTOCOL",
-                   help="one of %(choices)s")  # a metavar: argparse would read the choices to make one
+    s.add_argument("--protocol", required=True, metavar="PROTOCOL",
+                   help="a registered protocol: linear, knn, invariance, semisup, svm, low-shot, detection, or one "
+                        "a module imported by a --gin file registers (pirl-ablate list protocols)")
     s.add_argument("--layers", default="res5", help="comma-separated: conv1,res2,res3,res4,res5")
     s.add_argument("--dataset", default=None, help="evaluation dataset (default: the pre-training one)")
     bind_arguments(s)
@@ -143,7 +118,7 @@ def _recipe(s: argparse.ArgumentParser) -> None:
 
 
 def _list(s: argparse.ArgumentParser) -> None:
-    s.add_argument("what", choices=("transforms", "methods", "negatives", "datasets", "tables"))
+    s.add_argument("what", choices=("transforms", "methods", "negatives", "datasets", "protocols", "tables"))
 
 
 COMMANDS = (
@@ -175,6 +150,6 @@ COMMANDS = (
             "Print every hyperparameter of a config (method, optimisation, views, negatives, evaluation) beside the "
             "paper's value and VISSL's, marking each difference and named deviation; a sweep file gets one card "
             "per run, its swept values allowed to differ.", _recipe, "recipe", gin_files="config"),
-    Command("list", "list registered transforms, methods, negative sources, datasets or tables", None, _list,
+    Command("list", "list registered transforms, methods, negative sources, datasets, protocols or tables", None, _list,
             "listing"),
 )

@@ -18,9 +18,8 @@ from rich.table import Table
 from pirl_ablate import distributed
 from pirl_ablate.console import out
 from pirl_ablate.errors import ConfigError
-from pirl_ablate.evaluate.protocols import run_evaluations
-
-DATA_PARALLEL = ("linear", "detection")  # the protocols that run over a launcher's processes
+from pirl_ablate.evaluate.registry import DATA_PARALLEL
+from pirl_ablate.gin_edge import run_evaluations
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,8 +28,9 @@ def run(args: argparse.Namespace) -> int:
     env = distributed.setup()
     try:
         if env.distributed and args.protocol not in DATA_PARALLEL:
-            raise ConfigError(f"--protocol {args.protocol} runs in one process; only {' and '.join(DATA_PARALLEL)} "
-                              f"run over the launcher's {env.world_size} processes")
+            raise ConfigError(f"--protocol {args.protocol} runs in one process; only "
+                              f"{' and '.join(sorted(DATA_PARALLEL))} run over the launcher's {env.world_size} "
+                              "processes")
         results = run_evaluations(args.run_dir, [args.protocol], dataset=args.dataset, layers=layers,
                                   gin_files=args.gin, bindings=args.bind)
     finally:

@@ -1,4 +1,4 @@
-"""`pirl-ablate list transforms|methods|negatives|datasets|tables`: what the registries hold."""
+"""`pirl-ablate list transforms|methods|negatives|datasets|protocols|tables`: what the registries hold."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ REGISTRIES = {
     "methods": ("pirl_ablate.methods.base", "METHODS"),
     "negatives": ("pirl_ablate.losses.negatives", "NEGATIVES"),
     "datasets": ("pirl_ablate.data.registry", "DATASETS"),
+    "protocols": ("pirl_ablate.evaluate.registry", "PROTOCOLS"),
     "tables": ("pirl_ablate.report.registry", "TABLES"),
 }
 

@@ -16,6 +16,7 @@ import torch
 from pirl_ablate import config
 from pirl_ablate.console import info
 from pirl_ablate.errors import UserError
+from pirl_ablate.gin_edge import GIN
 from pirl_ablate.runs import atomic_write
 from pirl_ablate.transforms.registry import build_transform
 from pirl_ablate.transforms.show import SIZE, apply_stages, load_images, render
@@ -30,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     config.parse(args.gin, args.bind)
     dataset = args.dataset or configured_dataset()
     size, scale = configured_size()
-    transform = build_transform(args.name)
+    transform = build_transform(args.name, configuration=GIN)
     generator = torch.Generator().manual_seed(args.seed)
-    images = load_images(dataset, args.images, generator, size)
+    images = load_images(dataset, args.images, generator, size, configuration=GIN)
     stages = apply_stages(args.name, transform, images, generator)
     png = render(images, stages, title=f"{args.name} on {dataset}, {size} px images ({scale}), seed {args.seed}")
     atomic_write(args.out, lambda fh: fh.write(png))

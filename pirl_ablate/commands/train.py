@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
 def warn_unused_method_bindings(bindings: list[str]) -> None:
     """Say, in one warning line, which `--bind` bindings belong to a method other than the current config's
-    `train.method`: the run does not read them (`--bind NPIDLoss.tau=0.2` on a PIRL run). Only --bind: gin files
+    `train.method`: the run does not read them (`--bind NPID.tau=0.2` on a PIRL run). Only --bind: gin files
     (gin/scale/*.gin, a config shared by variants) bind several methods' settings on purpose, and a warning for
     each would bury this one."""
     method = config.bound_kwargs("train").get("method", "pirl")

@@ -14,8 +14,8 @@ exactly the batches an uninterrupted one would see, on any number of processes.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-import gin
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -144,7 +144,19 @@ class EpochLoader:
             yield (images.pin_memory() if self.pin_memory else images), index, ds.labels[index]
 
 
-@gin.configurable("loader")
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How the loaders of a run read file datasets (gin: `loader.*`; `make_loader`'s arguments of the same names):
+    worker processes, pinned host memory, workers kept alive between epochs. In-memory datasets ignore them."""
+
+    num_workers: int = 2
+    pin_memory: bool = False
+    persistent_workers: bool = True
+
+
+DEFAULT_LOADER = LoaderOptions()
+
+
 def make_loader(dataset: ImageDataset, batch_size: int, generator: torch.Generator | None = None, *,
                 seed: int | None = None, shuffle: bool | None = None, drop_last: bool | None = None,
                 rank: int = 0, world_size: int = 1, num_workers: int = 2, pin_memory: bool = False,
@@ -153,7 +165,7 @@ def make_loader(dataset: ImageDataset, batch_size: int, generator: torch.Generat
     images of a file dataset are an ImageBatch (each image's size attached).
 
     Shuffled when a `seed` (or a `generator` to draw one from) is given, in dataset order otherwise; `drop_last`
-    defaults to `shuffle`. `num_workers`, `pin_memory`, `persistent_workers` (gin: `loader.*`) apply to file
+    defaults to `shuffle`. `num_workers`, `pin_memory`, `persistent_workers` (`LoaderOptions`) apply to file
     datasets; in-memory ones are indexed in the main process.
     """
     if seed is None and generator is not None:

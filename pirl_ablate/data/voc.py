@@ -20,7 +20,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-import gin
 import numpy as np
 import torch
 from torch import Tensor
@@ -145,7 +144,6 @@ def voc2007(split: str = "train", subset: int | None = None, subset_seed: int | 
 SHAPE_COLOURS = ((230, 40, 40), (40, 200, 40), (40, 80, 230), (230, 200, 40), (200, 40, 200))
 
 
-@gin.configurable("synthetic_voc")
 def write_synthetic_voc(root: str | Path, *, num_trainval: int = 96, num_test: int = 48, image_size: int = 64,
                         classes: tuple[str, ...] = VOC_CLASSES[:3], max_objects: int = 2,
                         difficult_every: int = 5, seed: int = 0, years: tuple[str, ...] = ("2007",)) -> Path:

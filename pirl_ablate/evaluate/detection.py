@@ -32,7 +32,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
-import gin
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -84,7 +83,6 @@ def _stage_channels(stage: nn.Sequential) -> int:
     return (last.bn3 if hasattr(last, "bn3") else last.bn2).weight.shape[0]
 
 
-@gin.configurable("detector")
 def build_detector(backbone: Backbone, num_classes: int, *, arch: str = "c4", norm: str = "frozen",
                    anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
                    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), test_scale: int = 800, max_size: int = 1333,
@@ -205,7 +203,6 @@ def detector_key(source: dict, settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-@gin.configurable("detection_train", denylist=["model", "annotations", "out_dir", "device", "source"])
 def train_detector(model: nn.Module, annotations: Sequence[Annotation], out_dir: str | Path, device: torch.device,
                    source: dict | None = None, *, iterations: int = 25000, batch_size: int = 16, lr: float = 0.003,
                    momentum: float = 0.9, weight_decay: float = 1e-4, warmup_iters: int = 1000,

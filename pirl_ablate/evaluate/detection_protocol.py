@@ -20,20 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-import gin
 import torch
 import torch.distributed as dist
 
 from pirl_ablate.data.voc import VOC_CLASSES, read_voc, write_synthetic_voc
 from pirl_ablate.distributed import initialized_world
 from pirl_ablate.errors import ConfigError, DataError
+from pirl_ablate.evaluate.context import EvalContext
 from pirl_ablate.evaluate.detection import build_detector, evaluate_detector, train_detector
 from pirl_ablate.evaluate.features import fingerprint
-
-if TYPE_CHECKING:
-    from pirl_ablate.evaluate.protocols import EvalContext
+from pirl_ablate.evaluate.registry import register_protocol
 
 # Paper supplementary B: PIRL and NPID++ fine-tune with lr 0.003 and a linear warm-up over 1,000 iterations from
 # lr / 3; supervised and Jigsaw with lr 0.02 over 100 iterations (the paper gives no start factor for these:
@@ -50,18 +48,18 @@ PAPER_PER_METHOD = {
 }
 
 
-def method_settings(method: str, per_method: Mapping[str, Mapping[str, float]]) -> dict:
-    """The `detection_train` values of `method` from `per_method`, less those gin binds explicitly (a sweep's
-    `detection_train.lr` wins over the method's)."""
+def method_settings(method: str, per_method: Mapping[str, Mapping[str, float]],
+                    bound: Mapping[str, Any]) -> dict:
+    """The `detection_train` values of `method` from `per_method`, less those `bound` explicitly (the configured
+    `detection_train.*`: a sweep's `detection_train.lr` wins over the method's)."""
     if method not in per_method:
         raise ConfigError(f"detection_eval.per_method has no entry for the run's method `{method}` (entries: "
                           f"{', '.join(sorted(per_method))}); add one or bind detection_train.lr / warmup_iters / "
                           f"warmup_factor")
-    bound = gin.get_bindings("detection_train")
     return {k: v for k, v in per_method[method].items() if k not in bound}
 
 
-@gin.configurable("detection_eval", denylist=["ctx"])
+@register_protocol("detection", gin_name="detection_eval", data_parallel=True)
 def detection_protocol(ctx: EvalContext, name: str = "voc0712", root: str | None = None,
                        train_sets: Sequence[Sequence[str]] = (("2007", "trainval"), ("2012", "trainval")),
                        test_set: Sequence[str] = ("2007", "test"), classes: Sequence[str] = VOC_CLASSES,
@@ -76,6 +74,7 @@ def detection_protocol(ctx: EvalContext, name: str = "voc0712", root: str | None
     seed: seeds torch's generator before the detector's new heads are created and every draw of the fine-tuning.
     """
     world = initialized_world()
+    configuration = ctx.configuration
     device = ctx.device
     if device.type == "cuda" and device.index is None:  # DDP names its device: the one the launcher set
         device = torch.device("cuda", torch.cuda.current_device())
@@ -84,7 +83,8 @@ def detection_protocol(ctx: EvalContext, name: str = "voc0712", root: str | None
     if synthetic:
         root = str(out_dir / "voc")
         if (world == 1 or dist.get_rank() == 0) and not (Path(root) / "VOCdevkit").is_dir():
-            write_synthetic_voc(root, classes=classes, years=tuple(sorted({y for y, _ in train_sets})))
+            years = tuple(sorted({y for y, _ in train_sets}))
+            configuration.bind("synthetic_voc", write_synthetic_voc)(root, classes=classes, years=years)
         if world > 1:
             dist.barrier()
     if root is None:
@@ -93,20 +93,22 @@ def detection_protocol(ctx: EvalContext, name: str = "voc0712", root: str | None
     train = [a for year, image_set in train_sets for a in read_voc(root, year, image_set, classes)]
     test = read_voc(root, test_set[0], test_set[1], classes)
     method = ctx.record["method"]["name"]
-    regime = method_settings(method, per_method)
+    training_bound = configuration.values("detection_train")
+    regime = method_settings(method, per_method, training_bound)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        model = build_detector(ctx.net.backbone, len(classes))
-    detector = gin.get_bindings("detector")
+        model = configuration.bind("detector", build_detector)(ctx.net.backbone, len(classes))
+    detector = configuration.values("detector")
     arch = detector.get("arch", "c4")
     test_scale = model.transform.min_size[0]
     source = {"backbone": fingerprint(ctx.net.backbone), "classes": list(classes),
               "train_sets": [list(s) for s in train_sets], "detector": detector}
-    training = train_detector(model, train, out_dir, device, source, seed=seed, **regime)
+    training = configuration.bind("detection_train", train_detector)(model, train, out_dir, device, source, seed=seed,
+                                                                      **regime)
     metrics = evaluate_detector(model, test, len(classes), device, test_scale,
                                 use_07_metric=str(test_set[0]) == "2007")
     per_class = metrics.pop("per_class_ap50")
     return {"dataset": name, "metrics": {arch: metrics}, "per_class_ap50": per_class, "method": method,
             "classes": list(classes), "num_train": len(train), "num_test": len(test), "training": training,
             "hyperparameters": {"detector": detector,
-                                "detection_train": {**gin.get_bindings("detection_train"), **regime}}}
+                                "detection_train": {**training_bound, **regime}}}

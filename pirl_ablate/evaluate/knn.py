@@ -8,13 +8,11 @@ time.
 
 from __future__ import annotations
 
-import gin
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-@gin.configurable("knn_eval")
 def knn_scores(train_x: Tensor, train_y: Tensor, test_x: Tensor, num_classes: int, *, k: int = 200,
                sigma: float = 0.07, chunk: int = 512) -> Tensor:
     """Class scores (M, num_classes) of the weighted kNN vote: sum over the k neighbours of exp(s_i / sigma).

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import gin
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,7 +17,6 @@ from torch import Tensor, nn
 from pirl_ablate.console import progress
 
 
-@gin.configurable("linear_probe")
 def train_linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, num_classes: int, *,
                        epochs: int = 28, batch_size: int = 256, lr: float = 0.01, momentum: float = 0.9,
                        weight_decay: float = 5e-4, drops: Sequence[float] = (1 / 3, 2 / 3),

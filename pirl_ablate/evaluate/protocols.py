@@ -1,4 +1,5 @@
-"""`run_evaluations`: load a run, optionally recompute BN statistics, run the protocols, write `evals/*.json`.
+"""The built-in protocols and `run_evaluations`: load a run, optionally recompute BN statistics, run the
+protocols, write `evals/*.json`.
 
 Each protocol writes `RunDir.write_eval(f"{protocol}-{dataset}", result)` with the schema
 
@@ -14,10 +15,12 @@ run (`gin/supervised.gin`) is loaded like any other, and the random-init baselin
 `train.epochs = 0` (`gin/random_init.gin`), whose checkpoint holds the freshly initialised network.
 
 The checkpoint's record says what the run trained on (dataset and its per-split arguments, image size, pretext
-transform), so the run's gin config is never parsed; gin files and bindings given to `run_evaluations` configure the
-evaluation only (all optional): `evaluation.*` (batch size, image size, precise-BN batches, device, cache dtype and
-bound), `linear_eval.*` (mode "online" | "cached"), `linear_probe.*`, `knn_eval.*`, `invariance_eval.*`,
-`semisup_eval.*`, `svm_eval.*`, `low_shot_eval.*`; gin/eval/paper.gin binds the paper's protocols.
+transform), so the run's gin config is never parsed. The evaluation's own settings come from the caller: an
+`EvalSettings` and a `Configuration` for the protocols' settings and what they build (the gin edge,
+`pirl_ablate.gin_edge.run_evaluations`, answers from gin files and bindings: `evaluation.*` (batch size, image
+size, precise-BN batches, device, cache dtype and bound), `linear_eval.*` (mode "online" | "cached"),
+`linear_probe.*`, `knn_eval.*`, `invariance_eval.*`, `semisup_eval.*`, `svm_eval.*`, `low_shot_eval.*`;
+gin/eval/paper.gin binds the paper's protocols).
 """
 
 from __future__ import annotations
@@ -26,25 +29,22 @@ import contextlib
 import copy
 import inspect
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import gin
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from pirl_ablate import checkpoint, config
-from pirl_ablate.console import info, track
-from pirl_ablate.data import ArrayDataset, ImageDataset, build_dataset, make_loader, to_device_batch
+from pirl_ablate import checkpoint
+from pirl_ablate.console import info
+from pirl_ablate.data import DEFAULT_LOADER, ArrayDataset, ImageDataset, LoaderOptions
 from pirl_ablate.distributed import initialized_world
-from pirl_ablate.errors import ConfigError, DataError, UserError, did_you_mean
-from pirl_ablate.evaluate.detection_protocol import detection_protocol
-from pirl_ablate.evaluate.features import FeatureCache, cached_features, check_layers, fingerprint, labels_digest
-from pirl_ablate.evaluate.inputs import View, eval_view, random_resized_crop_flip
+from pirl_ablate.errors import ConfigError, UserError, did_you_mean
+from pirl_ablate.evaluate.context import EvalContext, EvalSettings
+from pirl_ablate.evaluate.features import check_layers
+from pirl_ablate.evaluate.inputs import eval_view, random_resized_crop_flip
 from pirl_ablate.evaluate.invariance import (
     GROUPS,
     RELATIVE_MAX,
@@ -56,130 +56,26 @@ from pirl_ablate.evaluate.invariance import (
 from pirl_ablate.evaluate.knn import knn_scores
 from pirl_ablate.evaluate.linear import topk_accuracy, train_linear_probe
 from pirl_ablate.evaluate.linear_online import train_online_linear
+from pirl_ablate.evaluate.registry import PROTOCOLS, register_protocol
+from pirl_ablate.evaluate.registry import protocols as protocol_names
 from pirl_ablate.evaluate.semisup import balanced_subset, finetune, fraction_name
-from pirl_ablate.evaluate.svm_protocol import low_shot_protocol, svm_protocol
 from pirl_ablate.health import relative_distances
 from pirl_ablate.locks import eval_lock
 from pirl_ablate.models.precise_bn import precise_bn
+from pirl_ablate.registry import PLAIN, Configuration
 from pirl_ablate.runs import RunDir
 
-PROTOCOLS = ("linear", "knn", "invariance", "semisup", "svm", "low-shot", "detection")
 LINEAR_MODES = ("cached", "online")
 
 
-@gin.configurable("evaluation")
-@dataclass
-class EvalSettings:
-    """How a run is evaluated (gin: `evaluation.*`).
-
-    batch_size: images per forward pass (extraction, precise-BN, invariance).
-    image_size: evaluation input size in pixels; None = the run's pre-training size.
-    precise_bn_batches: clean train-split batches (seeded shuffle, `batch_size` images each) to recompute BN
-        statistics on before evaluating (e.g. 16 at smoke scale); 0 (default) keeps the checkpoint's statistics.
-        Results record "bn": "precise" when recomputed here, else what the run's result.json says training left
-        ("precise" when `train.precise_bn_batches` > 0, else "train").
-    device: "cuda", "cpu", ...; None = CUDA when available.
-    cache_dtype: dtype of the cached features ("float16" halves the cache of 9k-dim layers; "float32").
-    max_cache_gb: the most a protocol's cached features of one split may take (all its layers, on the device and
-        in the run folder); more is refused before extraction with a message naming the online linear protocol.
-        ImageNet's 1.28M train images at 9k fp16 dims are 23 GB per layer, 115 GB for five: one 80 GB device fits
-        two layers.
-    seed: seeds every random draw of the evaluation (precise-BN batch order, invariance transforms).
-    """
-
-    batch_size: int = 128
-    image_size: int | None = None
-    precise_bn_batches: int = 0
-    device: str | None = None
-    cache_dtype: str = "float16"
-    max_cache_gb: float = 48.0
-    seed: int = 0
-
-
-@dataclass
-class EvalContext:
-    """One loaded run and evaluation dataset, shared by the protocols of one `run_evaluations` call."""
-
-    run: RunDir
-    net: torch.nn.Module  # the run's Method on `device`, eval mode
-    record: dict[str, Any]  # the checkpoint's record (pirl_ablate.checkpoint)
-    dataset: str
-    image_size: int
-    device: torch.device
-    settings: EvalSettings
-    bn: str = "train"
-    _splits: dict[str, ImageDataset] = field(default_factory=dict)
-
-    def split(self, name: str) -> ImageDataset:
-        if name not in self._splits:
-            kwargs = self.record["dataset"].get("kwargs", {}) if self.dataset == self.record["dataset"]["name"] \
-                else {}
-            self._splits[name] = build_dataset(self.dataset, name, **kwargs.get(name, {}))
-            if self._splits[name].num_classes is None:
-                raise DataError(f"evaluation dataset `{self.dataset}` ({name}) has no labels")
-        return self._splits[name]
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.split("train").num_classes)
-
-    def batches(self, dataset: ImageDataset, *, seed: int | None = None, epoch: int = 0, batch_size: int | None = None,
-                description: str | None = None, view: View | None = None, rank: int = 0, world_size: int = 1,
-                drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
-        """(images (B, 3, S, S) float [0, 1] on the device, labels (B,)) over `dataset` (this rank's share): in order,
-        or shuffled by (seed, epoch) when `seed` is given (the last partial batch dropped only with `drop_last`).
-
-        view: None resizes the decoded images to the evaluation's `image_size`; else `view(images, sizes)` of
-        `pirl_ablate.evaluate.inputs` makes them from the decoded images at their own size (sizes None: the loader
-        delivers images that fill the batch).
-        """
-        loader = make_loader(dataset, batch_size or self.settings.batch_size, seed=seed, shuffle=seed is not None,
-                             drop_last=drop_last, rank=rank, world_size=world_size)
-        loader.set_epoch(epoch)
-        items = track(loader, description, total=len(loader)) if description else loader
-        for images, _, labels in items:
-            if view is None:
-                yield to_device_batch(images, self.device, self.image_size), labels.to(self.device)
-            else:
-                yield view(to_device_batch(images, self.device, None), None), labels.to(self.device)
-
-    @cached_property
-    def cache(self) -> FeatureCache:
-        return FeatureCache(self.run.path)
-
-    @cached_property
-    def backbone_fingerprint(self) -> str:
-        """Of the backbone's weights and BN statistics as evaluated (after precise-BN); part of the cache key."""
-        return fingerprint(self.net.backbone)
-
-    def features(self, split: str, layers: Sequence[str], *, view: str = "centre_crop", view_size: int | None = None,
-                 pooling: str = "grid") -> dict[str, tuple[Tensor, Tensor]]:
-        """{layer: (features (N, D), labels (N,))} of `split`, from the run's feature cache or one extraction.
-
-        view: "centre_crop" (the decoded square resized to the evaluation's `image_size`), "squash" (VISSL's SVM
-        input) or "resize_crop" (resize 256 * size / 224, centre crop; the linear evaluation's test input), the
-        last two at `view_size` (None: `image_size`); pooling: "grid" or "vissl" (`pirl_ablate.evaluate.features`).
-        """
-        ds = self.split(split)
-        size = view_size or self.image_size
-        key = {"fingerprint": self.backbone_fingerprint, "num_images": len(ds),
-               "labels": labels_digest(ds.labels), "image_size": self.image_size}
-        if view != "centre_crop":
-            key.update(view=view, view_size=size)
-        return cached_features(self.cache, self.net.backbone, self.dataset, split, layers,
-                               self.batches(ds, description=f"features {self.dataset}/{split}",
-                                            view=eval_view(view, size)), key,
-                               device=self.device, dtype=getattr(torch, self.settings.cache_dtype), pooling=pooling,
-                               max_bytes=int(self.settings.max_cache_gb * 2**30), num_images=len(ds))
-
-
 # ------------------------------------------------------------------------------------------------------ protocols
-@gin.configurable("linear_eval", denylist=["ctx", "layers"])
-def linear_protocol(ctx: EvalContext, layers: Sequence[str], mode: str = "cached", pooling: str = "grid",
+@register_protocol("linear", gin_name="linear_eval", data_parallel=True)
+def linear_protocol(ctx: EvalContext, mode: str = "cached", pooling: str = "grid",
                     crop_size: int | None = None, epochs: int = 28, batch_size: int = 256, lr_per_256: float = 0.01,
                     milestones: Sequence[int] = (8, 16, 24), weight_decay: float = 5e-4, momentum: float = 0.9,
                     nesterov: bool = True, seed: int = 0) -> dict:
-    """Linear classifiers on each layer of the frozen trunk (paper Tables 2, 5, 7): {layer: {top1, top5}}.
+    """Linear classifiers on each layer `ctx.layers` of the frozen trunk (paper Tables 2, 5, 7): {layer: {top1,
+    top5}}.
 
     mode "online" (the paper's, `pirl_ablate.evaluate.linear_online`): fresh RandomResizedCrop `crop_size` + flip
     views every epoch, Resize + CenterCrop at test, BatchNorm2d + Linear per layer, the schedule given here
@@ -191,6 +87,7 @@ def linear_protocol(ctx: EvalContext, layers: Sequence[str], mode: str = "cached
     pooling: "grid" or "vissl" (`pirl_ablate.evaluate.features`); crop_size: px, None = the evaluation's size.
     gin/eval/paper.gin binds the paper's setting.
     """
+    layers = ctx.layers
     if mode not in LINEAR_MODES:
         raise ConfigError(f"linear_eval.mode = {mode!r}{did_you_mean(mode, LINEAR_MODES)} (valid: "
                           f"{', '.join(LINEAR_MODES)})")
@@ -200,13 +97,14 @@ def linear_protocol(ctx: EvalContext, layers: Sequence[str], mode: str = "cached
                               "to evaluate over several processes")
         train = ctx.features("train", layers, pooling=pooling)
         test = ctx.features("test", layers, pooling=pooling)
-        metrics = {layer: train_linear_probe(*train[layer], *test[layer], ctx.num_classes,
-                                             description=f"linear probe {layer}")
+        probe = ctx.configuration.bind("linear_probe", train_linear_probe)
+        metrics = {layer: probe(*train[layer], *test[layer], ctx.num_classes, description=f"linear probe {layer}")
                    for layer in layers}
         return {"mode": mode, "metrics": metrics,
                 "feature_dims": {layer: int(train[layer][0].shape[1]) for layer in layers},
                 "num_train": len(train[layers[0]][0]), "num_test": len(test[layers[0]][0]),
-                "hyperparameters": {**_bound("linear_probe", train_linear_probe), "pooling": pooling}}
+                "hyperparameters": {**_bound(ctx.configuration, "linear_probe", train_linear_probe),
+                                    "pooling": pooling}}
     size = crop_size or ctx.image_size
     rank, world = (dist.get_rank(), dist.get_world_size()) if initialized_world() > 1 else (0, 1)
     if batch_size % world:
@@ -235,16 +133,19 @@ def linear_protocol(ctx: EvalContext, layers: Sequence[str], mode: str = "cached
                                 "seed": seed}}
 
 
+@register_protocol("knn", configurable=False)
 def knn_protocol(ctx: EvalContext) -> dict:
-    """Weighted kNN (k = 200, sigma = 0.07) on L2-normalised pooled res5 features: {"res5": {top1, top5}}."""
+    """Weighted kNN (k = 200, sigma = 0.07; `knn_eval.*`) on L2-normalised pooled res5 features: {"res5": {top1,
+    top5}}."""
     train_x, train_y = ctx.features("train", ["res5"])["res5"]
     test_x, test_y = ctx.features("test", ["res5"])["res5"]
-    scores = knn_scores(train_x, train_y, test_x, ctx.num_classes)
+    scores = ctx.configuration.bind("knn_eval", knn_scores)(train_x, train_y, test_x, ctx.num_classes)
     return {"metrics": {"res5": topk_accuracy(scores, test_y, ctx.num_classes)},
-            "num_train": len(train_x), "num_test": len(test_x), "hyperparameters": _bound("knn_eval", knn_scores)}
+            "num_train": len(train_x), "num_test": len(test_x),
+            "hyperparameters": _bound(ctx.configuration, "knn_eval", knn_scores)}
 
 
-@gin.configurable("invariance_eval", denylist=["ctx"])
+@register_protocol("invariance", gin_name="invariance_eval")
 def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_images: int = 1000,
                         representation: str = "auto", bins: int = 40) -> dict:
     """Distances between normalised representations of I and I^t (paper Figure 4; definitions in
@@ -269,7 +170,8 @@ def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_imag
     if representation not in REPRESENTATIONS:
         raise ConfigError(f"invariance_eval.representation = {representation!r}"
                           f"{did_you_mean(representation, (*REPRESENTATIONS, 'auto'))}")
-    t = build_transform(name, **(pretext["kwargs"] if name == pretext["name"] else {}))
+    t = build_transform(name, configuration=ctx.configuration,
+                        **(pretext["kwargs"] if name == pretext["name"] else {}))
     test = ctx.split("test")
     subset = _subset(test, torch.arange(min(num_images, len(test))))
     if representation == "heads" and not has_heads:
@@ -292,7 +194,7 @@ def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_imag
             "representation": representation, "num_images": summary["n"]}
 
 
-@gin.configurable("semisup_eval", denylist=["ctx"])
+@register_protocol("semisup", gin_name="semisup_eval")
 def semisup_protocol(ctx: EvalContext, fractions: Sequence[float] = (0.01, 0.1), epochs: int = 20,
                      lr: float = 0.01, head_lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
                      batch_size: int = 64, seed: int = 0) -> dict:
@@ -319,35 +221,39 @@ def semisup_protocol(ctx: EvalContext, fractions: Sequence[float] = (0.01, 0.1),
 
 # --------------------------------------------------------------------------------------------------- entry point
 def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str | None = None,
-                    layers: Sequence[str] = ("res5",), *, gin_files: Sequence[str] = (),
-                    bindings: Sequence[str] = ()) -> dict[str, dict]:
-    """Evaluate the run in `run_dir` with each of `protocols`; returns {eval name: result} and writes each result
-    atomically to `run_dir/evals/<protocol>-<dataset>.json` as soon as it is done.
+                    layers: Sequence[str] = ("res5",), *, settings: EvalSettings | None = None,
+                    configuration: Configuration = PLAIN, loader_options: LoaderOptions = DEFAULT_LOADER
+                    ) -> dict[str, dict]:
+    """Evaluate the run in `run_dir` with each of the registered `protocols`; returns {eval name: result} and writes
+    each result atomically to `run_dir/evals/<protocol>-<dataset>.json` as soon as it is done.
 
-    `gin_files` and `bindings` configure the evaluation; the run itself is described by its checkpoint's record.
-    `dataset` defaults to the pre-training dataset; `layers` are those of the linear probe.
+    `dataset` defaults to the pre-training dataset; `layers` are those of the per-layer protocols. `settings` (None:
+    `EvalSettings()`),
+    `configuration` (each protocol's settings under its gin name, and what it builds) and `loader_options` configure
+    the evaluation; the run itself is described by its checkpoint's record. From gin files and bindings:
+    `pirl_ablate.gin_edge.run_evaluations`.
     """
     run = RunDir(run_dir)
+    names = protocol_names()
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
-        raise ConfigError(f"unknown protocol `{unknown[0]}`{did_you_mean(unknown[0], PROTOCOLS)}")
+        raise ConfigError(f"unknown protocol `{unknown[0]}`{did_you_mean(unknown[0], names)} (registered: "
+                          f"{', '.join(names)})")
     layers = check_layers(layers)
     if checkpoint.last(run.checkpoint_dir) is None:
         raise UserError(f"{run.checkpoint_dir}: no checkpoint (last.pt); is {run.path} a run folder written by "
                         f"`pirl-ablate train` or a sweep?")
-    config.parse(gin_files, bindings)
-    ctx = _load(run, dataset)
-    evaluate: dict[str, Callable[[EvalContext], dict]] = {
-        "linear": lambda c: linear_protocol(c, layers), "knn": knn_protocol, "invariance": invariance_protocol,
-        "semisup": semisup_protocol, "svm": lambda c: svm_protocol(c, layers),
-        "low-shot": lambda c: low_shot_protocol(c, layers), "detection": detection_protocol}
+    ctx = load_context(run, dataset, settings or EvalSettings(), layers=tuple(layers), configuration=configuration,
+                       loader_options=loader_options)
     results = {}
     for protocol in protocols:
+        entry = PROTOCOLS.entry(protocol)
+        evaluate = configuration.bind(entry.gin_name, entry.obj) if entry.gin_name else entry.obj
         writer = initialized_world() == 1 or dist.get_rank() == 0  # data parallel (linear, detection): rank 0 writes
         with eval_lock(run.path, protocol) if writer else contextlib.nullcontext():  # one evaluation at a time
             start = time.perf_counter()
             info(f"{run.path.name}: {protocol} on {ctx.dataset}")
-            result = evaluate[protocol](ctx)
+            result = evaluate(ctx)
             result = {"protocol": protocol, "dataset": ctx.dataset, **result, "bn": ctx.bn,
                       "image_size": ctx.image_size, "wall_s": time.perf_counter() - start}
             name = f"{protocol}-{result['dataset']}"  # detection names its own (voc0712, voc07)
@@ -357,15 +263,15 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
     return results
 
 
-def _load(run: RunDir, dataset: str | None) -> EvalContext:
-    """The run's network on the evaluation device (eval mode, precise-BN applied if configured) and its context."""
-    settings = EvalSettings()
+def load_context(run: RunDir, dataset: str | None, settings: EvalSettings, **fields: Any) -> EvalContext:
+    """The run's network on the evaluation device (eval mode, precise-BN applied if `settings` ask for it) and its
+    context (`fields`: `EvalContext`'s optional ones)."""
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net = checkpoint.load_method(run.path, map_location=device)
     record = checkpoint.run_record(run.path)
     ctx = EvalContext(run=run, net=net, record=record, dataset=dataset or record["dataset"]["name"],
                       image_size=settings.image_size or record["image_size"], device=device,
-                      settings=settings, bn=(run.result() or {}).get("bn", "train"))
+                      settings=settings, bn=(run.result() or {}).get("bn", "train"), **fields)
     if settings.precise_bn_batches > 0:
         train = ctx.split("train")
         batches = (images for i, (images, _) in zip(range(settings.precise_bn_batches),
@@ -384,13 +290,9 @@ def _subset(dataset: ImageDataset, idx: Tensor) -> ImageDataset | torch.utils.da
     return torch.utils.data.Subset(dataset, idx.tolist())
 
 
-def _bound(name: str, fn: Any) -> dict:
-    """The keyword defaults of `fn` with the gin bindings of configurable `name` applied (recorded in results)."""
+def _bound(configuration: Configuration, name: str, fn: Any) -> dict:
+    """The keyword defaults of `fn` with the values `configuration` has for `name` applied (recorded in results)."""
     params = {p.name: p.default for p in inspect.signature(fn).parameters.values()
               if p.default is not inspect.Parameter.empty and p.name != "description"}
-    for key in params:
-        try:
-            params[key] = gin.query_parameter(f"{name}.{key}")
-        except ValueError:
-            pass
+    params.update({k: v for k, v in configuration.values(name).items() if k in params})
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}

@@ -17,17 +17,17 @@ a dataset's `targets` (voc2007); a single-label dataset (imagefolder, fashion_mn
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-import gin
 import numpy as np
 import torch
 from torch import Tensor
 
 from pirl_ablate.console import info
 from pirl_ablate.errors import ConfigError, did_you_mean
+from pirl_ablate.evaluate.context import EvalContext
 from pirl_ablate.evaluate.features import POOLINGS
 from pirl_ablate.evaluate.inputs import VIEWS
+from pirl_ablate.evaluate.registry import register_protocol
 from pirl_ablate.evaluate.svm import (
     AP_RULES,
     COSTS,
@@ -39,9 +39,6 @@ from pirl_ablate.evaluate.svm import (
     onehot_targets,
     svm_scores,
 )
-
-if TYPE_CHECKING:
-    from pirl_ablate.evaluate.protocols import EvalContext
 
 
 def split_targets(ctx: EvalContext, split: str) -> Tensor:
@@ -62,17 +59,19 @@ def _classes(ctx: EvalContext) -> list[str] | None:
     return list(classes) if classes else None
 
 
-@gin.configurable("svm_eval", denylist=["ctx", "layers"])
-def svm_protocol(ctx: EvalContext, layers: Sequence[str], costs: Sequence[float] = COSTS, folds: int = 3,
+@register_protocol("svm", gin_name="svm_eval")
+def svm_protocol(ctx: EvalContext, costs: Sequence[float] = COSTS, folds: int = 3,
                  max_iter: int = 2000, ap: str = "voc", view: str = "squash", view_size: int | None = None,
                  pooling: str = "grid") -> dict:
-    """Per-class linear SVMs on each layer's pooled features; test mAP in percent: {layer: {"mAP"}}.
+    """Per-class linear SVMs on the pooled features of each layer `ctx.layers`; test mAP in percent: {layer:
+    {"mAP"}}.
 
     costs: the grid (VISSL's ResNet-50 grid; `svm.GOYAL_COSTS` Goyal et al.'s); ap: "voc" (VISSL's calculate_ap)
     or "sklearn"; view: "squash" (VISSL: the whole image to view_size^2), "centre_crop" or "resize_crop"
     (`EvalContext.features`); view_size: px, None = the evaluation's image size (VISSL: 224); pooling: "grid" or
     "vissl" (VISSL's fixed pools, `features.VISSL_POOL`).
     """
+    layers = ctx.layers
     check_choice("svm_eval.ap", ap, AP_RULES)
     check_choice("svm_eval.view", view, VIEWS)
     check_choice("svm_eval.pooling", pooling, POOLINGS)
@@ -94,15 +93,17 @@ def svm_protocol(ctx: EvalContext, layers: Sequence[str], costs: Sequence[float]
             "hyperparameters": settings}
 
 
-@gin.configurable("low_shot_eval", denylist=["ctx", "layers"])
-def low_shot_protocol(ctx: EvalContext, layers: Sequence[str], k_values: Sequence[int] = LOW_SHOT_K,
+@register_protocol("low-shot", gin_name="low_shot_eval")
+def low_shot_protocol(ctx: EvalContext, k_values: Sequence[int] = LOW_SHOT_K,
                       draws: int = 5, seed: int = 0) -> dict:
-    """Low-shot SVMs: for each k, `draws` seeded draws of k positives per class; mean and std of the test mAP.
+    """Low-shot SVMs on each layer `ctx.layers`: for each k, `draws` seeded draws of k positives per class; mean and
+    std of the test mAP.
 
-    Costs come from the full-split cross-validation of `svm_protocol`; its gin `svm_eval.*` settings apply (input
-    view, pooling, AP rule).
+    Costs come from the full-split cross-validation of `svm_protocol`; its configured `svm_eval.*` settings apply
+    (input view, pooling, AP rule).
     """
-    svm_settings = gin.get_bindings("svm_eval")
+    layers = ctx.layers
+    svm_settings = ctx.configuration.values("svm_eval")
     folds, max_iter = svm_settings.get("folds", 3), svm_settings.get("max_iter", 2000)
     ap = svm_settings.get("ap", "voc")
     inputs = {"view": svm_settings.get("view", "squash"), "view_size": svm_settings.get("view_size"),

@@ -17,8 +17,8 @@ from pirl_ablate.methods.base import Method, register_method
 from pirl_ablate.models import Backbone, seeded_linear
 
 
-@register_method("jigsaw", gin_name="JigsawLoss")
-class Jigsaw(Method):
+@register_method("jigsaw", gin_name="JigsawMethod")
+class JigsawMethod(Method):
     """Covariant Jigsaw: a linear classifier (P * feature_dim -> |T|) on the concatenated pooled patch features.
 
     Args: transform: a labelled patch transform (jigsaw; |T| is its `num_classes`); num_patches: P (9);
@@ -41,6 +41,6 @@ class Jigsaw(Method):
         view = self.transform(images, generator)
         feats = self.pooled_view(view)  # (B, P, feature_dim)
         if feats.shape[1] != self.num_patches:
-            raise ConfigError(f"PIRLNet.num_patches = {self.num_patches} but the transform makes {feats.shape[1]} "
-                              f"patches: bind PIRLNet.num_patches = {feats.shape[1]}")
+            raise ConfigError(f"heads.num_patches = {self.num_patches} but the transform makes {feats.shape[1]} "
+                              f"patches: bind heads.num_patches = {feats.shape[1]}")
         return classification_loss(self.classifier(feats.flatten(1)), view.label)

@@ -15,11 +15,11 @@ from pirl_ablate.methods.pirl import PIRL
 from pirl_ablate.models import Backbone
 
 
-@register_method("npid", gin_name="NPIDLoss")
+@register_method("npid", gin_name="NPID")
 class NPID(PIRL):
     """NPID: NCE of f(v_I) against a memory bank (PIRL with lambda = 0).
 
-    Args (gin: `NPIDLoss.*`): num_negatives N (4,096 as in NPID); the others (negatives: the source) as PIRL.
+    Args (gin: `NPID.*`): num_negatives N (4,096 as in NPID); the others (negatives: the source) as PIRL.
     """
 
     def __init__(self, backbone: Backbone, memory_bank: MemoryBank | None = None, image_transform: Any = None, *,

@@ -39,11 +39,11 @@ from pirl_ablate.transforms import View
 Z_FROM = ("all", "transformed")
 
 
-@register_method("pirl", gin_name="PIRLLoss")
+@register_method("pirl", gin_name="PIRL")
 class PIRL(Method):
     """PIRL: NCE against a memory bank for both the transformed view and the image (Eq. 5).
 
-    Args (gin: `PIRLLoss.*`, the keys sweeps and result tables use):
+    Args (gin: `PIRL.*`, the keys sweeps and result tables use):
         memory_bank: the bank of |D| entries of size embed_dim (`MemoryBank`); needed by the memory-bank source
             only (None otherwise).
         negatives: the source of the positive key and the negatives (`NegativeSource`, gin: `train.negatives`);

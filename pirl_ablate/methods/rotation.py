@@ -17,8 +17,8 @@ from pirl_ablate.methods.base import Method, register_method
 from pirl_ablate.models import Backbone, seeded_linear
 
 
-@register_method("rotation", gin_name="RotationLoss")
-class Rotation(Method):
+@register_method("rotation", gin_name="RotationMethod")
+class RotationMethod(Method):
     """Covariant Rotation: a linear classifier (feature_dim -> |T|, 4 rotations) on the rotated image's features.
 
     Args: transform: a labelled image transform (rotation); backbone, generator, patch_bn_stats: as `Method`.

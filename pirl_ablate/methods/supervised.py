@@ -15,7 +15,7 @@ from pirl_ablate.methods.base import Method, register_method
 from pirl_ablate.models import Backbone, seeded_linear
 
 
-@register_method("supervised", gin_name="SupervisedLoss")
+@register_method("supervised", gin_name="Supervised")
 class Supervised(Method):
     """Supervised pre-training: a linear classifier feature_dim -> num_classes on the augmented image view.
 

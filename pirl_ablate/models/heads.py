@@ -45,8 +45,8 @@ class PatchHead(nn.Module):
     def forward(self, feats: Tensor) -> Tensor:
         """(B, P, feature_dim) pooled patch features, in the permuted order -> (B, embed_dim), not normalised."""
         if feats.shape[1] != self.num_patches:
-            raise ConfigError(f"PIRLNet.num_patches = {self.num_patches} but the transform makes "
-                              f"{feats.shape[1]} patches: bind PIRLNet.num_patches = {feats.shape[1]}")
+            raise ConfigError(f"heads.num_patches = {self.num_patches} but the transform makes "
+                              f"{feats.shape[1]} patches: bind heads.num_patches = {feats.shape[1]}")
         return self.mix(self.patch(feats).flatten(1))
 
 

@@ -423,7 +423,7 @@ def sweep_report(frame: pd.DataFrame, sweep: str) -> Report:
 
 
 def _short_names(axes: Sequence[str]) -> dict[str, str]:
-    """"PIRLLoss.lambda_" -> "lambda_" unless two axes would share the short name."""
+    """"PIRL.lambda_" -> "lambda_" unless two axes would share the short name."""
     short = {a: a.rsplit(".", 1)[-1] for a in axes}
     counts = pd.Series(list(short.values())).value_counts()
     return {a: s if counts[s] == 1 else a for a, s in short.items()}

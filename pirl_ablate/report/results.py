@@ -4,7 +4,7 @@ Layout of the frame (one row per run x evaluation x group x metric, "long" so th
 pivot)::
 
     run_id   sweep   variant   seed   status   reason   wall_s   start   end   path
-    <one column per gin binding any run swept, e.g. "PIRLLoss.lambda_"; NaN where a run did not bind it>
+    <one column per gin binding any run swept, e.g. "PIRL.lambda_"; NaN where a run did not bind it>
     protocol   dataset   group   metric   value
 
 - `protocol`/`dataset` come from `evals/<protocol>-<dataset>.json` ("linear", "knn", "invariance", "semisup");
@@ -41,6 +41,7 @@ from typing import Any
 
 import pandas as pd
 
+from pirl_ablate.config import current_key
 from pirl_ablate.runs import (
     STATUS_DONE,
     STATUS_FAILED,
@@ -252,12 +253,12 @@ def operative_values(config_path: Path, keys: Sequence[str]) -> dict[str, Any]:
         return out
     for line in text.splitlines():
         m = _BINDING_LINE.match(line)
-        if m and m.group("key") in wanted:
+        if m and current_key(m.group("key")) in wanted:  # a run recorded before a rename: its old names
             try:
                 value = ast.literal_eval(m.group("value"))
             except (ValueError, SyntaxError):
                 value = m.group("value")
-            out[f"config:{m.group('key')}"] = value
+            out[f"config:{current_key(m.group('key'))}"] = value
     return _hashable(out)
 
 
@@ -277,9 +278,10 @@ def _is_number(value: Any) -> bool:
 
 def _hashable(bindings: dict[str, Any]) -> dict[str, Any]:
     """Binding values usable as group keys: lists and dicts become their JSON text; names keep no prefix unless
-    they would shadow a fixed column."""
+    they would shadow a fixed column; a configurable renamed since the run was recorded takes its current name."""
     out = {}
     for key, value in bindings.items():
+        key = current_key(key)
         name = f"binding:{key}" if key in RUN_COLUMNS or key in METRIC_COLUMNS else key
         out[name] = json.dumps(value, sort_keys=True) if isinstance(value, (list, dict, tuple)) else value
     return out

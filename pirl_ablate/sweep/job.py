@@ -96,7 +96,7 @@ class SweepJob(submitit.helpers.Checkpointable):
             self._limit_threads()  # again: the target's import may have loaded torch
             result = target(self.run.config, run_dir.path)
             if self.evaluate and rank0 and (run_dir.result() or {}).get("status") == "done":  # once per run
-                from pirl_ablate.evaluate import run_evaluations
+                from pirl_ablate.gin_edge import run_evaluations
 
                 # under the run's own config: the sweep's bindings of the protocols (e.g. detection_eval.*) apply
                 by_dataset: dict[str | None, list[str]] = {}

@@ -4,7 +4,7 @@ A sweep file, e.g. sweeps/lambda.gin (Figure 6)::
 
     include 'pirl_jigsaw.gin'
     sweep.name = 'lambda'
-    sweep.grid = {'PIRLLoss.lambda_': [0.0, 0.25, 0.5, 0.75, 1.0]}   # Cartesian product over every key
+    sweep.grid = {'PIRL.lambda_': [0.0, 0.25, 0.5, 0.75, 1.0]}   # Cartesian product over every key
     sweep.zip = {'A.x': [1, 2], 'B.y': [3, 4]}                        # zipped axes: (1, 3), (2, 4)
     sweep.variants = {'PIRL': ["include 'pirl_jigsaw.gin'"],          # named configs: gin lines (bindings or
                       'Jigsaw': ["include 'jigsaw.gin'", 'X.y = 2']}  # includes) applied on top of the file
@@ -175,8 +175,9 @@ class Sweep:
 
 def run_id(bindings: dict[str, Any], seed: int, variant: str | None) -> str:
     """Stable id of a run: a short hash of its sorted bindings, seed and variant (not of the base config, so an
-    edited base config keeps the ids and a re-run skips runs already done)."""
-    key = json.dumps({"bindings": sorted((k, repr(v)) for k, v in bindings.items()), "seed": seed,
+    edited base config keeps the ids and a re-run skips runs already done; bindings under the configurables' first
+    names, `config.first_key`, so a renamed configurable keeps them too)."""
+    key = json.dumps({"bindings": sorted((config.first_key(k), repr(v)) for k, v in bindings.items()), "seed": seed,
                       "variant": variant}, sort_keys=True)
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
 
@@ -267,7 +268,7 @@ def _check_settings(s: SweepSettings, files: Sequence[Path]) -> None:
 def _check_evaluate(evaluate: Sequence, files: Sequence[Path]) -> None:
     """Every `sweep.evaluate` item names a protocol (and, after ':', a registered dataset), each protocol once."""
     from pirl_ablate.data.registry import DATASETS
-    from pirl_ablate.evaluate.protocols import PROTOCOLS
+    from pirl_ablate.evaluate import PROTOCOLS, protocols
 
     where = _where(files, "sweep.evaluate")
     seen = set()
@@ -277,8 +278,8 @@ def _check_evaluate(evaluate: Sequence, files: Sequence[Path]) -> None:
                               "'protocol:dataset' ('svm:voc2007'), or the dict {'svm': 'voc2007'}")
         protocol, dataset = eval_targets([item])[0]
         if protocol not in PROTOCOLS:
-            raise ConfigError(f"{where}: sweep.evaluate protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}"
-                              f"{did_you_mean(protocol, PROTOCOLS)}")
+            raise ConfigError(f"{where}: sweep.evaluate protocol {protocol!r} is not one of "
+                              f"{', '.join(protocols())}{did_you_mean(protocol, protocols())}")
         if dataset is not None and dataset not in DATASETS.names():
             raise ConfigError(f"{where}: sweep.evaluate dataset {dataset!r} (for {protocol}) is not a registered "
                               f"dataset{did_you_mean(dataset, DATASETS.names())}")
@@ -293,7 +294,7 @@ def _axes(axes: dict | None, what: str, files: Sequence[Path]) -> dict[str, list
         where = _where(files, key, after=f"sweep.{what}")
         if not isinstance(key, str):
             raise ConfigError(f"{where}: sweep.{what} key {key!r} must be a binding name string like "
-                              "'PIRLLoss.lambda_'")
+                              "'PIRL.lambda_'")
         if not isinstance(values, (list, tuple)):
             raise ConfigError(f"{where}: sweep.{what}[{key!r}] must be a list of values, got {values!r}")
         if not values:
@@ -394,7 +395,7 @@ def _variants(variants: dict | None, files: Sequence[Path], what: str = "variant
         if not isinstance(name, str) or not isinstance(lines, (list, tuple)) or not all(
                 isinstance(x, str) for x in lines):
             raise ConfigError(f"{where}: sweep.{what}[{name!r}] must map a name to gin lines, e.g. "
-                              "{'PIRL': [\"include 'pirl_jigsaw.gin'\", 'PIRLLoss.lambda_ = 0.5']}")
+                              "{'PIRL': [\"include 'pirl_jigsaw.gin'\", 'PIRL.lambda_ = 0.5']}")
         includes, bindings = [], []
         for line in lines:
             m = _INCLUDE_LINE.match(line)

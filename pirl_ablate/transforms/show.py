@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pirl_ablate.registry import PLAIN, Configuration
 from pirl_ablate.transforms.base import View, centre_squares, with_sizes
 from pirl_ablate.transforms.compose import Compose
 from pirl_ablate.transforms.kornia_aug import PREFIX as KORNIA_PREFIX
@@ -29,7 +30,8 @@ SIZE = 256  # without a configured train.image_size: the input size the paper's 
 TITLE_WIDTH = 34  # characters per panel title line
 
 
-def load_images(dataset: str, count: int, generator: torch.Generator, size: int = SIZE) -> Tensor:
+def load_images(dataset: str, count: int, generator: torch.Generator, size: int = SIZE,
+                configuration: Configuration = PLAIN) -> Tensor:
     """(count, 3, size, size) float in [0, 1]: images drawn at random from `dataset`'s test split.
 
     "digits" is scikit-learn's 8 x 8 handwritten digits (bundled, no download); any other name goes through the
@@ -44,7 +46,7 @@ def load_images(dataset: str, count: int, generator: torch.Generator, size: int 
         from pirl_ablate.data.loader import pad_to_canvas
         from pirl_ablate.data.registry import build_dataset
 
-        data = build_dataset(dataset, split="test")
+        data = build_dataset(dataset, split="test", configuration=configuration)
         picks = torch.randperm(len(data), generator=generator)[:count].tolist()
         items = [data[i][0] for i in picks]
         if len({tuple(im.shape) for im in items}) > 1:  # images of their own sizes (imagefolder): centre squares
