@@ -41,6 +41,7 @@ CANDIDATES: dict[str, tuple[float, bool, dict]] = {
     "l2-noBN-lr1": (1.0, True, {"feature_bn": False, "lr": 1.0}),
     "l2-noBN-lr10": (1.0, True, {"feature_bn": False, "lr": 10.0}),
     "l2-noBN-lr1-ep100": (1.0, True, {"feature_bn": False, "lr": 1.0, "epochs": 100}),
+    "l2-noBN-lr10-ep100": (1.0, True, {"feature_bn": False, "lr": 10.0, "epochs": 100}),
     "l2-noBN-lr10-ep100-wd0": (1.0, True, {"feature_bn": False, "lr": 10.0, "epochs": 100, "weight_decay": 0.0}),
     "labels10%": (0.1, False, {}),
     "labels10%-lr0.1": (0.1, False, {"lr": 0.1}),
@@ -48,6 +49,9 @@ CANDIDATES: dict[str, tuple[float, bool, dict]] = {
     "labels3%-lr0.1": (0.03, False, {"lr": 0.1}),
     "labels3%-ep100": (0.03, False, {"epochs": 100}),
     "labels1%": (0.01, False, {}),
+    "labels1%-ep100": (0.01, False, {"epochs": 100}),
+    "labels1%-lr0.1": (0.01, False, {"lr": 0.1}),
+    "labels1%-lr0.1-ep100": (0.01, False, {"lr": 0.1, "epochs": 100}),
 }
 
 
