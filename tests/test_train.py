@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import os
 import socket
@@ -17,14 +19,14 @@ from sigkill_resume import whole_and_killed
 from sweep_jobs import PATIENCE_S
 from tiny_pirl import BATCH, NEGATIVES, SIZE, TINY
 
-from pirl_ablate import checkpoint, config
+from pirl_ablate import build, checkpoint, config
 from pirl_ablate.build import run_training
 from pirl_ablate.checkpoint import load_method
 from pirl_ablate.cli import main as cli_main
 from pirl_ablate.evaluate.knn import knn_top1
 from pirl_ablate.methods import PIRL, register_method
 from pirl_ablate.runs import RunDir, read_json
-from pirl_ablate.train import TrainingDiverged, fill_bank, lr_factor, parameter_groups
+from pirl_ablate.train import TrainingDiverged, TrainSettings, fill_bank, lr_factor, parameter_groups
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -290,3 +292,18 @@ def test_a_checkpoint_of_the_format_before_methods_fails_with_one_line(tmp_path,
     assert cli_main(["export", str(run), "--out", str(tmp_path / "x.pth")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "format 1" in err and "retrain" in err
+
+
+def test_every_loop_setting_is_a_train_binding_with_the_loops_default():
+    """A loop option is one `TrainSettings` field: the gin edge takes it as `train.<field>`, with the same default,
+    and the defaults are the paper's (800 epochs of batch 1024, Section 4) and NPID's kNN (k 200, sigma 0.07)."""
+    params = inspect.signature(build.train).parameters
+    for f in dataclasses.fields(TrainSettings):
+        assert f.name in params, f.name
+        if f.default is not dataclasses.MISSING:
+            assert params[f.name].default == f.default, f.name
+    assert (params["epochs"].default, params["batch_size"].default) == (800, 1024)
+    settings = TrainSettings(epochs=800, batch_size=1024, image_size=224)
+    assert (settings.monitor_k, settings.monitor_sigma) == (200, 0.07)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.epochs = 1
