@@ -26,7 +26,7 @@ from pirl_ablate.data import build_dataset
 from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.losses import MemoryBank, MomentumQueue, build_negatives
 from pirl_ablate.methods import METHODS, Method
-from pirl_ablate.methods.assemble import assemble_method
+from pirl_ablate.methods.base import assemble_method
 from pirl_ablate.models import Backbone
 from pirl_ablate.run_guard import GIVEN_MARKER, check_train_values, guarded_run
 from pirl_ablate.runs import RunDir

@@ -128,7 +128,7 @@ def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 def load_method(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> Method:
     """The trained method (trunk + heads) of a run folder's last checkpoint, in eval mode; no gin needed."""
     from pirl_ablate.losses import MemoryBank, build_negatives
-    from pirl_ablate.methods.assemble import assemble_method
+    from pirl_ablate.methods.base import assemble_method
     from pirl_ablate.models import Backbone
     from pirl_ablate.transforms import build_transform
 
