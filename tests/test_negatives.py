@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from sigkill_resume import whole_and_killed
-from tiny_pirl import TINY
+from tiny_pirl import tiny_config
 from torch import nn
 
 from pirl_ablate import config
@@ -397,9 +397,8 @@ def test_resume_is_bit_identical_and_evaluation_rebuilds_the_source(tmp_path, na
 
 def test_sigkill_and_resume_with_the_momentum_queue_is_bit_identical(tmp_path):
     """tests/sigkill_resume.py's kill -9 and resume with `train.negatives = 'momentum_queue'`."""
-    cfg = tmp_path / "queue.gin"
-    cfg.write_text(TINY + "train.epochs = 4\ntrain.negatives = 'momentum_queue'\nMomentumQueue.size = 32\n"
-                   "MomentumQueue.momentum = 0.9\n")
+    cfg = tiny_config(tmp_path, "train.negatives = 'momentum_queue'\nMomentumQueue.size = 32\n"
+                      "MomentumQueue.momentum = 0.9\n", epochs=4)
 
     a, b = whole_and_killed(cfg, tmp_path, epochs=4)
     assert a["record"]["negatives"]["name"] == "momentum_queue" and "memory_bank.bank" not in a["method"]

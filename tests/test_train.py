@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import torchvision
 from sigkill_resume import whole_and_killed
 from sweep_jobs import PATIENCE_S
-from tiny_pirl import BATCH, NEGATIVES, SIZE, TINY
+from tiny_pirl import BATCH, NEGATIVES, SIZE, tiny_config
 
 from pirl_ablate import build, checkpoint, config
 from pirl_ablate.build import run_training
@@ -43,12 +43,6 @@ class NaNAfterTest(PIRL):
         loss, parts = super().forward(*args, **kwargs)
         self.calls += 1
         return (loss * float("nan") if self.calls > self.steps else loss), parts
-
-
-def _config(tmp_path: Path, extra: str = "", name: str = "tiny.gin") -> Path:
-    path = tmp_path / name
-    path.write_text(TINY + extra)
-    return path
 
 
 def _cli(*args: str) -> subprocess.Popen:
@@ -130,7 +124,7 @@ def test_features_bank_init_holds_each_images_embedding_and_leaves_bn_statistics
 # ------------------------------------------------------------------------------------------ end-to-end runs
 @pytest.mark.slow
 def test_tiny_pirl_run_learns_and_writes_the_run_folder(tmp_path):
-    cfg = config.parse([_config(tmp_path, "train.epochs = 15\ntrain.monitor_every = 5\n")])
+    cfg = config.parse([tiny_config(tmp_path, "train.monitor_every = 5\n", epochs=15)])
     result = run_training(cfg, tmp_path / "run")
     run = RunDir(tmp_path / "run")
     rows = run.metrics()
@@ -156,11 +150,10 @@ def test_tiny_pirl_run_learns_and_writes_the_run_folder(tmp_path):
 def test_every_epoch_row_holds_the_health_numbers_and_they_leave_the_run_unchanged(tmp_path):
     from pirl_ablate.data import build_dataset, to_device_batch
 
-    extra = "train.epochs = 3\n"
-    cfg = config.parse([_config(tmp_path, extra)])
+    cfg = config.parse([tiny_config(tmp_path, epochs=3)])
     result = run_training(cfg, tmp_path / "run")
     test_images = to_device_batch(build_dataset("synthetic", "test").images, "cpu", 16)  # the held-out batch
-    run_training(config.parse([_config(tmp_path, extra + "train.health_images = 0\n", "plain.gin")]),
+    run_training(config.parse([tiny_config(tmp_path, "train.health_images = 0\n", epochs=3, name="plain.gin")]),
                  tmp_path / "plain")
     rows, plain_rows = RunDir(tmp_path / "run").metrics(), RunDir(tmp_path / "plain").metrics()
     assert [r["loss"] for r in rows] == [r["loss"] for r in plain_rows]  # bit-identical with or without them
@@ -188,7 +181,7 @@ def test_every_epoch_row_holds_the_health_numbers_and_they_leave_the_run_unchang
 
 @pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
-    a, b = whole_and_killed(_config(tmp_path, "train.epochs = 4\n"), tmp_path, epochs=4)
+    a, b = whole_and_killed(tiny_config(tmp_path, epochs=4), tmp_path, epochs=4)
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (4, 4 * SIZE // BATCH)
     assert a["method"].keys() == b["method"].keys() and "memory_bank.bank" in a["method"]
     for key in a["method"]:  # trunk, heads, memory bank, Z
@@ -200,9 +193,9 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
 
 
 def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_fails_the_run(tmp_path):
-    extra = "train.epochs = 3\ntrain.method = 'nan_after_test'\nNaNAfterTest.steps = 5\n" \
-            f"NaNAfterTest.num_negatives = {NEGATIVES}\nNaNAfterTest.estimator = 'infonce'\n"
-    cfg = config.parse([_config(tmp_path, extra)])
+    extra = f"train.method = 'nan_after_test'\nNaNAfterTest.steps = 5\nNaNAfterTest.num_negatives = {NEGATIVES}\n" \
+            "NaNAfterTest.estimator = 'infonce'\n"
+    cfg = config.parse([tiny_config(tmp_path, extra, epochs=3)])
     with pytest.raises(TrainingDiverged, match="step 6"):
         run_training(cfg, tmp_path / "run")
     result = read_json(tmp_path / "run" / "result.json")
@@ -213,7 +206,7 @@ def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_fails_the_run(tmp_pat
 
 
 def test_random_init_baseline_and_export_load_strictly_into_torchvision(tmp_path):
-    cfg = config.parse([_config(tmp_path, "train.epochs = 0\nBackbone.width_multiplier = 1\n")])
+    cfg = config.parse([tiny_config(tmp_path, "Backbone.width_multiplier = 1\n", epochs=0)])
     result = run_training(cfg, tmp_path / "run")
     assert result["status"] == "done" and result["steps"] == 0
     out = tmp_path / "resnet18.pth"
@@ -231,7 +224,7 @@ def test_random_init_baseline_and_export_load_strictly_into_torchvision(tmp_path
 
 @pytest.mark.slow
 def test_two_process_gloo_run_updates_every_bank_entry(tmp_path):
-    cfg = _config(tmp_path, "train.epochs = 1\n")
+    cfg = tiny_config(tmp_path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -261,7 +254,7 @@ def test_cli_missing_gin_file_and_typo_binding_are_one_line_errors(tmp_path):
 
 
 def test_precise_bn_recomputes_statistics_on_clean_images(tmp_path):
-    cfg = config.parse([_config(tmp_path, "train.epochs = 1\ntrain.precise_bn_batches = 2\n")])
+    cfg = config.parse([tiny_config(tmp_path, "train.precise_bn_batches = 2\n")])
     result = run_training(cfg, tmp_path / "run")
     assert result["bn"] == "precise"
     net = load_method(tmp_path / "run")
