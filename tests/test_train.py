@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from sigkill_resume import whole_and_killed
+from sigkill_resume import cli, whole_and_killed
 from sweep_jobs import PATIENCE_S
 from tiny_pirl import BATCH, NEGATIVES, SIZE, tiny_config
 
@@ -45,13 +45,6 @@ class NaNAfterTest(PIRL):
         return (loss * float("nan") if self.calls > self.steps else loss), parts
 
 
-def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pirl_ablate.cli", "-q", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-# ------------------------------------------------------------------------------------- schedule, groups, kNN
 def test_cosine_schedule_and_warmup_match_the_closed_form():
     final = 1e-3
     assert lr_factor(0, 100, 0, final) == 1.0
@@ -245,10 +238,10 @@ def test_two_process_gloo_run_updates_every_bank_entry(tmp_path):
 # ------------------------------------------------------------------------------------------------------- CLI
 @pytest.mark.slow
 def test_cli_missing_gin_file_and_typo_binding_are_one_line_errors(tmp_path):
-    missing = _cli("train", str(tmp_path / "nope.gin"))
+    missing = cli("train", str(tmp_path / "nope.gin"))
     _, err = missing.communicate(timeout=PATIENCE_S)
     assert missing.returncode == 2 and "nope.gin" in err and len(err.strip().splitlines()) == 1
-    typo = _cli("train", "gin/pirl_jigsaw.gin", "--bind", "train.epoch = 3", "--out", str(tmp_path / "x"))
+    typo = cli("train", "gin/pirl_jigsaw.gin", "--bind", "train.epoch = 3", "--out", str(tmp_path / "x"))
     _, err = typo.communicate(timeout=PATIENCE_S)
     assert typo.returncode == 2 and "epochs" in err and len(err.strip().splitlines()) == 1, err
 
