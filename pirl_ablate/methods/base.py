@@ -16,7 +16,6 @@ records them, `pirl_ablate.checkpoint.load_method` rebuilds the method from them
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 
 from pirl_ablate.losses import MemoryBank
 from pirl_ablate.models import Backbone, ImageEncoder, frozen_bn_stats, pooled_res5
-from pirl_ablate.registry import Registry
+from pirl_ablate.registry import Registry, signature_parameters
 from pirl_ablate.transforms import View, centre_squares
 
 METHODS = Registry("method")
@@ -103,9 +102,9 @@ class Method(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """The constructor's hyperparameters (every keyword argument except the objects in PARTS), as stored."""
-        params = inspect.signature(type(self).__init__).parameters.values()
-        return {p.name: getattr(self, p.name) for p in params
-                if p.name not in ("self", *PARTS) and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        params = signature_parameters(type(self)) or {}
+        return {name: getattr(self, name) for name, p in params.items()
+                if name not in PARTS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
     # --------------------------------------------------------------------------------------------- the trunk
     def pooled(self, x: Tensor) -> Tensor:
