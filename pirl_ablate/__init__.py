@@ -35,6 +35,7 @@ _LAZY = {
     "Backbone": "pirl_ablate.models.backbone",
     "build_dataset": "pirl_ablate.data.registry",
     "pretrain": "pirl_ablate.train",
+    "TrainSettings": "pirl_ablate.train",
     "parameter_groups": "pirl_ablate.train",
     "load_method": "pirl_ablate.checkpoint",
     "register_dataset": "pirl_ablate.data.registry",

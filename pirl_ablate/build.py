@@ -26,9 +26,10 @@ from pirl_ablate.errors import ConfigError, UserError
 from pirl_ablate.gin_edge import GIN, build, configured
 from pirl_ablate.losses import NEGATIVES, MomentumQueue
 from pirl_ablate.methods import METHODS, Method
+from pirl_ablate.methods.base import assemble_method
 from pirl_ablate.run_guard import GIVEN_MARKER, check_train_values, guarded_run
 from pirl_ablate.runs import RunDir
-from pirl_ablate.train import SCHEDULE_PER, TrainingDiverged, cosine, parameter_groups, pretrain
+from pirl_ablate.train import SCHEDULE_PER, TrainingDiverged, TrainSettings, cosine, parameter_groups, pretrain
 from pirl_ablate.transforms import TRANSFORMS, build_transform
 
 
@@ -73,28 +74,27 @@ def configured_method(method: str, dataset_size: int, num_classes: int | None, t
                       image_transform: str | None, generator: torch.Generator, device: torch.device,
                       negatives: str = "memory_bank", trains: bool = True) -> Method:
     """The method `method` of the current gin config for a dataset of `dataset_size` images in `num_classes`
-    classes, with the parts its constructor takes (trunk, negative source `negatives` with its gin bindings,
-    memory bank if that source uses one, transforms, generator, head settings). A method that `trains` no step
-    (the random-init baseline) draws no negatives: its N is capped at what the bank holds."""
+    classes, assembled (`assemble_method`) from the parts its constructor takes: the trunk, the negative source
+    `negatives` with its gin bindings, the memory bank if that source uses one, the transforms, the generator and
+    the head settings. A method that `trains` no step (the random-init baseline) draws no negatives: its N is
+    capped at what the bank holds."""
     entry = METHODS.entry(method)
-    params = entry.params
     heads = head_settings()
-    kwargs: dict[str, Any] = {"backbone": configured("Backbone")().to(device), "generator": generator,
-                              **{k: v for k, v in heads.items() if k in params}}
-    if not trains and "num_negatives" in params:
-        bound = config.bound_kwargs(entry.gin_name or method).get("num_negatives", params["num_negatives"])
-        kwargs["num_negatives"] = max(1, min(bound, dataset_size - 1))
-    if "negatives" in params:
-        kwargs["negatives"] = build(NEGATIVES, negatives)
-    if "memory_bank" in params and getattr(kwargs.get("negatives"), "uses_memory_bank", True):
-        kwargs["memory_bank"] = configured("MemoryBank")(dataset_size, heads["embed_dim"], generator, device=device)
-    if "transform" in params and transform:
-        kwargs["transform"] = configured_transform(transform)
-    if "image_transform" in params and image_transform:
-        kwargs["image_transform"] = configured_transform(image_transform)
-    if "num_classes" in params:
-        kwargs["num_classes"] = num_classes
-    built = build(METHODS, method, **kwargs).to(device)
+    backbone = configured("Backbone")().to(device)
+    hyperparameters: dict[str, Any] = {**heads, "num_classes": num_classes}
+    if not trains and "num_negatives" in entry.params:
+        bound = config.bound_kwargs(entry.gin_name or method).get("num_negatives", entry.params["num_negatives"])
+        hyperparameters["num_negatives"] = max(1, min(bound, dataset_size - 1))
+
+    def part(key: str) -> Any:
+        if key == "negatives":
+            return build(NEGATIVES, negatives)
+        if key == "memory_bank":
+            return configured("MemoryBank")(dataset_size, heads["embed_dim"], generator, device=device)
+        spec = transform if key == "transform" else image_transform
+        return configured_transform(spec) if spec else None
+
+    built = assemble_method(method, backbone, generator, part, hyperparameters, configuration=GIN).to(device)
     check_queue_size(built, dataset_size)
     return built
 
@@ -138,7 +138,8 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
             bank, negatives, classifier initialisation), views and data order.
         device: None picks cuda:LOCAL_RANK when available, else the CPU.
         epochs, batch_size, image_size, checkpoint_every, monitor_every, monitor_k, monitor_sigma,
-        precise_bn_batches, precision, channels_last, health_images: as `pirl_ablate.train.pretrain`.
+        precise_bn_batches, precision, channels_last, health_images: the loop's `pirl_ablate.train.TrainSettings`
+            (seed too), documented there.
     Returns the result dict also written to result.json.
     """
     env = distributed.setup(device)
@@ -161,7 +162,7 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
             test_set = build_dataset(dataset, "test", configuration=GIN) if monitor else None
             record = {"dataset": {"name": dataset, "kwargs": {s: config.bound_kwargs(dataset, s)
                                                               for s in ("train", "test", "unlabeled")}},
-                      "pretext_transform": transform_spec(transform) if transform else None}
+                      "transform": transform_spec(transform) if transform else None}
             # operative values first, then every binding as given: a binding training never read (e.g. the test
             # split's `fashion_mnist.subset` when no kNN monitor ran) is kept for whoever reads the config
             config_text = gin.operative_config_str() + GIVEN_MARKER + gin.config_str()
@@ -169,12 +170,12 @@ def train(run_dir: str | Path, *, method: str = "pirl", dataset: str = "fashion_
             if env.is_main:
                 run.fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             raise
-        return pretrain(net, train_set, optimizer, run_dir, epochs=epochs, batch_size=batch_size,
-                        image_size=image_size, schedule=schedule, seed=seed, test_dataset=test_set,
-                        checkpoint_every=checkpoint_every, monitor_every=monitor_every, monitor_k=monitor_k,
-                        monitor_sigma=monitor_sigma, precise_bn_batches=precise_bn_batches, precision=precision,
-                        channels_last=channels_last, health_images=health_images, env=env, record=record,
-                        config_text=config_text, loader_options=configured("loader")())
+        settings = TrainSettings(epochs=epochs, batch_size=batch_size, image_size=image_size, seed=seed,
+                                 checkpoint_every=checkpoint_every, monitor_every=monitor_every, monitor_k=monitor_k,
+                                 monitor_sigma=monitor_sigma, precise_bn_batches=precise_bn_batches,
+                                 precision=precision, channels_last=channels_last, health_images=health_images)
+        return pretrain(net, train_set, optimizer, run_dir, settings, schedule=schedule, test_dataset=test_set,
+                        env=env, record=record, config_text=config_text, loader_options=configured("loader")())
     finally:
         distributed.teardown(env)
 

@@ -6,7 +6,9 @@ A checkpoint is a dict of tensors and plain values only (RNG states are the uint
     {"version": 2, "epoch": completed epochs, "step": optimiser steps,
      "method": the method's state_dict (trunk, heads, memory bank, Z), "optimizer": ..., "scheduler": ...,
      "rng": {"view": ..., "method": ..., "torch": ..., "cuda": [...]}, "world_size": int, "dataset_size": int,
-     "record": {"method": {"name", "config"}, "backbone": {...}, "transform": {"name", "kwargs"} | None,
+     "record": {"method": {"name", "config"}, "backbone": {...},
+                "transform": {"name", "kwargs"} | None (the pretext transform: the config's train.transform, else
+                the method's own),
                 "image_transform": ... | None, "negatives": {"name", "kwargs"} | None (the source of negatives),
                 "dataset": {"name", "kwargs": {split: {...}}}, "image_size": int, "dataset_size": int}}
 
@@ -73,7 +75,20 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu",
     if missing or ("record" in keys and not isinstance(state["record"], dict)):
         what = ", ".join(missing) if missing else "record as a dict"
         raise UserError(f"{path}: not a complete pirl-ablate checkpoint (missing {what})")
+    if isinstance(state.get("record"), dict):
+        state["record"] = current_record(state["record"])
     return state
+
+
+def current_record(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with the keys of this version: a run recorded before "transform" was the record's one pretext
+    transform holds it under "pretext_transform" (the config's `train.transform`), beside the method's own
+    transform under "transform"; the config's wins, as evaluation read it then."""
+    if "pretext_transform" not in record:
+        return record
+    old = dict(record)
+    pretext = old.pop("pretext_transform")
+    return {**old, "transform": pretext or old.get("transform")}
 
 
 def last(checkpoint_dir: str | os.PathLike) -> Path | None:
@@ -113,23 +128,22 @@ def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 def load_method(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> Method:
     """The trained method (trunk + heads) of a run folder's last checkpoint, in eval mode; no gin needed."""
     from pirl_ablate.losses import MemoryBank, build_negatives
-    from pirl_ablate.methods import METHODS, build_method
+    from pirl_ablate.methods.base import assemble_method
     from pirl_ablate.models import Backbone
     from pirl_ablate.transforms import build_transform
 
     state = _last_state(run_dir)
     record = state["record"]
-    name, config = record["method"]["name"], record["method"]["config"]
-    params = METHODS.entry(name).params
-    parts: dict[str, Any] = {"backbone": Backbone(**record["backbone"]), "generator": torch.Generator()}
-    negatives = record.get("negatives")  # absent in runs recorded before the negative sources: the memory bank
-    if "negatives" in params and negatives is not None:
-        parts["negatives"] = build_negatives(negatives["name"], **negatives["kwargs"])
-    if "memory_bank" in params and getattr(parts.get("negatives"), "uses_memory_bank", True):
-        parts["memory_bank"] = MemoryBank(record["dataset_size"], config["embed_dim"], torch.Generator())
-    for key in ("transform", "image_transform"):
-        if key in params and record[key] is not None:
-            parts[key] = build_transform(record[key]["name"], **record[key]["kwargs"])
-    method = build_method(name, **parts, **config)
+    config = record["method"]["config"]
+
+    def part(key: str) -> Any:
+        if key == "memory_bank":
+            return MemoryBank(record["dataset_size"], config["embed_dim"], torch.Generator())
+        spec = record.get(key)  # no "negatives" in runs recorded before the negative sources: the memory bank
+        if spec is None:
+            return None
+        return (build_negatives if key == "negatives" else build_transform)(spec["name"], **spec["kwargs"])
+
+    method = assemble_method(record["method"]["name"], Backbone(**record["backbone"]), torch.Generator(), part, config)
     method.load_state_dict(state["method"])
     return method.to(map_location).eval()

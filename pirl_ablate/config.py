@@ -28,6 +28,7 @@ from gin import config_parser
 
 from pirl_ablate.console import console
 from pirl_ablate.errors import ConfigError, did_you_mean
+from pirl_ablate.registry import signature_parameters
 
 GIN_DIR = Path(__file__).resolve().parent.parent / "gin"
 
@@ -49,7 +50,9 @@ _FIRST_NAMES = {new: old for old, new in RENAMED.items()}
 _OLD_NAME = re.compile(r"(?<![\w.])(?P<name>" + "|".join(RENAMED) + r")(?=\.\w)")
 _CURRENT_NAME = re.compile(r"(?<![\w.])(?P<name>" + "|".join(_FIRST_NAMES) + r")(?=\.\w)")
 _warned: set[str] = set()
-_INCLUDE = re.compile(r"""^[ \t]*include\s+(['"])(?P<path>.+?)\1""", re.MULTILINE)
+# a gin `include 'path'` statement at the start of a line (the file scan) or as a whole line (`fullmatch`, a sweep
+# variant's lines)
+INCLUDE = re.compile(r"""^[ \t]*include\s+(['"])(?P<path>.+?)\1""", re.MULTILINE)
 _LOCATION = re.compile(r'In (?:file "(?P<file>[^"]+)", line (?P<line>\d+)|bindings string line (?P<bline>\d+))')
 _NO_PARAM = re.compile(r"Configurable '(?P<cfg>[^']+)' doesn't have a parameter named '(?P<param>[^']+)'")
 _NO_CONFIGURABLE = re.compile(r"No configurable matching '(?P<name>[^']+)'")
@@ -130,7 +133,7 @@ def _include_dirs(files: Sequence[Path]) -> list[Path]:
             dirs.append(f.parent)
         chain = (f.parent, *parents)
         text = read_gin_text(f)
-        for m in _INCLUDE.finditer(text):
+        for m in INCLUDE.finditer(text):
             line = text.count("\n", 0, m.start()) + 1
             try:
                 stack.append((resolve_config_file(m.group("path"), base=chain), chain))
@@ -312,7 +315,7 @@ def format_gin_error(e: BaseException, bindings: Sequence[str] = ()) -> str:
         name = m.group(1) if m else first
         first = f"cannot import `{name}` (put the folder that holds it on PYTHONPATH)"
     elif m := _NO_PARAM.search(msg):
-        hint = did_you_mean(m.group("param"), _configurable_params(m.group("cfg")))
+        hint = did_you_mean(m.group("param"), configurable_parameters(m.group("cfg")) or {})
         first = f"`{m.group('cfg')}` has no parameter `{m.group('param')}`"
     elif m := _NO_CONFIGURABLE.search(msg):
         hint = did_you_mean(m.group("name"), configurable_names())
@@ -393,12 +396,7 @@ class _Text(str):
         return str(self)
 
 
-def _configurable_params(name: str) -> list[str]:
+def configurable_parameters(name: str) -> dict[str, inspect.Parameter] | None:
+    """The parameters of gin configurable `name` (None if it is unknown or has no signature)."""
     fn = configurable_target(name)
-    if fn is None:
-        return []
-    target = fn.__init__ if inspect.isclass(fn) else fn
-    try:
-        return [p for p in inspect.signature(target).parameters if p not in ("self", "cls")]
-    except (TypeError, ValueError):
-        return []
+    return None if fn is None else signature_parameters(fn)

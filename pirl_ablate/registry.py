@@ -37,18 +37,20 @@ def _summary(obj: Any) -> str:
     return " ".join(line.strip() for line in doc.split("\n\n", 1)[0].splitlines())
 
 
-def _params(obj: Any) -> dict[str, Any]:
-    target = obj.__init__ if inspect.isclass(obj) else obj
+def signature_parameters(obj: Any) -> dict[str, inspect.Parameter] | None:
+    """The parameters of function `obj`, or of class `obj`'s constructor, without `self` / `cls`; None when it has
+    no signature (a builtin). The one signature reader of the registries, the gin error hints and the sweep checks."""
     try:
-        sig = inspect.signature(target)
+        sig = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj)
     except (TypeError, ValueError):
-        return {}
-    skip = {"self", "cls"}
-    return {
-        p.name: p.default
-        for p in sig.parameters.values()
-        if p.name not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
+        return None
+    return {p.name: p for p in sig.parameters.values() if p.name not in ("self", "cls")}
+
+
+def _params(obj: Any) -> dict[str, Any]:
+    """The keyword parameters of `obj` and their defaults (`Entry.params`)."""
+    params = signature_parameters(obj) or {}
+    return {name: p.default for name, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 class Registry:

@@ -17,7 +17,7 @@ gin builds the objects for `pirl-ablate train` and sweeps in `pirl_ablate.build`
     method = build_method("npid", backbone=Backbone("resnet18"), memory_bank=MemoryBank(len(data), 128, g),
                           generator=g, num_negatives=256)
     optimizer = torch.optim.SGD(parameter_groups([method], 1e-4), lr=0.03, momentum=0.9)
-    pretrain(method, data, optimizer, "runs/npid", epochs=10, batch_size=64, image_size=32)
+    pretrain(method, data, optimizer, "runs/npid", TrainSettings(epochs=10, batch_size=64, image_size=32))
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -148,7 +148,8 @@ class _Loop:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generators: dict[str, torch.Generator]
     autocast: torch.autocast
-    settings: dict[str, Any]
+    settings: TrainSettings
+    peak_lr: float  # the first step's lr: the peak lr unless there is a warm-up
     record: dict[str, Any]
     start_epoch: int = 0
     step: int = 0
@@ -158,39 +159,59 @@ class _Loop:
     health_images: Tensor | None = None  # the fixed held-out batch of the relative invariance (diagnostics)
 
 
-def pretrain(method: Method, dataset: ImageDataset, optimizer: torch.optim.Optimizer, run_dir: str | Path, *,
-             epochs: int, batch_size: int, image_size: int, schedule: Callable[[int, int], float] | None = None,
-             seed: int = 0, test_dataset: ImageDataset | None = None, checkpoint_every: int = 1,
-             monitor_every: int = 1, monitor_k: int = 200, monitor_sigma: float = 0.07, precise_bn_batches: int = 0,
-             precision: str = "auto", channels_last: bool = False, health_images: int = 256,
-             env: distributed.DistEnv | None = None, record: dict[str, Any] | None = None,
-             config_text: str | None = None, loader_options: LoaderOptions = DEFAULT_LOADER) -> dict:
-    """Pre-train `method` on `dataset` into the run folder `run_dir`; resume from its last checkpoint if any.
+@dataclass(frozen=True)
+class TrainSettings:
+    """How `pretrain` trains: the loop's settings, each read once where it is used. `pirl-ablate train` and sweeps
+    build it from the `train.*` bindings of the same names (`pirl_ablate.build.train`); from Python, pass one.
+
+    epochs: passes over the data (paper: 800; ablations 400). 0 writes the initial network (random init).
+    batch_size: global batch over all processes (paper: 1024 = 32 GPUs x 32).
+    image_size: side the uint8 images are resized to on the device (32 at smoke scale, 224 in the paper).
+    seed: the data order, the view generator (seed * 1000 + 2 * rank + 2) and the health numbers' draws
+        (seed * 1000 + 999).
+    checkpoint_every: epochs between checkpoints (always one at the end).
+    monitor_every: epochs between weighted-kNN monitors of the memory bank against the labelled test set (k =
+        monitor_k = 200, sigma = monitor_sigma = 0.07, as NPID); 0 disables.
+    precise_bn_batches: > 0 recomputes BN statistics on that many clean batches before the final monitor and
+        checkpoint (recorded in result.json as "bn": "precise").
+    precision: "auto" (bf16 autocast on CUDA devices that support it, fp32 elsewhere), "fp32", "bf16".
+    channels_last: NHWC memory format for the method and inputs (faster convolutions on recent GPUs).
+    health_images: size of the fixed held-out batch (the first images of the test set, else of the training set) on
+        which every epoch's row measures f against g (`pirl_ablate.diagnostics.epoch_health`); 0 skips that number.
+        The other health numbers (alignment, uniformity, Z, warnings) are always in the row.
+    """
+
+    epochs: int
+    batch_size: int
+    image_size: int
+    seed: int = 0
+    checkpoint_every: int = 1
+    monitor_every: int = 1
+    monitor_k: int = 200
+    monitor_sigma: float = 0.07
+    precise_bn_batches: int = 0
+    precision: str = "auto"
+    channels_last: bool = False
+    health_images: int = 256
+
+
+def pretrain(method: Method, dataset: ImageDataset, optimizer: torch.optim.Optimizer, run_dir: str | Path,
+             settings: TrainSettings, *, schedule: Callable[[int, int], float] | None = None,
+             test_dataset: ImageDataset | None = None, env: distributed.DistEnv | None = None,
+             record: dict[str, Any] | None = None, config_text: str | None = None,
+             loader_options: LoaderOptions = DEFAULT_LOADER) -> dict:
+    """Pre-train `method` on `dataset` into the run folder `run_dir` as `settings` say; resume from its last
+    checkpoint if any.
 
     Args:
         method: a `pirl_ablate.methods.Method` on its device (its memory bank, if any, sized len(dataset)).
         dataset: the index-returning training set; `test_dataset` (labelled) feeds the kNN monitor.
         optimizer: over the method's parameters (`parameter_groups`); its lr is the peak lr.
-        epochs: passes over the data (paper: 800; ablations 400). 0 writes the initial network (random init).
-        batch_size: global batch over all processes (paper: 1024 = 32 GPUs x 32).
-        image_size: side the uint8 images are resized to on the device (32 at smoke scale, 224 in the paper).
         schedule: `schedule(step, steps_per_epoch)`, the lr multiplier of each step; None: `cosine` from 1 to 1e-3
             of the peak over all steps, no warm-up (Section 4).
-        seed: the data order, the view generator (seed * 1000 + 2 * rank + 2) and the health numbers' draws
-            (seed * 1000 + 999).
-        checkpoint_every: epochs between checkpoints (always one at the end).
-        monitor_every: epochs between weighted-kNN monitors of the memory bank against `test_dataset` (k =
-            monitor_k = 200, sigma = monitor_sigma = 0.07, as NPID); 0 disables.
-        precise_bn_batches: > 0 recomputes BN statistics on that many clean batches before the final monitor and
-            checkpoint (recorded in result.json as "bn": "precise").
-        precision: "auto" (bf16 autocast on CUDA devices that support it, fp32 elsewhere), "fp32", "bf16".
-        channels_last: NHWC memory format for the method and inputs (faster convolutions on recent GPUs).
-        health_images: size of the fixed held-out batch (the first images of `test_dataset`, else of `dataset`)
-            on which every epoch's row measures f against g (`pirl_ablate.health.epoch_health`); 0 skips that
-            number. The other health numbers (alignment, uniformity, Z, warnings) are always in the row.
         env: the process's place in torch.distributed (`distributed.setup()`); None: one process.
         record: what evaluation needs besides the method (`checkpoint.run_record`: dataset name and per-split
-            keyword arguments, ...); None records the dataset's name.
+            keyword arguments, the pretext transform, ...); None records the dataset's name.
         config_text: the configuration to keep as the run's config.gin (the gin builder's operative config).
         loader_options: how the training loader reads a file dataset (workers, pinned memory).
     Returns the result dict also written to result.json.
@@ -198,20 +219,16 @@ def pretrain(method: Method, dataset: ImageDataset, optimizer: torch.optim.Optim
     env = env or distributed.single_process(next(method.parameters()).device)
     run = RunDir(run_dir)
     try:
-        loop = _build(run, env, method, dataset, optimizer, epochs=epochs, batch_size=batch_size,
-                      image_size=image_size, schedule=schedule, seed=seed, test_dataset=test_dataset,
-                      checkpoint_every=checkpoint_every, monitor_every=monitor_every, monitor_k=monitor_k,
-                      monitor_sigma=monitor_sigma, precise_bn_batches=precise_bn_batches, precision=precision,
-                      channels_last=channels_last, health_images=health_images, record=record,
-                      loader_options=loader_options)
+        loop = _build(run, env, method, dataset, optimizer, settings, schedule, test_dataset, record, loader_options)
         _resume(loop)
         _announce(loop)
         started = time.perf_counter()
-        if not loop.resumed and epochs > 0 and method.memory_bank is not None and method.memory_bank.init == "features":
-            fill_bank(method, dataset, env, image_size, batch_size // env.world_size, loop.autocast,
+        if not loop.resumed and settings.epochs > 0 and method.memory_bank is not None \
+                and method.memory_bank.init == "features":
+            fill_bank(method, dataset, env, settings.image_size, settings.batch_size // env.world_size, loop.autocast,
                       loader_options)
         method.train()
-        for epoch in range(loop.start_epoch, epochs):
+        for epoch in range(loop.start_epoch, settings.epochs):
             _run_epoch(loop, epoch)
         return _finish(loop, time.perf_counter() - started, config_text)
     except Exception as e:
@@ -221,46 +238,48 @@ def pretrain(method: Method, dataset: ImageDataset, optimizer: torch.optim.Optim
 
 
 def _build(run: RunDir, env: distributed.DistEnv, method: Method, dataset: ImageDataset,
-           optimizer: torch.optim.Optimizer, *, epochs: int, batch_size: int, image_size: int,
-           schedule: Callable[[int, int], float] | None, seed: int, test_dataset: ImageDataset | None,
-           checkpoint_every: int, monitor_every: int, monitor_k: int, monitor_sigma: float, precise_bn_batches: int,
-           precision: str, channels_last: bool, health_images: int, record: dict[str, Any] | None,
-           loader_options: LoaderOptions) -> _Loop:
-    """Check the settings; make the loader, the lr scheduler, the view generator and the DDP wrapper."""
-    dev = env.device
-    check_train_values(epochs=epochs, batch_size=batch_size)
-    if batch_size % env.world_size:
-        raise ConfigError(f"train.batch_size = {batch_size} is not divisible by the {env.world_size} processes")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"train.precision = {precision!r} (valid: {', '.join(PRECISIONS)})")
+           optimizer: torch.optim.Optimizer, settings: TrainSettings, schedule: Callable[[int, int], float] | None,
+           test_dataset: ImageDataset | None, record: dict[str, Any] | None,
+           loader_options: LoaderOptions = DEFAULT_LOADER) -> _Loop:
+    """Check the settings; make the loader, the lr scheduler, the view generator and the DDP wrapper. The loop's
+    settings are `settings` with "auto" precision resolved and the monitor off where it has nothing to monitor."""
+    dev, s = env.device, settings
+    check_train_values(epochs=s.epochs, batch_size=s.batch_size)
+    if s.batch_size % env.world_size:
+        raise ConfigError(f"train.batch_size = {s.batch_size} is not divisible by the {env.world_size} processes")
+    if s.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision = {s.precision!r} (valid: {', '.join(PRECISIONS)})")
+    precision = s.precision
     if precision == "auto":
         precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    loader = make_loader(dataset, batch_size // env.world_size, seed=seed, rank=env.rank, world_size=env.world_size,
-                         **asdict(loader_options))
+    loader = make_loader(dataset, s.batch_size // env.world_size, seed=s.seed, rank=env.rank,
+                         world_size=env.world_size, **asdict(loader_options))
     if len(loader) == 0:
-        raise ConfigError(f"train.batch_size = {batch_size} is larger than the {len(dataset)} training images")
-    schedule = schedule or partial(cosine, epochs=epochs)
+        raise ConfigError(f"train.batch_size = {s.batch_size} is larger than the {len(dataset)} training images")
+    schedule = schedule or partial(cosine, epochs=s.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(schedule, steps_per_epoch=len(loader)))
-    generators = {"view": torch.Generator(device=dev).manual_seed(seed * 1000 + 2 * env.rank + 2)}
+    generators = {"view": torch.Generator(device=dev).manual_seed(s.seed * 1000 + 2 * env.rank + 2)}
     if method.generator is not None:
         generators["method"] = method.generator
-    if channels_last:
+    if s.channels_last:
         method.to(memory_format=torch.channels_last)
     module: nn.Module = method
     if env.distributed:
         module = DistributedDataParallel(method, device_ids=[dev.index] if dev.type == "cuda" else None,
                                          broadcast_buffers=False)
-    monitor = monitor_every > 0 and method.memory_bank is not None and test_dataset is not None \
+    monitor = s.monitor_every > 0 and method.memory_bank is not None and test_dataset is not None \
         and dataset.num_classes is not None
-    settings = {"epochs": epochs, "batch_size": batch_size, "image_size": image_size, "seed": seed,
-                "checkpoint_every": checkpoint_every, "monitor_every": monitor_every if monitor else 0,
-                "monitor_k": monitor_k, "monitor_sigma": monitor_sigma, "precise_bn_batches": precise_bn_batches,
-                "precision": precision, "channels_last": channels_last, "peak_lr": optimizer.param_groups[0]["lr"]}
-    record = {"dataset": {"name": getattr(dataset, "name", None)}, **(record or {}),
-              **checkpoint.method_record(method), "image_size": image_size, "dataset_size": len(dataset)}
+    settings = replace(s, precision=precision, monitor_every=s.monitor_every if monitor else 0)
+    given = record or {}
+    recorded = checkpoint.method_record(method)
+    # the pretext transform the config names (train.transform), else the method's own
+    recorded["transform"] = given.get("transform") or recorded["transform"]
+    record = {"dataset": {"name": getattr(dataset, "name", None)}, **given, **recorded,
+              "image_size": s.image_size, "dataset_size": len(dataset)}
     return _Loop(run, env, method, module, dataset, test_dataset, loader, optimizer, scheduler, generators,
-                 torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"), settings, record,
-                 health_images=_held_out_batch(test_dataset or dataset, health_images, dev, image_size))
+                 torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"), settings,
+                 optimizer.param_groups[0]["lr"], record,
+                 health_images=_held_out_batch(test_dataset or dataset, s.health_images, dev, s.image_size))
 
 
 def _held_out_batch(dataset: ImageDataset, size: int, device: torch.device, image_size: int) -> Tensor | None:
@@ -279,7 +298,7 @@ def _resume(loop: _Loop) -> None:
     if last is None:
         if loop.env.is_main and loop.run.meta() is None:  # called from Python: no gin builder started the folder
             loop.run.start("# trained from Python (pirl_ablate.train.pretrain), not from a gin config\n",
-                           seed=loop.settings["seed"])
+                           seed=loop.settings.seed)
         if loop.env.is_main and loop.run.metrics_path.exists():  # an earlier attempt's rows: this one starts over
             loop.run.rewrite_metrics([])
         return
@@ -294,15 +313,15 @@ def _resume(loop: _Loop) -> None:
     loop.start_epoch, loop.step, loop.resumed = state["epoch"], state["step"], True
     if loop.env.is_main:
         _restore_metrics(loop, state.get("metrics"))
-    info(f"resuming {loop.run.path} from {last} (epoch {loop.start_epoch}/{loop.settings['epochs']})")
+    info(f"resuming {loop.run.path} from {last} (epoch {loop.start_epoch}/{loop.settings.epochs})")
 
 
 def _announce(loop: _Loop) -> None:
     s, env = loop.settings, loop.env
     info(f"[bold]train[/] {loop.record['method']['name']} on {loop.record['dataset']['name']} ({len(loop.dataset)} "
-         f"images) | {env.world_size} x {env.device.type} | {s['precision']} | batch {s['batch_size']} "
-         f"({s['batch_size'] // env.world_size}/process) | {s['epochs']} epochs x {len(loop.loader)} steps | "
-         f"peak lr {s['peak_lr']:.4g} | views {', '.join(loop.method.views) or '-'}")
+         f"images) | {env.world_size} x {env.device.type} | {s.precision} | batch {s.batch_size} "
+         f"({s.batch_size // env.world_size}/process) | {s.epochs} epochs x {len(loop.loader)} steps | "
+         f"peak lr {loop.peak_lr:.4g} | views {', '.join(loop.method.views) or '-'}")
 
 
 def _log_views(loop: _Loop, x: Tensor) -> None:
@@ -324,10 +343,10 @@ def _run_epoch(loop: _Loop, epoch: int) -> None:
     seen, t0 = 0, time.perf_counter()
     steps = len(loop.loader)
     with progress(TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s")) as bar:
-        task = bar.add_task(f"epoch {epoch + 1}/{s['epochs']}", total=steps, loss=float("nan"), ips=0.0)
+        task = bar.add_task(f"epoch {epoch + 1}/{s.epochs}", total=steps, loss=float("nan"), ips=0.0)
         for images, index, labels in loop.loader:
-            x = to_device_batch(images, env.device, s["image_size"], whole=True)  # own-size images stay whole
-            if s["channels_last"] and not isinstance(x, ImageBatch):  # a canvas is only cropped from, never convolved
+            x = to_device_batch(images, env.device, s.image_size, whole=True)  # own-size images stay whole
+            if s.channels_last and not isinstance(x, ImageBatch):  # a canvas is only cropped from, never convolved
                 x = x.contiguous(memory_format=torch.channels_last)
             if loop.step == 0 and env.is_main:  # once per run: TensorBoard's picture of what the network sees
                 _log_views(loop, x)
@@ -348,23 +367,23 @@ def _run_epoch(loop: _Loop, epoch: int) -> None:
     epoch_s = time.perf_counter() - t0
     row = {"epoch": epoch + 1, "step": loop.step, "lr": loop.optimizer.param_groups[0]["lr"],
            "images_per_s": seen / epoch_s, "epoch_s": epoch_s, **{k: float(v) / steps for k, v in sums.items()}}
-    final = epoch + 1 == s["epochs"]
-    if final and s["precise_bn_batches"] > 0:
-        recompute_bn(method, loop.dataset, env.device, s["image_size"], s["precise_bn_batches"],
-                     s["batch_size"] // env.world_size, seed=s["seed"] * 1000 + 997)
-    if s["monitor_every"] and ((epoch + 1) % s["monitor_every"] == 0 or final) and env.is_main:
-        queries = embed_dataset(method, loop.test_dataset, env.device, s["image_size"])
+    final = epoch + 1 == s.epochs
+    if final and s.precise_bn_batches > 0:
+        recompute_bn(method, loop.dataset, env.device, s.image_size, s.precise_bn_batches,
+                     s.batch_size // env.world_size, seed=s.seed * 1000 + 997)
+    if s.monitor_every and ((epoch + 1) % s.monitor_every == 0 or final) and env.is_main:
+        queries = embed_dataset(method, loop.test_dataset, env.device, s.image_size)
         row["knn_top1"] = knn_top1(method.memory_bank.bank, loop.dataset.labels, queries, loop.test_dataset.labels,
-                                   loop.dataset.num_classes, k=s["monitor_k"], sigma=s["monitor_sigma"])
+                                   loop.dataset.num_classes, k=s.monitor_k, sigma=s.monitor_sigma)
     if env.is_main:
-        health = torch.Generator(device=env.device).manual_seed(s["seed"] * 1000 + 999)  # same draws each epoch
+        health = torch.Generator(device=env.device).manual_seed(s.seed * 1000 + 999)  # same draws each epoch
         row.update(epoch_health(method, row, loop.health_images, health))
         loop.history.append(loop.run.log_metrics(row))
         info(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
                         if k != "warnings"))
         for warning in row["warnings"]:
             info(f"[yellow]warning[/] epoch {epoch + 1}: {warning}")
-    if (epoch + 1) % s["checkpoint_every"] == 0 or final:
+    if (epoch + 1) % s.checkpoint_every == 0 or final:
         _save(loop, epoch + 1)
     loop.last_row = row
 
@@ -372,20 +391,20 @@ def _run_epoch(loop: _Loop, epoch: int) -> None:
 def _finish(loop: _Loop, wall_s: float, config_text: str | None) -> dict:
     """The random-init / already-complete cases, the replica check, config.gin and result.json."""
     env, s = loop.env, loop.settings
-    if s["epochs"] == 0 or loop.start_epoch == s["epochs"]:  # nothing trained here: random init or complete
-        if s["precise_bn_batches"] > 0 and loop.start_epoch == 0:
-            recompute_bn(loop.method, loop.dataset, env.device, s["image_size"], s["precise_bn_batches"],
-                         s["batch_size"] // env.world_size)
+    if s.epochs == 0 or loop.start_epoch == s.epochs:  # nothing trained here: random init or complete
+        if s.precise_bn_batches > 0 and loop.start_epoch == 0:
+            recompute_bn(loop.method, loop.dataset, env.device, s.image_size, s.precise_bn_batches,
+                         s.batch_size // env.world_size)
         if not loop.resumed:
             _save(loop, 0)
         loop.last_row = (loop.run.metrics() or [{}])[-1]  # (a random bank has nothing to monitor)
     if not distributed.same_on_all_ranks(sum(p.double().sum() for p in loop.method.parameters()), env):
         raise RuntimeError("the processes ended with different weights (DDP replicas out of sync)")
-    result = {"epochs": s["epochs"], "steps": loop.step, "final": loop.last_row,
+    result = {"epochs": s.epochs, "steps": loop.step, "final": loop.last_row,
               "warnings": loop.last_row.get("warnings", []), "wall_s": wall_s,
-              "bn": "precise" if s["precise_bn_batches"] > 0 else "train", "lr": s["peak_lr"],
-              "batch_size": s["batch_size"], "world_size": env.world_size, "dataset_size": len(loop.dataset),
-              "precision": s["precision"]}
+              "bn": "precise" if s.precise_bn_batches > 0 else "train", "lr": loop.peak_lr,
+              "batch_size": s.batch_size, "world_size": env.world_size, "dataset_size": len(loop.dataset),
+              "precision": s.precision}
     if env.is_main:
         if config_text is not None:
             loop.run.write_config(config_text)
@@ -427,5 +446,5 @@ def _diverged(loop: _Loop, value: Tensor, epoch: int) -> NoReturn:
     raise TrainingDiverged(reason)
 
 
-__all__ = ["SCHEDULE_PER", "TrainingDiverged", "cosine", "embed_dataset", "fill_bank", "lr_factor", "parameter_groups",
-           "pretrain", "recompute_bn"]
+__all__ = ["SCHEDULE_PER", "TrainSettings", "TrainingDiverged", "cosine", "embed_dataset", "fill_bank", "lr_factor",
+           "parameter_groups", "pretrain", "recompute_bn"]

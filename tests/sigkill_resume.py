@@ -18,11 +18,15 @@ from pirl_ablate import checkpoint
 REPO = Path(__file__).resolve().parent.parent
 
 
+def cli(*args: str) -> subprocess.Popen:
+    """`pirl-ablate -q ARGS` in a subprocess with one OpenMP thread, run from the repository."""
+    return subprocess.Popen([sys.executable, "-m", "pirl_ablate.cli", "-q", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
 def train_cli(cfg: Path, out: Path) -> subprocess.Popen:
-    """`pirl-ablate -q train CFG --out OUT` in a subprocess with one OpenMP thread."""
-    return subprocess.Popen([sys.executable, "-m", "pirl_ablate.cli", "-q", "train", str(cfg), "--out", str(out)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    """`pirl-ablate -q train CFG --out OUT` in a subprocess (`cli`)."""
+    return cli("train", str(cfg), "--out", str(out))
 
 
 def whole_and_killed(cfg: Path, folder: Path, epochs: int) -> tuple[dict[str, Any], dict[str, Any]]:

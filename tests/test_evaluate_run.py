@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
-from pirl_ablate import config
+from pirl_ablate import checkpoint, config
 from pirl_ablate.build import run_training
 from pirl_ablate.cli import main
 from pirl_ablate.runs import RunDir, read_json
@@ -98,3 +99,28 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", str(tmp_path), "--protocol", "linear", "--layers", "res6"]) == 2
     err = capsys.readouterr().err
     assert "res6" in err and "res5" in err
+
+
+def test_a_run_recorded_under_the_old_pretext_transform_key_still_loads_and_evaluates(tmp_path):
+    run_dir = train_tiny(tmp_path, 'train.method = "npid"\ntrain.epochs = 0\n')
+    record = checkpoint.run_record(run_dir)
+    # one key: the config's train.transform with its bindings, though NPID itself takes no transform
+    assert record["transform"] == {"name": "jigsaw", "kwargs": {"crop_size": None, "patch_size": None}}
+    assert "pretext_transform" not in record
+    # as runs were recorded before: the config's transform under "pretext_transform", the method's (none) under
+    # "transform"; rotation, so that the invariance result shows which key evaluation read
+    path = checkpoint.last(RunDir(run_dir).checkpoint_dir)
+    state = torch.load(path, weights_only=True)
+    state["record"] = {**record, "pretext_transform": {"name": "rotation", "kwargs": {}}, "transform": None}
+    torch.save(state, path)
+    assert checkpoint.run_record(run_dir)["transform"] == {"name": "rotation", "kwargs": {}}
+    assert checkpoint.load_method(run_dir).transform is None
+    assert main(["-q", "eval", str(run_dir), "--protocol", "invariance", *FAST,
+                 "--bind", "invariance_eval.num_images = 8", "--bind", "evaluation.precise_bn_batches = 0"]) == 0
+    assert read_json(RunDir(run_dir).evals_dir / "invariance-synthetic.json")["transform"] == "rotation"
+
+
+def test_an_old_record_keeps_the_methods_transform_where_the_config_named_none():
+    spec = {"name": "jigsaw", "kwargs": {"grid": 2}}
+    old = {"method": {"name": "jigsaw", "config": {}}, "pretext_transform": None, "transform": spec}
+    assert checkpoint.current_record(old) == {"method": {"name": "jigsaw", "config": {}}, "transform": spec}

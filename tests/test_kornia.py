@@ -9,7 +9,7 @@ import pytest
 import torch
 from kornia.enhance import solarize
 from sigkill_resume import whole_and_killed
-from tiny_pirl import TINY
+from tiny_pirl import tiny_config
 
 from pirl_ablate import config
 from pirl_ablate.errors import ConfigError
@@ -69,9 +69,8 @@ def test_gin_binds_kornias_constructor_arguments(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_with_kornia_in_a_composition_resumes_bit_identically_after_kill_9(tmp_path):
-    cfg = tmp_path / "kornia.gin"
-    cfg.write_text(TINY + "train.epochs = 4\ntrain.transform = 'kornia:RandomSolarize+jigsaw'\n"
-                   "kornia.RandomSolarize.p = 0.5\n")
+    cfg = tiny_config(tmp_path, "train.transform = 'kornia:RandomSolarize+jigsaw'\nkornia.RandomSolarize.p = 0.5\n",
+                      epochs=4)
     a, b = whole_and_killed(cfg, tmp_path, epochs=4)
     assert a["record"]["transform"]["name"] == "kornia:RandomSolarize+jigsaw"
     assert a["method"].keys() == b["method"].keys()

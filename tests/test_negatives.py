@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from sigkill_resume import whole_and_killed
-from tiny_pirl import TINY
+from tiny_pirl import tiny_config
 from torch import nn
 
 from pirl_ablate import config
@@ -38,7 +38,7 @@ from pirl_ablate.losses import (
 from pirl_ablate.losses.negatives import shared_contrast
 from pirl_ablate.methods import NPID, PIRL, MoCoV2, build_method
 from pirl_ablate.models import Backbone, MomentumEncoder
-from pirl_ablate.train import cosine, parameter_groups, pretrain
+from pirl_ablate.train import TrainSettings, cosine, parameter_groups, pretrain
 from pirl_ablate.transforms import ImageView, build_transform
 from pirl_ablate.transforms.moco_v2 import MoCoV2View
 
@@ -330,7 +330,8 @@ def pinned_run(out: Path, estimator_name: str, **kw) -> tuple[dict, PIRL]:
                         transform=build_transform("jigsaw", crop_size=None, patch_size=None, grid=2),
                         image_transform=build_transform("image", size=16, scale=(0.2, 1.0)), **kw)
     opt = torch.optim.SGD(parameter_groups([pirl], weight_decay=1e-4), lr=0.03, momentum=0.9)
-    final = pretrain(pirl, data, opt, out, epochs=2, batch_size=8, image_size=16, monitor_every=0)["final"]
+    settings = TrainSettings(epochs=2, batch_size=8, image_size=16, monitor_every=0)
+    final = pretrain(pirl, data, opt, out, settings)["final"]
     row = {k: final[k] for k in final if k not in ("images_per_s", "epoch_s")}
     row["bank"] = pirl.memory_bank.bank.double().sum().item()
     row["weights"] = sum(p.double().sum() for p in pirl.parameters()).item()
@@ -374,7 +375,7 @@ def train_into(run: Path, source_name: str, method: str, epochs: int) -> PIRL:
     data = build_dataset("synthetic", "train", size=SIZE, image_size=16)
     net = loop_method(source_name, method)
     opt = torch.optim.SGD(parameter_groups([net], weight_decay=1e-4), lr=0.05, momentum=0.9)
-    pretrain(net, data, opt, run, epochs=epochs, batch_size=BATCH, image_size=16, monitor_every=0,
+    pretrain(net, data, opt, run, TrainSettings(epochs=epochs, batch_size=BATCH, image_size=16, monitor_every=0),
              schedule=partial(cosine, epochs=2))
     return net
 
@@ -396,9 +397,8 @@ def test_resume_is_bit_identical_and_evaluation_rebuilds_the_source(tmp_path, na
 
 def test_sigkill_and_resume_with_the_momentum_queue_is_bit_identical(tmp_path):
     """tests/sigkill_resume.py's kill -9 and resume with `train.negatives = 'momentum_queue'`."""
-    cfg = tmp_path / "queue.gin"
-    cfg.write_text(TINY + "train.epochs = 4\ntrain.negatives = 'momentum_queue'\nMomentumQueue.size = 32\n"
-                   "MomentumQueue.momentum = 0.9\n")
+    cfg = tiny_config(tmp_path, "train.negatives = 'momentum_queue'\nMomentumQueue.size = 32\n"
+                      "MomentumQueue.momentum = 0.9\n", epochs=4)
 
     a, b = whole_and_killed(cfg, tmp_path, epochs=4)
     assert a["record"]["negatives"]["name"] == "momentum_queue" and "memory_bank.bank" not in a["method"]

@@ -22,7 +22,7 @@ from pirl_ablate.layers import LAYERS
 from pirl_ablate.report import paper
 from pirl_ablate.report.registry import TABLES
 from pirl_ablate.report.render import to_csv, to_latex, to_markdown
-from pirl_ablate.report.results import ExpectedRun, load_results
+from pirl_ablate.report.results import ExpectedRun, load_results, operative_values
 from pirl_ablate.runs import RunDir, atomic_write_json
 
 LAMBDAS = (0.0, 0.5, 1.0)
@@ -145,6 +145,20 @@ def test_operative_config_values_as_columns(results: Path):
     on_disk = frame[frame["path"].notna()]
     assert set(on_disk["config:PIRL.lambda_"]) == {0.5}  # what each config.gin says (written by _run)
     assert frame["config:train.epochs"].isna().all()  # not in any config.gin
+
+
+def test_operative_values_read_config_gin_as_gin_does(tmp_path: Path):
+    """Values gin writes over several lines (a wrapped dict, a continued tuple), the last binding of a key (the
+    as-given section after the operative one), references as text; a damaged line costs only itself."""
+    path = tmp_path / "config.gin"
+    path.write_text("train.epochs = 2\nsweep.variants = {\n    'a': ['x = 1'],\n}\nimage.scale = (0.2, \\\n    1.0)\n"
+                    "train.negatives = @MemoryBankNegatives()\n# All bindings as given\ntrain.epochs = 3\n")
+    keys = ["train.epochs", "sweep.variants", "image.scale", "train.negatives", "PIRLLoss.tau"]
+    assert operative_values(path, keys) == {"config:train.epochs": 3, "config:sweep.variants": '{"a": ["x = 1"]}',
+                                            "config:image.scale": "[0.2, 1.0]",
+                                            "config:train.negatives": "@MemoryBankNegatives()"}
+    path.write_text("train.epochs = 2\nthis is = = not gin\nPIRLLoss.tau = 0.2\n")
+    assert operative_values(path, keys) == {"config:train.epochs": 2, "config:PIRLLoss.tau": 0.2}
 
 
 # ----------------------------------------------------------------------------------------------------- tables

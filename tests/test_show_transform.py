@@ -69,3 +69,15 @@ def test_a_kornia_part_is_captioned_with_what_it_drew():
     threshold = float(view.params["kornia:RandomSolarize.thresholds"][1])
     caption = describe(view, 1, part="kornia:RandomSolarize")
     assert "applied" in caption and f"thresholds {threshold:.3g}" in caption and "rotated" not in caption
+
+
+def test_digits_are_drawn_from_the_digits_datasets_test_split():
+    """The bundle's last 300 images (data/digits.py's test split), its 0..16 values scaled to [0, 1] (to the uint8
+    rounding of 255/16 steps), grey in all three channels."""
+    from sklearn.datasets import load_digits
+
+    test = torch.from_numpy(load_digits().images[-300:]).double().div(16)  # (300, 8, 8)
+    images = load_images("digits", 5, torch.Generator().manual_seed(0), size=8).double()
+    assert images.shape == (5, 3, 8, 8) and torch.equal(images[:, 0], images[:, 2])
+    distance = (images[:, None, 0] - test[None]).abs().amax(dim=(2, 3))  # (5, 300)
+    assert (distance.min(dim=1).values < 0.6 / 255).all()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALARS, EventAccumulator
-from tiny_pirl import TINY
+from tiny_pirl import tiny_config
 
 from pirl_ablate import config
 from pirl_ablate.build import run_training
@@ -16,9 +16,7 @@ from pirl_ablate.tensorboard import GRID_IMAGES, TB_FOLDER
 
 
 def test_event_files_hold_every_metrics_number_and_one_views_grid(tmp_path: Path):
-    gin_file = tmp_path / "tiny.gin"
-    gin_file.write_text(TINY + "train.epochs = 2\n")
-    run_training(config.parse([gin_file], finalize=False), tmp_path / "run")
+    run_training(config.parse([tiny_config(tmp_path, epochs=2)], finalize=False), tmp_path / "run")
 
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     events = EventAccumulator(str(tmp_path / "run" / TB_FOLDER), size_guidance={SCALARS: 0, IMAGES: 0})

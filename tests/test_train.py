@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import os
 import socket
@@ -13,11 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from sigkill_resume import whole_and_killed
+from sigkill_resume import cli, whole_and_killed
 from sweep_jobs import PATIENCE_S
-from tiny_pirl import BATCH, NEGATIVES, SIZE, TINY
+from tiny_pirl import BATCH, NEGATIVES, SIZE, tiny_config
 
-from pirl_ablate import checkpoint, config
+from pirl_ablate import build, checkpoint, config
 from pirl_ablate.build import run_training
 from pirl_ablate.checkpoint import load_method
 from pirl_ablate.cli import main as cli_main
@@ -25,7 +27,7 @@ from pirl_ablate.evaluate.knn import knn_top1
 from pirl_ablate.gin_edge import GIN
 from pirl_ablate.methods import PIRL, register_method
 from pirl_ablate.runs import RunDir, read_json
-from pirl_ablate.train import TrainingDiverged, fill_bank, lr_factor, parameter_groups
+from pirl_ablate.train import TrainingDiverged, TrainSettings, fill_bank, lr_factor, parameter_groups
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,19 +46,6 @@ class NaNAfterTest(PIRL):
         return (loss * float("nan") if self.calls > self.steps else loss), parts
 
 
-def _config(tmp_path: Path, extra: str = "", name: str = "tiny.gin") -> Path:
-    path = tmp_path / name
-    path.write_text(TINY + extra)
-    return path
-
-
-def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pirl_ablate.cli", "-q", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-# ------------------------------------------------------------------------------------- schedule, groups, kNN
 def test_cosine_schedule_and_warmup_match_the_closed_form():
     final = 1e-3
     assert lr_factor(0, 100, 0, final) == 1.0
@@ -129,7 +118,7 @@ def test_features_bank_init_holds_each_images_embedding_and_leaves_bn_statistics
 # ------------------------------------------------------------------------------------------ end-to-end runs
 @pytest.mark.slow
 def test_tiny_pirl_run_learns_and_writes_the_run_folder(tmp_path):
-    cfg = config.parse([_config(tmp_path, "train.epochs = 15\ntrain.monitor_every = 5\n")])
+    cfg = config.parse([tiny_config(tmp_path, "train.monitor_every = 5\n", epochs=15)])
     result = run_training(cfg, tmp_path / "run")
     run = RunDir(tmp_path / "run")
     rows = run.metrics()
@@ -155,11 +144,10 @@ def test_tiny_pirl_run_learns_and_writes_the_run_folder(tmp_path):
 def test_every_epoch_row_holds_the_health_numbers_and_they_leave_the_run_unchanged(tmp_path):
     from pirl_ablate.data import build_dataset, to_device_batch
 
-    extra = "train.epochs = 3\n"
-    cfg = config.parse([_config(tmp_path, extra)])
+    cfg = config.parse([tiny_config(tmp_path, epochs=3)])
     result = run_training(cfg, tmp_path / "run")
     test_images = to_device_batch(build_dataset("synthetic", "test", configuration=GIN).images, "cpu", 16)  # held out
-    run_training(config.parse([_config(tmp_path, extra + "train.health_images = 0\n", "plain.gin")]),
+    run_training(config.parse([tiny_config(tmp_path, "train.health_images = 0\n", epochs=3, name="plain.gin")]),
                  tmp_path / "plain")
     rows, plain_rows = RunDir(tmp_path / "run").metrics(), RunDir(tmp_path / "plain").metrics()
     assert [r["loss"] for r in rows] == [r["loss"] for r in plain_rows]  # bit-identical with or without them
@@ -187,7 +175,7 @@ def test_every_epoch_row_holds_the_health_numbers_and_they_leave_the_run_unchang
 
 @pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
-    a, b = whole_and_killed(_config(tmp_path, "train.epochs = 4\n"), tmp_path, epochs=4)
+    a, b = whole_and_killed(tiny_config(tmp_path, epochs=4), tmp_path, epochs=4)
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (4, 4 * SIZE // BATCH)
     assert a["method"].keys() == b["method"].keys() and "memory_bank.bank" in a["method"]
     for key in a["method"]:  # trunk, heads, memory bank, Z
@@ -199,9 +187,9 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
 
 
 def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_fails_the_run(tmp_path):
-    extra = "train.epochs = 3\ntrain.method = 'nan_after_test'\nNaNAfterTest.steps = 5\n" \
-            f"NaNAfterTest.num_negatives = {NEGATIVES}\nNaNAfterTest.estimator = 'infonce'\n"
-    cfg = config.parse([_config(tmp_path, extra)])
+    extra = f"train.method = 'nan_after_test'\nNaNAfterTest.steps = 5\nNaNAfterTest.num_negatives = {NEGATIVES}\n" \
+            "NaNAfterTest.estimator = 'infonce'\n"
+    cfg = config.parse([tiny_config(tmp_path, extra, epochs=3)])
     with pytest.raises(TrainingDiverged, match="step 6"):
         run_training(cfg, tmp_path / "run")
     result = read_json(tmp_path / "run" / "result.json")
@@ -212,7 +200,7 @@ def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_fails_the_run(tmp_pat
 
 
 def test_random_init_baseline_and_export_load_strictly_into_torchvision(tmp_path):
-    cfg = config.parse([_config(tmp_path, "train.epochs = 0\nBackbone.width_multiplier = 1\n")])
+    cfg = config.parse([tiny_config(tmp_path, "Backbone.width_multiplier = 1\n", epochs=0)])
     result = run_training(cfg, tmp_path / "run")
     assert result["status"] == "done" and result["steps"] == 0
     out = tmp_path / "resnet18.pth"
@@ -230,7 +218,7 @@ def test_random_init_baseline_and_export_load_strictly_into_torchvision(tmp_path
 
 @pytest.mark.slow
 def test_two_process_gloo_run_updates_every_bank_entry(tmp_path):
-    cfg = _config(tmp_path, "train.epochs = 1\n")
+    cfg = tiny_config(tmp_path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -251,16 +239,16 @@ def test_two_process_gloo_run_updates_every_bank_entry(tmp_path):
 # ------------------------------------------------------------------------------------------------------- CLI
 @pytest.mark.slow
 def test_cli_missing_gin_file_and_typo_binding_are_one_line_errors(tmp_path):
-    missing = _cli("train", str(tmp_path / "nope.gin"))
+    missing = cli("train", str(tmp_path / "nope.gin"))
     _, err = missing.communicate(timeout=PATIENCE_S)
     assert missing.returncode == 2 and "nope.gin" in err and len(err.strip().splitlines()) == 1
-    typo = _cli("train", "gin/pirl_jigsaw.gin", "--bind", "train.epoch = 3", "--out", str(tmp_path / "x"))
+    typo = cli("train", "gin/pirl_jigsaw.gin", "--bind", "train.epoch = 3", "--out", str(tmp_path / "x"))
     _, err = typo.communicate(timeout=PATIENCE_S)
     assert typo.returncode == 2 and "epochs" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_precise_bn_recomputes_statistics_on_clean_images(tmp_path):
-    cfg = config.parse([_config(tmp_path, "train.epochs = 1\ntrain.precise_bn_batches = 2\n")])
+    cfg = config.parse([tiny_config(tmp_path, "train.precise_bn_batches = 2\n")])
     result = run_training(cfg, tmp_path / "run")
     assert result["bn"] == "precise"
     net = load_method(tmp_path / "run")
@@ -291,3 +279,18 @@ def test_a_checkpoint_of_the_format_before_methods_fails_with_one_line(tmp_path,
     assert cli_main(["export", str(run), "--out", str(tmp_path / "x.pth")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "format 1" in err and "retrain" in err
+
+
+def test_every_loop_setting_is_a_train_binding_with_the_loops_default():
+    """A loop option is one `TrainSettings` field: the gin edge takes it as `train.<field>`, with the same default,
+    and the defaults are the paper's (800 epochs of batch 1024, Section 4) and NPID's kNN (k 200, sigma 0.07)."""
+    params = inspect.signature(build.train).parameters
+    for f in dataclasses.fields(TrainSettings):
+        assert f.name in params, f.name
+        if f.default is not dataclasses.MISSING:
+            assert params[f.name].default == f.default, f.name
+    assert (params["epochs"].default, params["batch_size"].default) == (800, 1024)
+    settings = TrainSettings(epochs=800, batch_size=1024, image_size=224)
+    assert (settings.monitor_k, settings.monitor_sigma) == (200, 0.07)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.epochs = 1

@@ -61,10 +61,10 @@ NPID.num_negatives = {negatives}
 """
 
 
-def tiny_config(folder: Path, extra: str = "") -> Path:
-    """`folder`/tiny.gin: the tiny PIRL run for one epoch, then the gin lines `extra`."""
-    path = folder / "tiny.gin"
-    path.write_text(TINY + "train.epochs = 1\n" + extra)
+def tiny_config(folder: Path, extra: str = "", *, epochs: int = 1, name: str = "tiny.gin") -> Path:
+    """`folder`/`name`: the tiny PIRL run for `epochs` epochs, then the gin lines `extra`."""
+    path = folder / name
+    path.write_text(TINY + f"train.epochs = {epochs}\n" + extra)
     return path
 
 

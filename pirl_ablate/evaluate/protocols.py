@@ -160,7 +160,7 @@ def invariance_protocol(ctx: EvalContext, transform: str | None = None, num_imag
     """
     from pirl_ablate.transforms import build_transform
 
-    pretext = ctx.record.get("pretext_transform") or ctx.record["transform"] or {"name": None, "kwargs": {}}
+    pretext = ctx.record["transform"] or {"name": None, "kwargs": {}}
     name = transform or pretext["name"]
     if name is None:
         raise ConfigError("the run records no pretext transform: bind invariance_eval.transform (e.g. 'jigsaw')")

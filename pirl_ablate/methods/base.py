@@ -16,7 +16,7 @@ records them, `pirl_ablate.checkpoint.load_method` rebuilds the method from them
 from __future__ import annotations
 
 import contextlib
-import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from pirl_ablate.losses import MemoryBank
 from pirl_ablate.models import Backbone, ImageEncoder, frozen_bn_stats, pooled_res5
-from pirl_ablate.registry import Registry
+from pirl_ablate.registry import PLAIN, Configuration, Registry, signature_parameters
 from pirl_ablate.transforms import View, centre_squares
 
 METHODS = Registry("method")
@@ -34,9 +34,43 @@ register_method = METHODS.register
 PARTS = ("backbone", "memory_bank", "negatives", "transform", "image_transform", "generator")
 
 
-def build_method(name: str, **kwargs: Any) -> Method:
-    """The method registered as `name`, built with `kwargs` (gin bindings fill the ones not given)."""
-    return METHODS.get(name)(**kwargs)
+def build_method(name: str, configuration: Configuration = PLAIN, **kwargs: Any) -> Method:
+    """The method registered as `name`, built with `kwargs`; `configuration`'s values for its gin name fill the
+    arguments not given (the plain one: the constructor's defaults)."""
+    entry = METHODS.entry(name)
+    return (configuration.bind(entry.gin_name, entry.obj) if entry.gin_name else entry.obj)(**kwargs)
+
+
+# The parts `assemble_method` has its caller build, in the order they are built (each may draw from the global RNG
+# as it is initialised, so the order is part of a run's reproducibility).
+BUILT_PARTS = ("negatives", "memory_bank", "transform", "image_transform")
+
+
+def assemble_method(name: str, backbone: Backbone, generator: torch.Generator, part: Callable[[str], Any],
+                    hyperparameters: Mapping[str, Any], configuration: Configuration = PLAIN) -> Method:
+    """The method registered as `name` on `backbone`, with the method's own `generator`, given the parts its
+    constructor takes: the one place that asks, for the training builder (`pirl_ablate.build`: parts from the gin
+    config) and checkpoint loading (`pirl_ablate.checkpoint.load_method`: parts from a run's record).
+
+    part: builds the named part ("negatives", "memory_bank", "transform", "image_transform"), or returns None where
+        the run has none; called only for the parts the method's constructor takes, in `BUILT_PARTS` order, and for
+        the memory bank only when the source of negatives uses one (a method without a source: always).
+    hyperparameters: constructor keyword arguments (a run's recorded `Method.config`, head settings, num_classes);
+        those the method does not take are left out.
+    configuration: fills the constructor's arguments given neither as a part nor a hyperparameter (the builder's
+        gin config; checkpoint loading passes every value and keeps the plain one).
+    """
+    params = METHODS.entry(name).params
+    kwargs: dict[str, Any] = {"backbone": backbone, "generator": generator}
+    for key in BUILT_PARTS:
+        if key not in params:
+            continue
+        if key == "memory_bank" and not getattr(kwargs.get("negatives"), "uses_memory_bank", True):
+            continue
+        built = part(key)
+        if built is not None:
+            kwargs[key] = built
+    return build_method(name, configuration, **kwargs, **{k: v for k, v in hyperparameters.items() if k in params})
 
 
 class Method(nn.Module):
@@ -72,9 +106,9 @@ class Method(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """The constructor's hyperparameters (every keyword argument except the objects in PARTS), as stored."""
-        params = inspect.signature(type(self).__init__).parameters.values()
-        return {p.name: getattr(self, p.name) for p in params
-                if p.name not in ("self", *PARTS) and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        params = signature_parameters(type(self)) or {}
+        return {name: getattr(self, name) for name, p in params.items()
+                if name not in PARTS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
     # --------------------------------------------------------------------------------------------- the trunk
     def pooled(self, x: Tensor) -> Tensor:

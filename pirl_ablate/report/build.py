@@ -34,7 +34,6 @@ METHOD_LABELS = {
 BASELINES = ("random init", "supervised")
 RANDOM_INIT = "random init"
 BASELINE_SWEEP = "loss_variants"  # the shipped sweep whose variants include random init and supervised
-LAYER_ORDER = ("conv1", "res2", "res3", "res4", "res5")
 
 
 def method_label(variant: Any, default: str) -> str:

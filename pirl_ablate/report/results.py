@@ -30,10 +30,9 @@ files; `read_histograms(frame)` reads them for the rows that need them.
 
 from __future__ import annotations
 
-import ast
+import contextlib
 import json
 import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any
 
 import pandas as pd
 
-from pirl_ablate.config import current_key
+from pirl_ablate import config
 from pirl_ablate.runs import (
     STATUS_DONE,
     STATUS_FAILED,
@@ -239,27 +238,25 @@ def _read_run(path: Path, root: Path, left_out: list[tuple[str, str]]
     return run, rows
 
 
-_BINDING_LINE = re.compile(r"^(?P<key>[\w./]+)\s*=\s*(?P<value>.+?)\s*$")
-
-
 def operative_values(config_path: Path, keys: Sequence[str]) -> dict[str, Any]:
-    """{"config:<key>": value} for the `keys` that config.gin binds on one line (values parsed as Python
-    literals where they are; gin references and macros stay text). A config.gin that is not UTF-8 gives what its
-    decodable lines bind (bytes that are not UTF-8 read as U+FFFD)."""
-    wanted, out = set(keys), {}
+    """{"config:<key>": value} for the `keys` that config.gin binds (read by gin's parser, `config.bindings_of`: the
+    last binding of a key wins; gin references and macros are their text). A config.gin that is not UTF-8 gives what
+    its decodable lines bind (bytes that are not UTF-8 read as U+FFFD); one that is not gin, what its lines that are
+    gin on their own bind."""
     try:
         text = config_path.read_bytes().decode("utf-8", errors="replace")
     except FileNotFoundError:
-        return out
-    for line in text.splitlines():
-        m = _BINDING_LINE.match(line)
-        if m and current_key(m.group("key")) in wanted:  # a run recorded before a rename: its old names
-            try:
-                value = ast.literal_eval(m.group("value"))
-            except (ValueError, SyntaxError):
-                value = m.group("value")
-            out[f"config:{current_key(m.group('key'))}"] = value
-    return _hashable(out)
+        return {}
+    try:
+        bound = config.bindings_of(text)
+    except config.GIN_ERRORS:
+        bound = {}
+        for line in text.splitlines():
+            with contextlib.suppress(*config.GIN_ERRORS):
+                bound.update(config.bindings_of(line))
+    wanted = set(keys)
+    return _hashable({f"config:{key}": str(value) if isinstance(value, str) else value
+                      for key, value in bound.items() if key in wanted})
 
 
 def _flatten(run: dict[str, Any], rows: list[tuple[str, str, str, str, Any]]) -> Iterator[dict[str, Any]]:
@@ -281,7 +278,7 @@ def _hashable(bindings: dict[str, Any]) -> dict[str, Any]:
     they would shadow a fixed column; a configurable renamed since the run was recorded takes its current name."""
     out = {}
     for key, value in bindings.items():
-        key = current_key(key)
+        key = config.current_key(key)
         name = f"binding:{key}" if key in RUN_COLUMNS or key in METRIC_COLUMNS else key
         out[name] = json.dumps(value, sort_keys=True) if isinstance(value, (list, dict, tuple)) else value
     return out

@@ -13,7 +13,6 @@ import pandas as pd
 from pirl_ablate.layers import LAYERS
 from pirl_ablate.report import paper
 from pirl_ablate.report.build import (
-    LAYER_ORDER,
     PROBES,
     RANDOM_INIT,
     caption,
@@ -135,7 +134,7 @@ def table7(frame: pd.DataFrame, sweep: str = "layers") -> Report:
     """Table 7: linear top-1 of each layer's features, conv1 to res5, per method."""
     frame, rows, baseline = _prepare(frame, sweep, "PIRL")
     report = Report(name="table7", title="Table 7: linear top-1 per layer")
-    used = _per_dataset_group_blocks(report, rows, baseline, "linear", "top1", LAYER_ORDER,
+    used = _per_dataset_group_blocks(report, rows, baseline, "linear", "top1", LAYERS,
                                      (RANDOM_INIT, "Jigsaw", "NPID++", "PIRL"), "linear top-1")
     report.blocks.append(paper_block(f"{paper.PAPER_LABEL}: Table 7, ImageNet top-1", LAYERS, paper.TABLE7))
     return _finish(report, frame, rows, used, "linear (per layer)")
@@ -205,7 +204,7 @@ def figure5(frame: pd.DataFrame, sweep: str = "layers") -> Report:
     probe = pd.concat([select(rows, "linear", "top1"), select(baseline, "linear", "top1")])
     multi = probe["dataset"].nunique() > 1
     probe = probe.assign(series=[f"{m} · {d}" if multi else m for m, d in zip(probe["method"], probe["dataset"])])
-    layers = ordered(probe["group"].unique(), LAYER_ORDER)
+    layers = ordered(probe["group"].unique(), LAYERS)
     series = ordered(probe["series"].unique(), ("PIRL", "Jigsaw"))
     block = Block(title="ours: linear top-1 per layer", columns=series, row_header="layer",
                   rows=pivot_rows(probe, "group", "series", layers, series, kind=lambda _: "method"))

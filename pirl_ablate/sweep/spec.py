@@ -320,7 +320,7 @@ def _check_binding(key: str, where: str) -> Any:
     if config.configurable_target(name) is None:
         raise ConfigError(f"{where}: unknown configurable `{name}` in `{key}`"
                           f"{did_you_mean(name, config.configurable_names())}")
-    params = _parameters(name)
+    params = config.configurable_parameters(name)
     if params is None:
         return inspect.Parameter.empty
     if param not in params:
@@ -331,18 +331,6 @@ def _check_binding(key: str, where: str) -> Any:
         return gin.query_parameter(key)
     except ValueError:
         return params[param].default
-
-
-def _parameters(name: str) -> dict[str, inspect.Parameter] | None:
-    """The parameters of gin configurable `name` (None if it is unknown or has no signature)."""
-    fn = config.configurable_target(name)
-    if fn is None:
-        return None
-    try:
-        signature = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn)
-    except (TypeError, ValueError):
-        return None
-    return {p.name: p for p in signature.parameters.values() if p.name not in ("self", "cls")}
 
 
 def _type_ok(value: Any, expected: Any) -> bool:
@@ -371,7 +359,7 @@ def _check_line_types(lines: Sequence[str], where: str) -> None:
     variant or a --bind is one line before anything is submitted, not a failure of every job."""
     for key, value in config.bindings_of("\n".join(lines)).items():
         name, _, param = key.rsplit("/", 1)[-1].rpartition(".")
-        parameter = (_parameters(name) or {}).get(param) if name else None
+        parameter = (config.configurable_parameters(name) or {}).get(param) if name else None
         if parameter is not None and not _type_ok(value, parameter.default):
             raise ConfigError(f"{where}: {key} = {value!r} is {type(value).__name__}, expected "
                               f"{type(parameter.default).__name__} (like {parameter.default!r})")
@@ -398,7 +386,7 @@ def _variants(variants: dict | None, files: Sequence[Path], what: str = "variant
                               "{'PIRL': [\"include 'pirl_jigsaw.gin'\", 'PIRL.lambda_ = 0.5']}")
         includes, bindings = [], []
         for line in lines:
-            m = _INCLUDE_LINE.match(line)
+            m = config.INCLUDE.fullmatch(line.strip())
             if m is None:
                 bindings.append(line)
                 continue
@@ -418,9 +406,6 @@ def _own_bindings(includes: Sequence[Path], lines: Sequence[str]) -> list[str]:
         own.update(config.bindings_of(path.read_text(encoding="utf-8")))
     own.update(config.bindings_of("\n".join(lines)))
     return [f"{key} = {gin_value(value)}" for key, value in own.items()]
-
-
-_INCLUDE_LINE = re.compile(r"""^\s*include\s+(['"])(?P<path>.+?)\1\s*$""")
 
 
 def _where(files: Sequence[Path], needle: str, after: str | None = None) -> str:

@@ -32,27 +32,19 @@ TITLE_WIDTH = 34  # characters per panel title line
 
 def load_images(dataset: str, count: int, generator: torch.Generator, size: int = SIZE,
                 configuration: Configuration = PLAIN) -> Tensor:
-    """(count, 3, size, size) float in [0, 1]: images drawn at random from `dataset`'s test split.
+    """(count, 3, size, size) float in [0, 1]: images drawn at random from the test split of `dataset`, any
+    registered dataset (`pirl-ablate list datasets`), as training and evaluation read it (`configuration`: its
+    settings, e.g. the folder it reads)."""
+    from pirl_ablate.data.loader import pad_to_canvas
+    from pirl_ablate.data.registry import build_dataset
 
-    "digits" is scikit-learn's 8 x 8 handwritten digits (bundled, no download); any other name goes through the
-    dataset registry (`pirl-ablate list datasets`).
-    """
-    if dataset == "digits":
-        from sklearn.datasets import load_digits
-
-        pixels = torch.from_numpy(load_digits().images).float().div(16).unsqueeze(1)  # (1797, 1, 8, 8)
-        chosen = pixels[torch.randperm(len(pixels), generator=generator)[:count]]
-    else:
-        from pirl_ablate.data.loader import pad_to_canvas
-        from pirl_ablate.data.registry import build_dataset
-
-        data = build_dataset(dataset, split="test", configuration=configuration)
-        picks = torch.randperm(len(data), generator=generator)[:count].tolist()
-        items = [data[i][0] for i in picks]
-        if len({tuple(im.shape) for im in items}) > 1:  # images of their own sizes (imagefolder): centre squares
-            canvas, sizes = pad_to_canvas(items)
-            items = list(centre_squares(with_sizes(canvas.float(), sizes), size).round().clamp(0, 255).to(torch.uint8))
-        chosen = torch.stack(items).float().div(255)
+    data = build_dataset(dataset, split="test", configuration=configuration)
+    picks = torch.randperm(len(data), generator=generator)[:count].tolist()
+    items = [data[i][0] for i in picks]
+    if len({tuple(im.shape) for im in items}) > 1:  # images of their own sizes (imagefolder): centre squares
+        canvas, sizes = pad_to_canvas(items)
+        items = list(centre_squares(with_sizes(canvas.float(), sizes), size).round().clamp(0, 255).to(torch.uint8))
+    chosen = torch.stack(items).float().div(255)
     chosen = F.interpolate(chosen, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
     return chosen.expand(-1, 3, -1, -1) if chosen.shape[1] == 1 else chosen
 
