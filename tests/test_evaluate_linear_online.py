@@ -98,3 +98,49 @@ def test_two_gloo_ranks_train_one_set_of_heads_and_count_every_test_image(tmp_pa
     assert set(result["metrics"]) == {"res4", "res5"}
     assert all(0.0 <= m["top1"] <= 100.0 for m in result["metrics"].values())
 
+
+
+REFUSED = textwrap.dedent("""
+    import contextlib
+    import io
+    import os
+    import sys
+
+    import torch
+
+    rank, init, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=os.environ["PIRL_TEST_PORT"])
+    from pirl_ablate.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["-q", "eval", RUN, "--protocol", "linear", "--bind", "linear_eval.mode = 'online'",
+                     "--bind", "evaluation.device = 'cpu'"])
+    torch.save({"code": code, "stderr": err.getvalue()}, out)
+""")
+
+
+def test_a_data_parallel_evaluation_refused_its_lock_ends_on_every_rank(tmp_path):
+    """Another process evaluates the run: rank 0 is refused the lock, and rank 1 ends too (exit 2, one line naming
+    rank 0's reason) instead of waiting for rank 0 in the protocol's first collective."""
+    import socket
+
+    from pirl_ablate.locks import eval_lock
+
+    cfg = tmp_path / "tiny.gin"
+    cfg.write_text(untrained(size=16, train_image_size=16, negatives=8))
+    run = tmp_path / "run"
+    run_training(config.parse([str(cfg)]), run)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with eval_lock(run, "linear"), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIRL_TEST_PORT", str(port))
+        r0, r1 = two_ranks(REFUSED.replace("RUN", repr(str(run))), tmp_path)
+    assert r0["code"] == r1["code"] == 2
+    lines0, lines1 = r0["stderr"].strip().splitlines(), r1["stderr"].strip().splitlines()
+    assert len(lines0) == len(lines1) == 1, (lines0, lines1)
+    assert "its linear evaluation is run by" in lines0[0]
+    assert "rank 0 did not start the evaluation" in lines1[0] and "its linear evaluation is run by" in lines1[0]
+    assert not (run / "evals" / "linear-synthetic.json").exists()

@@ -250,7 +250,7 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
         entry = PROTOCOLS.entry(protocol)
         evaluate = configuration.bind(entry.gin_name, entry.obj) if entry.gin_name else entry.obj
         writer = initialized_world() == 1 or dist.get_rank() == 0  # data parallel (linear, detection): rank 0 writes
-        with eval_lock(run.path, protocol) if writer else contextlib.nullcontext():  # one evaluation at a time
+        with _writer_holds_lock(run, protocol):  # one evaluation at a time
             start = time.perf_counter()
             info(f"{run.path.name}: {protocol} on {ctx.dataset}")
             result = evaluate(ctx)
@@ -261,6 +261,31 @@ def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str 
                 run.write_eval(name, result)
         results[name] = result
     return results
+
+
+@contextlib.contextmanager
+def _writer_holds_lock(run: RunDir, protocol: str) -> Iterator[None]:
+    """The run's lock for `protocol` (`eval_lock`), held by the process that writes the result: the only one, or
+    rank 0 of a data-parallel evaluation. Rank 0 tells the other ranks whether it got the lock, so that a refused
+    evaluation ends on every rank with rank 0's reason instead of leaving the others waiting in the protocol's
+    first collective."""
+    if initialized_world() == 1:
+        with eval_lock(run.path, protocol):
+            yield
+        return
+    with contextlib.ExitStack() as held:
+        refusal: list[str | None] = [None]
+        if dist.get_rank() == 0:
+            try:
+                held.enter_context(eval_lock(run.path, protocol))
+            except UserError as e:
+                refusal[0] = str(e)
+                dist.broadcast_object_list(refusal, src=0)
+                raise
+        dist.broadcast_object_list(refusal, src=0)
+        if refusal[0] is not None:
+            raise UserError(f"rank 0 did not start the evaluation: {refusal[0]}")
+        yield
 
 
 def load_context(run: RunDir, dataset: str | None, settings: EvalSettings, **fields: Any) -> EvalContext:
