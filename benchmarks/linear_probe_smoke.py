@@ -1,4 +1,4 @@
-"""Does a change of the cached linear probe separate trained runs from random init at smoke scale? (issue 27)
+"""Does a change of the cached linear probe separate trained runs from random init at smoke scale?
 
     python benchmarks/linear_probe_smoke.py runs/lambda                 # every candidate below
     python benchmarks/linear_probe_smoke.py runs/lambda --only default lr0.1

@@ -25,6 +25,7 @@ from typing import Any
 import gin
 
 from pirl_ablate import config
+from pirl_ablate.registry import signature_parameters
 
 PRETRAINING = ("method", "optimisation", "views", "negatives")
 # methods whose optimisation the paper states (PIRL, NPID, NPID++); the others' schedules are listed, not compared
@@ -71,8 +72,7 @@ class Config:
         target = config.configurable_target(name)
         if target is None:
             return None
-        fn = target.__init__ if inspect.isclass(target) else target
-        p = inspect.signature(fn).parameters.get(param)
+        p = (signature_parameters(target) or {}).get(param)
         return None if p is None or p.default is inspect.Parameter.empty else p.default
 
     @property

@@ -62,7 +62,7 @@ from pirl_ablate.evaluate.semisup import balanced_subset, finetune, fraction_nam
 from pirl_ablate.health import relative_distances
 from pirl_ablate.locks import eval_lock
 from pirl_ablate.models.precise_bn import precise_bn
-from pirl_ablate.registry import PLAIN, Configuration
+from pirl_ablate.registry import PLAIN, Configuration, signature_parameters
 from pirl_ablate.runs import RunDir
 
 LINEAR_MODES = ("cached", "online")
@@ -317,7 +317,7 @@ def _subset(dataset: ImageDataset, idx: Tensor) -> ImageDataset | torch.utils.da
 
 def _bound(configuration: Configuration, name: str, fn: Any) -> dict:
     """The keyword defaults of `fn` with the values `configuration` has for `name` applied (recorded in results)."""
-    params = {p.name: p.default for p in inspect.signature(fn).parameters.values()
-              if p.default is not inspect.Parameter.empty and p.name != "description"}
+    params = {name: p.default for name, p in (signature_parameters(fn) or {}).items()
+              if p.default is not inspect.Parameter.empty and name != "description"}
     params.update({k: v for k, v in configuration.values(name).items() if k in params})
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}

@@ -36,7 +36,6 @@ update.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +52,7 @@ from pirl_ablate.losses.dense import contrast_function
 from pirl_ablate.losses.memory_bank import MemoryBank
 from pirl_ablate.losses.nce import Contrast, mean_exp_score
 from pirl_ablate.models.momentum import MomentumEncoder
-from pirl_ablate.registry import Registry
+from pirl_ablate.registry import Registry, signature_parameters
 
 NEGATIVES = Registry("negative source")
 register_negatives = NEGATIVES.register
@@ -97,9 +96,9 @@ class NegativeSource(nn.Module):
     def spec(self) -> dict[str, Any]:
         """{"name", "kwargs"}: `build_negatives(**spec)` builds it again (what a checkpoint records)."""
         name = next(e.name for e in NEGATIVES.describe() if e.obj is type(self))
-        params = inspect.signature(type(self).__init__).parameters.values()
-        return {"name": name, "kwargs": {p.name: getattr(self, p.name) for p in params
-                                         if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}}
+        params = signature_parameters(type(self)) or {}
+        return {"name": name, "kwargs": {key: getattr(self, key) for key, p in params.items()
+                                         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}}
 
     def bind(self, method: nn.Module) -> None:
         """Allocate the state for `method` (nothing by default)."""
