@@ -7,8 +7,10 @@ Where things live:
     losses/      NCE / InfoNCE on embeddings, the memory bank, the sources of negatives, chunked and dense scoring
     models/      the ResNet trunk, heads, momentum encoder, precise BN
     data/        datasets that return indices, the loader
-    train.py     the pre-training loop (plain objects in, run folder out); build.py builds them from gin (config.py)
+    train.py     the pre-training loop (plain objects and a TrainSettings in, run folder out)
+    build.py  config.py  gin_edge.py   the gin edge: objects built from gin, config parsing, gin registrations
     evaluate/    linear, kNN, invariance, semi-supervised, SVM, low-shot and detection protocols on a run
+                 (@register_protocol)
     sweep/  report/   sweep files -> runs -> executors; results -> tables and figures of the paper
     commands/    one handler per `pirl-ablate` subcommand (cli.py only parses and dispatches)
     runs.py  files.py  health.py   the run folder, the safe file writes under it, a run's health numbers
