@@ -8,7 +8,6 @@ import shutil
 import gin
 import pytest
 import torch
-from fmnist import needs_fmnist
 from tiny_pirl import untrained
 
 from pirl_ablate import checkpoint, config
@@ -105,19 +104,19 @@ def test_paper_schedules_and_per_method_regimes():
         assert gin.query_parameter("detection_train.batch_size") == 16
         assert gin.query_parameter("detector.norm") == "frozen"
         for method in ("pirl", "npid"):
-            regime = method_settings(method, PAPER_PER_METHOD)
+            regime = method_settings(method, PAPER_PER_METHOD, {})
             assert (regime["lr"], regime["warmup_iters"], regime["warmup_factor"]) == (0.003, 1000,
                                                                                       pytest.approx(1 / 3))
         for method in ("supervised", "jigsaw"):
-            assert (method_settings(method, PAPER_PER_METHOD)["lr"],
-                    method_settings(method, PAPER_PER_METHOD)["warmup_iters"]) == (0.02, 100)
+            assert (method_settings(method, PAPER_PER_METHOD, {})["lr"],
+                    method_settings(method, PAPER_PER_METHOD, {})["warmup_iters"]) == (0.02, 100)
     assert lr_at(0, 0.003, 1000, 1 / 3, (17000,), 0.1) == pytest.approx(0.001)
     assert lr_at(500, 0.003, 1000, 1 / 3, (17000,), 0.1) == pytest.approx(0.002)
     assert lr_at(17000, 0.003, 1000, 1 / 3, (17000,), 0.1) == pytest.approx(0.0003)
     config.parse(["transfer/voc0712_c4.gin"], ["detection_train.lr = 0.01"])  # a sweep's binding wins
-    assert "lr" not in method_settings("pirl", PAPER_PER_METHOD)
+    assert "lr" not in method_settings("pirl", PAPER_PER_METHOD, config.bound_kwargs("detection_train"))
     with pytest.raises(ConfigError, match="no entry for the run's method `rotation`"):
-        method_settings("rotation", {"pirl": {"lr": 0.003}})
+        method_settings("rotation", {"pirl": {"lr": 0.003}}, {})
 
 
 def test_warmup_multistep_schedule_by_hand():
@@ -219,11 +218,10 @@ def _detector_weights(run) -> dict:
 
 
 @pytest.mark.slow
-@needs_fmnist  # smoke_c4.gin's devkit pastes Fashion-MNIST garments
 def test_eval_detection_protocol_writes_its_result_and_checkpoint(tiny_run, tmp_path):
     run = _copy_run(tiny_run, tmp_path / "run")
     result = _eval(run, *TINY_EVAL)
-    assert result["protocol"] == "detection" and result["classes"] == ["pullover", "coat", "shirt"]
+    assert result["protocol"] == "detection" and result["classes"] == list(CLASSES)
     assert set(result["metrics"]["c4"]) == {"AP", "AP50", "AP75", "coco_AP", "coco_AP50", "coco_AP75"}
     assert all(0 <= v <= 100 for v in result["metrics"]["c4"].values())
     assert result["num_train"] == 16 and result["num_test"] == 8 and result["training"]["iterations"] == 2
@@ -239,7 +237,6 @@ def test_eval_detection_protocol_writes_its_result_and_checkpoint(tiny_run, tmp_
 
 
 @pytest.mark.slow
-@needs_fmnist  # smoke_c4.gin's devkit pastes Fashion-MNIST garments
 def test_the_same_detection_eval_twice_gives_the_same_detector(tiny_run, tmp_path):
     """Two evaluations of one run (in two copies of its folder, torch's global generator left elsewhere between
     them) train bitwise the same detector: the new heads are created after the seed is set."""
@@ -254,7 +251,6 @@ def test_the_same_detection_eval_twice_gives_the_same_detector(tiny_run, tmp_pat
 
 
 @pytest.mark.slow
-@needs_fmnist  # smoke_c4.gin's devkit pastes Fashion-MNIST garments
 def test_a_detector_belongs_to_its_backbone_and_settings(tiny_run, tmp_path):
     run = _copy_run(tiny_run, tmp_path / "run")
     done = _eval(run, *TINY_EVAL)
@@ -262,20 +258,20 @@ def test_a_detector_belongs_to_its_backbone_and_settings(tiny_run, tmp_path):
     again = _eval(run, *TINY_EVAL)  # the same backbone and settings: the finished detector, its loss
     assert again["training"]["resumed_from"] == 2 and again["training"]["loss"] == done["training"]["loss"]
     # other classes: a new detector (its box predictor has another shape), no size-mismatch error
-    two = _eval(run, *TINY_EVAL, "detection_eval.classes = ('pullover', 'coat')")
-    assert two["training"]["resumed_from"] == 0 and two["classes"] == ["pullover", "coat"]
+    two = _eval(run, *TINY_EVAL, "detection_eval.classes = ('aeroplane', 'bicycle')")
+    assert two["training"]["resumed_from"] == 0 and two["classes"] == ["aeroplane", "bicycle"]
     assert _detector_weights(run)["roi_heads.box_predictor.cls_score.bias"].shape == (3,)
     # the run trained further (other weights in its checkpoint): a new detector again
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     state["method"] = {k: v + 0.01 if k.endswith("layer1.0.conv1.weight") else v for k, v in state["method"].items()}
     checkpoint.save(state, run / "checkpoints")
-    moved = _eval(run, *TINY_EVAL, "detection_eval.classes = ('pullover', 'coat')")
+    moved = _eval(run, *TINY_EVAL, "detection_eval.classes = ('aeroplane', 'bicycle')")
     assert moved["training"]["resumed_from"] == 0 and moved["training"]["key"] != two["training"]["key"]
     # a checkpoint from before detectors had keys (it saved the RNG states instead): a new detector too
     ckpt = run / "detection" / "synthetic_voc" / "checkpoints"
     old = torch.load(ckpt / "last.pt", weights_only=True)
     checkpoint.save({"detector": old["detector"], "optimizer": old["optimizer"], "iteration": 2, "rng": {}}, ckpt)
-    assert _eval(run, *TINY_EVAL, "detection_eval.classes = ('pullover', 'coat')")["training"]["resumed_from"] == 0
+    assert _eval(run, *TINY_EVAL, "detection_eval.classes = ('aeroplane', 'bicycle')")["training"]["resumed_from"] == 0
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 import torch
-from fmnist import needs_fmnist
 from gloo import two_ranks
 from sweep_jobs import PATIENCE_S
 from tiny_pirl import untrained
@@ -101,7 +100,6 @@ def test_two_gloo_ranks_train_one_detector_on_the_one_process_batches(tmp_path, 
 
 
 @pytest.mark.slow
-@needs_fmnist  # smoke_c4.gin's devkit pastes Fashion-MNIST garments
 def test_eval_under_torchrun_trains_one_detector_over_two_ranks(tmp_path):
     """`pirl-ablate eval --protocol detection` under the real launcher (torchrun, 2 gloo ranks on the CPU): the
     ranks share each iteration's 2 images, rank 0 writes the result and the checkpoint."""
