@@ -28,6 +28,7 @@ from pirl_ablate.evaluate import run_evaluations as evaluate_run
 from pirl_ablate.evaluate.detection import build_detector, train_detector
 from pirl_ablate.evaluate.knn import knn_scores
 from pirl_ablate.evaluate.linear import train_linear_probe
+from pirl_ablate.evaluate.registry import runs_data_parallel
 from pirl_ablate.losses import NEGATIVES, MemoryBank
 from pirl_ablate.methods import METHODS
 from pirl_ablate.models import Backbone
@@ -102,6 +103,13 @@ external(knn_scores, "knn_eval")
 external(train_linear_probe, "linear_probe")
 external(build_detector, "detector")
 external(train_detector, "detection_train", denylist=["model", "annotations", "out_dir", "device", "source"])
+
+
+def data_parallel_protocols(protocols: Sequence[str], bindings: Sequence[str] = ()) -> set[str]:
+    """Those of `protocols` that, configured by `bindings` (gin text), run over all ranks of a process group
+    (`pirl_ablate.evaluate.registry.runs_data_parallel`: detection; linear in its online mode)."""
+    config.parse((), bindings)
+    return {p for p in protocols if p in PROTOCOLS and runs_data_parallel(p, GIN)}
 
 
 def run_evaluations(run_dir: str | Path, protocols: Sequence[str], dataset: str | None = None,

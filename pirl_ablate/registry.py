@@ -138,5 +138,13 @@ class Configuration:
     def values(self, name: str) -> dict[str, Any]:
         return {}
 
+    def settings(self, name: str, fn: Callable[..., Any]) -> dict[str, Any]:
+        """`fn`'s keyword defaults with the values configured under `name` in their place (what a call of
+        `bind(name, fn)` that gives no keywords would use)."""
+        params = {key: p.default for key, p in (signature_parameters(fn) or {}).items()
+                  if p.default is not inspect.Parameter.empty}
+        params.update({k: v for k, v in self.values(name).items() if k in params})
+        return params
+
 
 PLAIN = Configuration()

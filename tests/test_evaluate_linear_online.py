@@ -144,3 +144,13 @@ def test_a_data_parallel_evaluation_refused_its_lock_ends_on_every_rank(tmp_path
     assert "its linear evaluation is run by" in lines0[0]
     assert "rank 0 did not start the evaluation" in lines1[0] and "its linear evaluation is run by" in lines1[0]
     assert not (run / "evals" / "linear-synthetic.json").exists()
+
+
+def test_the_linear_protocol_runs_over_several_processes_in_its_online_mode_only():
+    """Which protocols a sweep job of several tasks runs on every task (the others run on rank 0 alone):
+    detection always, linear only when bound to the online mode (its cached mode refuses a process group)."""
+    from pirl_ablate.gin_edge import data_parallel_protocols
+
+    protocols = ["knn", "linear", "svm", "detection"]
+    assert data_parallel_protocols(protocols) == {"detection"}
+    assert data_parallel_protocols(protocols, ["linear_eval.mode = 'online'"]) == {"linear", "detection"}

@@ -156,12 +156,17 @@ tiny_train.step_s = 0.5
 @pytest.mark.timeout(3 * PATIENCE_S)
 def test_slurm_job_with_two_tasks_trains_one_ddp_run_and_evaluates_once(slurm_cluster, tmp_path):
     """tasks_per_node = 2: SLURM starts two processes; rank and world size come from submitit's JobEnvironment
-    (no torchrun), they train one PIRL run with gloo DDP, and rank 0 alone writes the run folder and evaluates."""
+    (no torchrun), they train one PIRL run with gloo DDP, and rank 0 alone writes the run folder. The online
+    linear protocol then runs data parallel over both tasks, kNN (one process) on rank 0 alone."""
     path = tmp_path / "ddp.gin"
     path.write_text(TINY + """
 train.epochs = 1
 sweep.name = 'ddp'
-sweep.evaluate = ['knn']
+sweep.evaluate = ['knn', 'linear']
+linear_eval.mode = 'online'
+linear_eval.epochs = 1
+linear_eval.batch_size = 8
+linear_eval.milestones = []
 slurm.partition = 'debug'
 slurm.time_min = 10
 slurm.tasks_per_node = 2
@@ -179,6 +184,9 @@ slurm.cpus_per_task = 1
     assert [r["epoch"] for r in RunDir(run_dir).metrics()] == [1]
     knn = read_json(run_dir / "evals" / "knn-synthetic.json")
     assert 0.0 <= knn["metrics"]["res5"]["top1"] <= 100.0
+    linear = read_json(run_dir / "evals" / "linear-synthetic.json")
+    assert (linear["mode"], linear["world_size"]) == ("online", 2)
+    assert 0.0 <= linear["metrics"]["res5"]["top1"] <= 100.0
     job_id = read_json(run_dir / "job.json")["job_id"]
     deadline = time.time() + PATIENCE_S  # rank 0's result ends the sweep; the job ends when both tasks have exited 0
     while (state := slurm_states([job_id])[job_id]) in ("RUNNING", "COMPLETING") and time.time() < deadline:
@@ -186,3 +194,4 @@ slurm.cpus_per_task = 1
     assert state == "COMPLETED"
     logs = [(out / ".submitit" / job_id / f"{job_id}_{task}_log.err").read_text() for task in (0, 1)]
     assert "knn on synthetic" in logs[0] and "knn on synthetic" not in logs[1]  # evaluated by rank 0 only
+    assert all("linear on synthetic" in log for log in logs)  # by both tasks

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -62,14 +61,14 @@ from pirl_ablate.evaluate.semisup import balanced_subset, finetune, fraction_nam
 from pirl_ablate.health import relative_distances
 from pirl_ablate.locks import eval_lock
 from pirl_ablate.models.precise_bn import precise_bn
-from pirl_ablate.registry import PLAIN, Configuration, signature_parameters
+from pirl_ablate.registry import PLAIN, Configuration
 from pirl_ablate.runs import RunDir
 
 LINEAR_MODES = ("cached", "online")
 
 
 # ------------------------------------------------------------------------------------------------------ protocols
-@register_protocol("linear", gin_name="linear_eval", data_parallel=True)
+@register_protocol("linear", gin_name="linear_eval", data_parallel=lambda settings: settings["mode"] == "online")
 def linear_protocol(ctx: EvalContext, mode: str = "cached", pooling: str = "grid",
                     crop_size: int | None = None, epochs: int = 28, batch_size: int = 256, lr_per_256: float = 0.01,
                     milestones: Sequence[int] = (8, 16, 24), weight_decay: float = 5e-4, momentum: float = 0.9,
@@ -317,7 +316,5 @@ def _subset(dataset: ImageDataset, idx: Tensor) -> ImageDataset | torch.utils.da
 
 def _bound(configuration: Configuration, name: str, fn: Any) -> dict:
     """The keyword defaults of `fn` with the values `configuration` has for `name` applied (recorded in results)."""
-    params = {name: p.default for name, p in (signature_parameters(fn) or {}).items()
-              if p.default is not inspect.Parameter.empty and name != "description"}
-    params.update({k: v for k, v in configuration.values(name).items() if k in params})
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in configuration.settings(name, fn).items()
+            if k != "description"}

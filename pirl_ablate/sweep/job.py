@@ -95,16 +95,8 @@ class SweepJob(submitit.helpers.Checkpointable):
             target = import_target(self.target)
             self._limit_threads()  # again: the target's import may have loaded torch
             result = target(self.run.config, run_dir.path)
-            if self.evaluate and rank0 and (run_dir.result() or {}).get("status") == "done":  # once per run
-                from pirl_ablate.gin_edge import run_evaluations
-
-                # under the run's own config: the sweep's bindings of the protocols (e.g. detection_eval.*) apply
-                by_dataset: dict[str | None, list[str]] = {}
-                for protocol, dataset in eval_targets(self.evaluate):
-                    by_dataset.setdefault(dataset, []).append(protocol)
-                for dataset, protocols in by_dataset.items():
-                    run_evaluations(run_dir.path, protocols, dataset=dataset, layers=self.eval_layers,
-                                    bindings=[self.run.config])
+            if self.evaluate:
+                self._evaluate(run_dir, rank0, env)
         except Exception as e:
             if rank0 and self._requeueing:  # the run goes on in the requeued job: no failure of its own
                 run_dir.retire_result()  # what the target recorded on its way out
@@ -114,6 +106,42 @@ class SweepJob(submitit.helpers.Checkpointable):
                 run_dir.fail(one_line(e), **{k: v for k, v in previous.items() if k not in ("status", "end")})
             raise
         return run_dir.result() or result
+
+    def _evaluate(self, run_dir: RunDir, rank0: bool, env: submitit.JobEnvironment | None) -> None:
+        """Once training is done, each protocol of `evaluate` under the run's own config (the sweep's bindings of
+        the protocols, e.g. detection_eval.*, apply), once per run. In a job of several tasks the protocols that run
+        data parallel with their settings (detection, the online linear protocol:
+        `pirl_ablate.evaluate.registry.runs_data_parallel`) run over all of them, in a process group of their own;
+        then the group ends and rank 0 alone runs the others, so that no rank waits in a collective (and its
+        timeout) through a long one-process evaluation."""
+        from pirl_ablate import distributed
+        from pirl_ablate.gin_edge import data_parallel_protocols, run_evaluations
+
+        targets = eval_targets(self.evaluate)
+        parallel = data_parallel_protocols([p for p, _ in targets], [self.run.config])
+        if env is None or env.num_tasks == 1:
+            parallel = set()
+        done = rank0 and (run_dir.result() or {}).get("status") == "done"
+        if parallel:
+            world = distributed.setup()
+            try:
+                done = distributed.all_true(done or not rank0, world)  # rank 0's word for every rank
+                if done:
+                    self._evaluate_group(run_dir, [(p, d) for p, d in targets if p in parallel], run_evaluations)
+            finally:
+                distributed.teardown(world)
+        if rank0 and done:
+            self._evaluate_group(run_dir, [(p, d) for p, d in targets if p not in parallel], run_evaluations)
+
+    def _evaluate_group(self, run_dir: RunDir, targets: list[tuple[str, str | None]],
+                        run_evaluations: Callable[..., dict]) -> None:
+        """run_evaluations once per dataset of `targets` ((protocol, dataset or None))."""
+        by_dataset: dict[str | None, list[str]] = {}
+        for protocol, dataset in targets:
+            by_dataset.setdefault(dataset, []).append(protocol)
+        for dataset, protocols in by_dataset.items():
+            run_evaluations(run_dir.path, protocols, dataset=dataset, layers=self.eval_layers,
+                            bindings=[self.run.config])
 
     def _limit_threads(self) -> None:
         if not self.threads:
