@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_pirl import TINY
 from torch import Tensor
 
 from pirl_ablate import config
@@ -149,24 +150,13 @@ def test_the_z_estimate_and_the_bank_update_on_the_device_match_the_cpu():
     assert float((dev_bank.bank.cpu() - expected).abs().max()) <= 1e-6
 
 
-TRAIN_CONFIG = """
-include 'pirl_jigsaw.gin'
+TRAIN_CONFIG = TINY + """
 train.method = "pirl"
-train.dataset = "synthetic"
-synthetic.size = 48
-synthetic.image_size = 16
-train.image_size = 16
-image.size = 16
-train.batch_size = 16
-train.base_lr = 0.03
-train.base_batch = 16
 train.monitor_every = 0
 train.channels_last = True
 train.epochs = 4
-PIRL.num_negatives = 32
 MemoryBankNegatives.scoring = "auto"
 """
-
 
 def test_a_tiny_training_run_on_the_device_lowers_its_loss(tmp_path: Path):
     """bf16 autocast on CUDA; fp32 on the CPU, where torch's bf16 autocast backward of a plain ResNet-18 is not
