@@ -297,4 +297,11 @@ def test_the_paper_voc0712_setting_runs_end_to_end_on_a_resnet50(tmp_path):
     train = result["hyperparameters"]["detection_train"]
     assert (train["lr"], train["warmup_iters"], train["warmup_factor"]) == (0.003, 1000, pytest.approx(1 / 3))
     assert result["hyperparameters"]["detector"]["norm"] == "frozen" and result["training"]["iterations"] == 2
+    # every setting the detector was built and trained with, defaults too (Detectron2's R50-C4 anchors, the paper's
+    # VOC07+12 schedule), and the protocol's own: the result belongs to the exact setting it claims
+    hyper = result["hyperparameters"]
+    assert hyper["detector"]["anchor_sizes"] == [32, 64, 128, 256, 512] and hyper["detector"]["test_scale"] == 64
+    assert (train["steps"], train["seed"], hyper["synthetic_voc"]["num_trainval"]) == ([1], 0, 4)
+    assert hyper["detection_eval"] == {"name": "voc0712", "train_sets": [["2007", "trainval"], ["2012", "trainval"]],
+                                       "test_set": ["2007", "test"], "synthetic": True, "seed": 0}
     assert torch.isfinite(torch.tensor(result["training"]["loss"]))

@@ -110,5 +110,11 @@ def detection_protocol(ctx: EvalContext, name: str = "voc0712", root: str | None
     per_class = metrics.pop("per_class_ap50")
     return {"dataset": name, "metrics": {arch: metrics}, "per_class_ap50": per_class, "method": method,
             "classes": list(classes), "num_train": len(train), "num_test": len(test), "training": training,
-            "hyperparameters": {"detector": detector,
-                                "detection_train": {**training_bound, **regime}}}
+            "hyperparameters": {
+                "detection_eval": {"name": name, "train_sets": [list(s) for s in train_sets],
+                                   "test_set": list(test_set), "synthetic": synthetic, "seed": seed},
+                **({"synthetic_voc": configuration.settings("synthetic_voc", write_synthetic_voc)} if synthetic
+                   else {}),
+                "detector": configuration.settings("detector", build_detector),
+                "detection_train": {**configuration.settings("detection_train", train_detector), **regime,
+                                    "seed": seed}}}
