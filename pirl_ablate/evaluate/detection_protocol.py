@@ -98,23 +98,22 @@ def detection_protocol(ctx: EvalContext, name: str = "voc0712", root: str | None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = configuration.bind("detector", build_detector)(ctx.net.backbone, len(classes))
-    detector = configuration.values("detector")
-    arch = detector.get("arch", "c4")
+    detector = configuration.settings("detector", build_detector)
     test_scale = model.transform.min_size[0]
-    source = {"backbone": fingerprint(ctx.net.backbone), "classes": list(classes),
-              "train_sets": [list(s) for s in train_sets], "detector": detector}
+    source = {"backbone": fingerprint(ctx.net.backbone), "classes": list(classes),  # the detector checkpoint's key
+              "train_sets": [list(s) for s in train_sets], "detector": configuration.values("detector")}
     training = configuration.bind("detection_train", train_detector)(model, train, out_dir, device, source, seed=seed,
                                                                       **regime)
     metrics = evaluate_detector(model, test, len(classes), device, test_scale,
                                 use_07_metric=str(test_set[0]) == "2007")
     per_class = metrics.pop("per_class_ap50")
-    return {"dataset": name, "metrics": {arch: metrics}, "per_class_ap50": per_class, "method": method,
+    return {"dataset": name, "metrics": {detector["arch"]: metrics}, "per_class_ap50": per_class, "method": method,
             "classes": list(classes), "num_train": len(train), "num_test": len(test), "training": training,
             "hyperparameters": {
                 "detection_eval": {"name": name, "train_sets": [list(s) for s in train_sets],
                                    "test_set": list(test_set), "synthetic": synthetic, "seed": seed},
                 **({"synthetic_voc": configuration.settings("synthetic_voc", write_synthetic_voc)} if synthetic
                    else {}),
-                "detector": configuration.settings("detector", build_detector),
+                "detector": detector,
                 "detection_train": {**configuration.settings("detection_train", train_detector), **regime,
                                     "seed": seed}}}

@@ -115,27 +115,27 @@ class SweepJob(submitit.helpers.Checkpointable):
         then the group ends and rank 0 alone runs the others, so that no rank waits in a collective (and its
         timeout) through a long one-process evaluation."""
         from pirl_ablate import distributed
-        from pirl_ablate.gin_edge import data_parallel_protocols, run_evaluations
+        from pirl_ablate.gin_edge import data_parallel_protocols
 
         targets = eval_targets(self.evaluate)
-        parallel = data_parallel_protocols([p for p, _ in targets], [self.run.config])
-        if env is None or env.num_tasks == 1:
-            parallel = set()
+        several_tasks = env is not None and env.num_tasks > 1
+        parallel = data_parallel_protocols([p for p, _ in targets], [self.run.config]) if several_tasks else set()
         done = rank0 and (run_dir.result() or {}).get("status") == "done"
         if parallel:
             world = distributed.setup()
             try:
                 done = distributed.all_true(done or not rank0, world)  # rank 0's word for every rank
                 if done:
-                    self._evaluate_group(run_dir, [(p, d) for p, d in targets if p in parallel], run_evaluations)
+                    self._evaluate_group(run_dir, [(p, d) for p, d in targets if p in parallel])
             finally:
                 distributed.teardown(world)
         if rank0 and done:
-            self._evaluate_group(run_dir, [(p, d) for p, d in targets if p not in parallel], run_evaluations)
+            self._evaluate_group(run_dir, [(p, d) for p, d in targets if p not in parallel])
 
-    def _evaluate_group(self, run_dir: RunDir, targets: list[tuple[str, str | None]],
-                        run_evaluations: Callable[..., dict]) -> None:
-        """run_evaluations once per dataset of `targets` ((protocol, dataset or None))."""
+    def _evaluate_group(self, run_dir: RunDir, targets: list[tuple[str, str | None]]) -> None:
+        """`run_evaluations` once per dataset of `targets` ((protocol, dataset or None))."""
+        from pirl_ablate.gin_edge import run_evaluations
+
         by_dataset: dict[str | None, list[str]] = {}
         for protocol, dataset in targets:
             by_dataset.setdefault(dataset, []).append(protocol)
