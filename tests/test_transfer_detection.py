@@ -93,6 +93,25 @@ def test_frozen_batchnorm_is_the_backbone_in_eval_mode():
     assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_syncbn_option_converts_every_trunk_batchnorm_and_keeps_its_statistics():
+    """`detector.norm = 'sync'` (VISSL's VOC07 option): every BatchNorm of the trunk becomes a SyncBatchNorm holding
+    the backbone's statistics, so in eval mode (no process group needed) the detector's res4 is the backbone's."""
+    gen = torch.Generator().manual_seed(1)
+    backbone = Backbone(arch="resnet18", width_multiplier=0.5)
+    for m in backbone.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    model = build_detector(backbone, 3, norm="sync", **TINY).eval()
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(type(m) is torch.nn.SyncBatchNorm for m in norms)
+    x = torch.rand(2, 3, 64, 64, generator=gen)
+    with torch.no_grad():
+        expected = backbone.eval()(x, layers=("res4",))["res4"]
+        got = model.backbone((x - backbone.mean) / backbone.std)["0"]
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_paper_schedules_and_per_method_regimes():
     """Supplementary B: VOC07+12 25k iterations (x0.1 at 17k), VOC07 12.5k (x0.1 at 9.5k), 16 images per iteration,
     BN frozen; PIRL / NPID++ lr 0.003 with 1,000 warm-up iterations from lr / 3, supervised / Jigsaw 0.02 over 100."""
